@@ -1,0 +1,42 @@
+"""Operator configuration: command-line flags with environment fallbacks (what the Helm chart sets)."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, Field
+
+from llmop.models.duration import parse_duration
+
+DEFAULT_IMAGES = {
+    "ollama": "docker.io/ollama/ollama:0.12.6",
+    "vllm": "docker.io/vllm/vllm-openai:v0.11.0",
+    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server",
+}
+
+
+class OperatorConfig(BaseModel):
+    """Everything the operator needs that is not in a custom resource."""
+
+    namespaces: list[str] = Field(default_factory=list, description="Watched namespaces; empty = all.")
+    log_format: str = "plain"
+    images: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_IMAGES))
+    pull_progress_interval: float = 2.0
+    agent_image: str = "ghcr.io/llmop/llmop:0.1.0"
+    cluster_domain: str = "cluster.local"
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if environ is None else environ
+        images = dict(DEFAULT_IMAGES)
+        for runtime in DEFAULT_IMAGES:
+            images[runtime] = env.get(f"LLMOP_IMAGE_{runtime.upper()}", images[runtime])
+        namespaces = [ns.strip() for ns in env.get("LLMOP_NAMESPACES", "").split(",") if ns.strip()]
+        return cls(
+            namespaces=namespaces,
+            log_format=env.get("LLMOP_LOG_FORMAT", "plain"),
+            images=images,
+            pull_progress_interval=parse_duration(env.get("LLMOP_PULL_PROGRESS_INTERVAL", "2s")),
+            agent_image=env.get("LLMOP_AGENT_IMAGE", cls.model_fields["agent_image"].default),
+            cluster_domain=env.get("LLMOP_CLUSTER_DOMAIN", "cluster.local"),
+        )

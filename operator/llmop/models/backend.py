@@ -1,0 +1,250 @@
+"""LLMBackend: run a runtime with its models on GPUs (or observe an external server)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from llmop.models.base import (
+    CONDITIONS_LIST,
+    ApiModel,
+    Condition,
+    EnvVar,
+    KubeObject,
+    SecretKeyReference,
+    Toleration,
+    cel,
+    duration_field,
+    non_negative_field,
+    validations,
+)
+
+ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
+ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
+BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "Failed"]
+
+DEFAULT_PORTS: dict[str, int] = {"ollama": 11434, "vllm": 8000, "llamacpp": 8080}
+
+
+class ExternalEndpoint(ApiModel):
+    """A server llmop does not deploy; it only probes and observes it."""
+
+    url: str = Field(
+        max_length=2048,
+        description="Base URL of the server, e.g. http://10.0.0.5:8000 (a trailing /v1 is accepted).",
+        json_schema_extra=validations(
+            cel(
+                "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''",
+                "url must be an absolute http:// or https:// URL, e.g. http://10.0.0.5:8000",
+            )
+        ),
+    )
+    kind: ExternalKind = Field(
+        default="openai",
+        description="Which API the server speaks: openai, vllm, ollama, llamacpp, tgi, sglang, localai "
+        "or lmstudio. Defaults to openai.",
+    )
+
+
+class ModelSpec(ApiModel):
+    """A model the backend must serve."""
+
+    name: str = Field(
+        description="Model name as the runtime lists it: an Ollama tag (qwen3:0.6b), a Hugging Face id "
+        "for vLLM (hf://org/repo[@revision]), or a GGUF for llama.cpp (hf://org/repo/file.gguf or "
+        "https://host/path/file.gguf).",
+        json_schema_extra=validations(cel("self.size() > 0", "model name must not be empty")),
+    )
+    sha256: str | None = Field(
+        default=None,
+        description="Expected sha256 of the downloaded file, where the source publishes no digest.",
+        pattern=r"^[a-f0-9]{64}$",
+    )
+
+
+class GPUSpec(ApiModel):
+    """GPUs each replica gets."""
+
+    count: int = non_negative_field(0, "GPUs per replica; 0 runs on CPU only.")
+    resource_name: str = Field(
+        default="nvidia.com/gpu",
+        description="Extended resource that counts GPUs on nodes. Defaults to nvidia.com/gpu.",
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """CPU and memory, as in a container spec."""
+
+    requests: dict[str, str] | None = Field(default=None, description="Minimum resources, e.g. memory: 8Gi.")
+    limits: dict[str, str] | None = Field(default=None, description="Maximum resources, merged with gpu.")
+
+
+class StorageSpec(ApiModel):
+    """The model volume: a PersistentVolumeClaim that survives pod restarts."""
+
+    size: str = Field(default="50Gi", description="Size of the claim llmop creates. Defaults to 50Gi.")
+    storage_class_name: str | None = Field(
+        default=None, description="StorageClass of the claim; the cluster default when empty."
+    )
+    existing_claim: str | None = Field(
+        default=None, description="Use this existing claim instead of creating one."
+    )
+
+
+class StartupSpec(ApiModel):
+    """How llmop waits out a cold start."""
+
+    timeout: str = duration_field(
+        "30m",
+        "Cold-start budget: how long the runtime may refuse connections or answer 503 while it loads "
+        "weights before the backend is Stalled.",
+    )
+    probe_interval: str = duration_field("2s", "How often llmop probes the runtime's API.")
+
+
+class WarmupSpec(ApiModel):
+    """Loading models into memory once the runtime serves."""
+
+    enabled: bool = Field(default=True, description="Load the models into memory once the runtime serves.")
+    timeout: str = duration_field("2m", "How long one warmup request may take.")
+
+
+class LLMBackendSpec(ApiModel):
+    """What to run: a managed runtime or an external server, with its models and placement."""
+
+    runtime: ManagedRuntime | None = Field(
+        default=None, description="The runtime llmop deploys: ollama, vllm or llamacpp."
+    )
+    external: ExternalEndpoint | None = Field(
+        default=None, description="Observe an existing server instead of deploying one."
+    )
+    image: str | None = Field(
+        default=None, description="Container image; the operator's default for the runtime when empty."
+    )
+    replicas: int = non_negative_field(1, "Number of runtime pods.")
+    models: list[ModelSpec] = Field(
+        default_factory=list,
+        description="Models this backend must serve; llmop pulls each one that is missing.",
+    )
+    gpu: GPUSpec = Field(default_factory=GPUSpec, description="GPUs per replica.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Extra CPU/memory requests and limits, merged with gpu."
+    )
+    node_selector: dict[str, str] | None = Field(default=None, description="Node labels pods must match.")
+    tolerations: list[Toleration] | None = Field(
+        default=None,
+        description="Pod tolerations; a GPU backend tolerates the GPU resource's NoSchedule taint by default.",
+    )
+    affinity: KubeObject | None = Field(default=None, description="Pod affinity, as in a pod spec.")
+    runtime_class_name: str | None = Field(default=None, description="RuntimeClass of the pods, e.g. nvidia.")
+    priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
+    storage: StorageSpec | None = Field(
+        default=None, description="A persistent model volume; an emptyDir when unset."
+    )
+    args: list[str] | None = Field(default=None, description="Extra arguments for the runtime.")
+    env: list[EnvVar] | None = Field(default=None, description="Extra environment, as in a container.")
+    port: int = Field(
+        default=0,
+        description="Port the runtime listens on; 0 means the runtime's default "
+        "(ollama 11434, vllm 8000, llamacpp 8080).",
+        json_schema_extra=validations(cel("self >= 0 && self <= 65535", "port must be between 0 and 65535")),
+    )
+    api_key_secret_ref: SecretKeyReference | None = Field(
+        default=None,
+        description="Secret key holding an API key, sent as a bearer token; never copied into status.",
+    )
+    startup: StartupSpec = Field(default_factory=StartupSpec, description="Cold-start behaviour.")
+    warmup: WarmupSpec = Field(default_factory=WarmupSpec, description="Loading models into memory.")
+
+    @property
+    def runtime_kind(self) -> str:
+        """The adapter kind that speaks to this backend's server."""
+        if self.external is not None:
+            return self.external.kind
+        assert self.runtime is not None
+        return self.runtime
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS.get(self.runtime or "", 8000)
+
+
+LLMBackendSpec.model_config["json_schema_extra"] = validations(
+    cel(
+        "has(self.runtime) != has(self.external)",
+        "set exactly one of spec.runtime (llmop deploys ollama, vllm or llamacpp) or spec.external "
+        "(llmop observes an existing server)",
+    )
+)
+
+
+class ReplicaCounts(ApiModel):
+    """Replica counts."""
+
+    desired: int = Field(default=0, description="Replicas asked for.")
+    ready: int = Field(default=0, description="Replicas whose runtime API answers.")
+    summary: str = Field(default="0/0", description="ready/desired, as kubectl prints it.")
+
+
+class ObservedModel(ApiModel):
+    """A model as the runtime itself reports it."""
+
+    name: str = Field(description="Name the runtime lists.")
+    digest: str | None = Field(default=None, description="Content digest, where the runtime reports one.")
+    size_bytes: int | None = Field(default=None, description="Size on disk in bytes.")
+    context_length: int | None = Field(default=None, description="Maximum context length in tokens.")
+    capabilities: list[str] = Field(
+        default_factory=list, description="chat, completion, embeddings, tools, vision."
+    )
+    loaded: bool = Field(default=False, description="Whether the model is loaded in memory.")
+
+
+class BackendCapabilities(ApiModel):
+    """What the backend can serve, from the runtime and its models."""
+
+    chat: bool = Field(default=False, description="Serves chat completions.")
+    completions: bool = Field(default=False, description="Serves text completions.")
+    embeddings: bool = Field(default=False, description="Serves embeddings.")
+    streaming: bool = Field(default=False, description="Streams tokens.")
+    tools: bool = Field(default=False, description="Supports tool calls.")
+
+
+class PodState(ApiModel):
+    """One replica's runtime state."""
+
+    name: str = Field(description="Pod name.")
+    ready: bool = Field(default=False, description="Whether its runtime API answers.")
+    ip: str | None = Field(default=None, description="Pod IP llmop probes.")
+    phase: str | None = Field(default=None, description="Runtime state: Starting, Loading, Serving, Failing.")
+    models: list[str] = Field(default_factory=list, description="Models this pod's runtime lists.")
+    message: str | None = Field(default=None, description="Why the pod is not serving, if it is not.")
+    last_probe: datetime | None = Field(
+        default=None, description="When llmop last saw this pod's state change."
+    )
+
+
+class LLMBackendStatus(ApiModel):
+    """State observed from the Kubernetes objects and the runtime's own API."""
+
+    observed_generation: int | None = Field(default=None, description="The generation this status describes.")
+    phase: BackendPhase | None = Field(
+        default=None, description="Pending, Deploying, Loading, Ready, Degraded or Failed."
+    )
+    runtime: str | None = Field(default=None, description="Runtime kind being served.")
+    endpoint: str | None = Field(default=None, description="Base URL of the runtime's API.")
+    openai_base_url: str | None = Field(
+        default=None, alias="openaiBaseURL", description="OpenAI-compatible base URL (ends in /v1)."
+    )
+    replicas: ReplicaCounts | None = Field(default=None, description="Desired and serving replicas.")
+    models: list[ObservedModel] | None = Field(default=None, description="Models observed from the runtime.")
+    models_summary: str | None = Field(default=None, description="Observed model names, for kubectl get.")
+    capabilities: BackendCapabilities | None = Field(default=None, description="What the backend can serve.")
+    pods: list[PodState] | None = Field(default=None, description="Runtime state of each replica.")
+    last_error: str | None = Field(default=None, description="The most recent error, in the runtime's words.")
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Ready, Reconciling, Stalled (kstatus) and Scheduled.",
+        json_schema_extra=CONDITIONS_LIST,
+    )
