@@ -95,6 +95,7 @@ go_install() {  # go_install NAME VERSION MODULE/PATH/TO/CMD...
   rm -rf "$out"; mv "$out.partial" "$out"
 }
 
+with_build_lock cluster
 build_kubernetes
 build_etcd
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok sigs.k8s.io/kwok/cmd/kwokctl

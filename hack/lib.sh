@@ -16,3 +16,9 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # bin_dir NAME VERSION -> the cache folder holding that build
 bin_dir() { echo "$BIN_ROOT/$1-$2"; }
+
+# with_build_lock: serialize builds of the same cache (tests and make targets may start them at once).
+with_build_lock() {
+  exec 9>"$LLMOP_CACHE/.build-$1.lock"
+  flock 9
+}

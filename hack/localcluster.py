@@ -204,7 +204,7 @@ class LocalCluster:
                 "--cluster-name",
                 self.name,
                 "--controllers",
-                "*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
+                "*,-nodeipam,-cloud-node-lifecycle",
                 "--concurrent-deployment-syncs",
                 "10",
                 "--concurrent-replicaset-syncs",
