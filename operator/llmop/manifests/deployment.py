@@ -1,0 +1,231 @@
+"""The runtime Deployment: one pod template per backend spec."""
+
+from __future__ import annotations
+
+import math
+from copy import deepcopy
+from typing import Any
+
+from llmop.config import OperatorConfig
+from llmop.manifests.labels import (
+    BACKEND_KIND,
+    backend_labels,
+    backend_selector,
+    object_metadata,
+    owner_reference,
+)
+from llmop.manifests.runtime_pods import RuntimePod, managed_runtime, runtime_pod, served_model_path
+from llmop.manifests.storage import MODELS_DIR, MODELS_VOLUME, models_claim, models_volume
+from llmop.models.backend import LLMBackendSpec
+from llmop.models.duration import parse_duration
+
+RUNTIME_CONTAINER = "runtime"
+RUNTIME_PORT_NAME = "http"
+AGENT_CONTAINER = "agent"
+AGENT_PORT = 8090
+AGENT_PORT_NAME = "agent"
+
+RUNTIME_STARTUP_PERIOD = 10
+AGENT_STARTUP_PERIOD = 5
+TERMINATION_GRACE_SECONDS = 30
+
+
+def startup_failure_threshold(spec: LLMBackendSpec, period_seconds: int) -> int:
+    """Failures a startup probe may see so that `period * threshold` covers `startup.timeout`."""
+    return max(1, math.ceil(parse_duration(spec.startup.timeout) / period_seconds))
+
+
+def merged_resources(spec: LLMBackendSpec) -> dict[str, dict[str, str]]:
+    """The user's requests and limits with the GPUs added.
+
+    Extended resources such as GPUs cannot be overcommitted: the API server rejects a request that
+    differs from the limit, so both are set.
+    """
+    requests = dict(spec.resources.requests or {}) if spec.resources else {}
+    limits = dict(spec.resources.limits or {}) if spec.resources else {}
+    if spec.gpu.count > 0:
+        requests[spec.gpu.resource_name] = str(spec.gpu.count)
+        limits[spec.gpu.resource_name] = str(spec.gpu.count)
+    resources: dict[str, dict[str, str]] = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def _tolerates(toleration: dict[str, Any], key: str) -> bool:
+    # A toleration without a key and with operator Exists tolerates every taint.
+    if toleration.get("key") in (None, ""):
+        return toleration.get("operator") == "Exists"
+    return toleration.get("key") == key
+
+
+def pod_tolerations(spec: LLMBackendSpec) -> list[dict[str, Any]]:
+    """The user's tolerations, plus the GPU taint's unless the user already tolerates that key."""
+    tolerations = deepcopy(spec.tolerations or [])
+    key = spec.gpu.resource_name
+    if spec.gpu.count > 0 and not any(_tolerates(toleration, key) for toleration in tolerations):
+        tolerations.append({"key": key, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def _merge_env(ours: list[dict[str, Any]], users: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # env is a list keyed by name under server-side apply, which rejects duplicate names, so a
+    # variable the user sets replaces llmop's (the user's last entry wins, as in a plain pod).
+    last_by_name: dict[Any, dict[str, Any]] = {}
+    for variable in users:
+        last_by_name[variable.get("name")] = variable
+    merged = [variable for variable in ours if variable["name"] not in last_by_name]
+    seen: set[Any] = set()
+    for variable in users:
+        name = variable.get("name")
+        if name not in seen:
+            seen.add(name)
+            merged.append(last_by_name[name])
+    return merged
+
+
+def runtime_env(spec: LLMBackendSpec, pod: RuntimePod) -> list[dict[str, Any]]:
+    ours = pod.env(spec)
+    secret = spec.api_key_secret_ref
+    if secret is not None and pod.api_key_env is not None:
+        # Always a reference: the key never appears in the Deployment or in the operator's memory.
+        ours.append(
+            {"name": pod.api_key_env, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}}
+        )
+    return _merge_env(ours, deepcopy(spec.env or []))
+
+
+def _models_mount() -> dict[str, Any]:
+    return {"name": MODELS_VOLUME, "mountPath": MODELS_DIR}
+
+
+def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: RuntimePod) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": RUNTIME_CONTAINER,
+        "image": spec.image or config.images[managed_runtime(spec)],
+        "args": [*pod.args(spec), *(spec.args or [])],
+        "ports": [{"name": RUNTIME_PORT_NAME, "containerPort": spec.effective_port, "protocol": "TCP"}],
+    }
+    env = runtime_env(spec, pod)
+    if env:
+        container["env"] = env
+    resources = merged_resources(spec)
+    if resources:
+        container["resources"] = resources
+    mounts = [_models_mount()]
+    if pod.needs_shm:
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    container["volumeMounts"] = mounts
+    # Loading weights can take many minutes: only the startup probe runs until the port opens,
+    # and it allows the whole cold-start budget, so a loading pod is never killed.
+    container["startupProbe"] = {
+        "tcpSocket": {"port": RUNTIME_PORT_NAME},
+        "periodSeconds": RUNTIME_STARTUP_PERIOD,
+        "failureThreshold": startup_failure_threshold(spec, RUNTIME_STARTUP_PERIOD),
+    }
+    container["readinessProbe"] = {
+        "httpGet": {"path": pod.health_path, "port": RUNTIME_PORT_NAME},
+        "periodSeconds": 10,
+        "timeoutSeconds": 5,
+        "failureThreshold": 3,
+    }
+    # TCP, not HTTP: a server busy with long generations may answer its health path slowly, and
+    # restarting it would cost a full cold start.
+    container["livenessProbe"] = {
+        "tcpSocket": {"port": RUNTIME_PORT_NAME},
+        "periodSeconds": 20,
+        "timeoutSeconds": 5,
+        "failureThreshold": 6,
+    }
+    return container
+
+
+def agent_container(spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, Any]:
+    """The llmop agent as a native sidecar: it downloads models, and its startup probe holds the
+    runtime back until every model the runtime serves is complete on disk."""
+    path = served_model_path(spec)
+    required = [path.removeprefix(f"{MODELS_DIR}/")] if path else []
+    return {
+        "name": AGENT_CONTAINER,
+        "image": config.agent_image,
+        "args": ["agent", "--models-dir", MODELS_DIR, "--port", str(AGENT_PORT)],
+        "env": [{"name": "LLMOP_REQUIRED_MODELS", "value": ",".join(required)}],
+        "ports": [{"name": AGENT_PORT_NAME, "containerPort": AGENT_PORT, "protocol": "TCP"}],
+        "volumeMounts": [_models_mount()],
+        "startupProbe": {
+            "httpGet": {"path": "/startup", "port": AGENT_PORT_NAME},
+            "periodSeconds": AGENT_STARTUP_PERIOD,
+            "failureThreshold": startup_failure_threshold(spec, AGENT_STARTUP_PERIOD),
+        },
+        "restartPolicy": "Always",
+    }
+
+
+def deployment_strategy(spec: LLMBackendSpec, name: str) -> dict[str, Any]:
+    """Recreate when a new pod cannot start beside the old one.
+
+    With GPUs a surge pod would need a second set of GPUs; with a claim (ReadWriteOnce for the one
+    llmop creates) a surge pod on another node could not attach it. Either way the rollout would
+    hang. rollingUpdate is written out in full so that server-side apply owns it and removes it
+    when the strategy becomes Recreate (the API server rejects rollingUpdate with Recreate).
+    """
+    if spec.gpu.count > 0 or models_claim(name, spec) is not None:
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+
+
+def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, Any]:
+    pod = runtime_pod(spec)
+    result: dict[str, Any] = {}
+    if pod.needs_agent:
+        result["initContainers"] = [agent_container(spec, config)]
+    result["containers"] = [runtime_container(spec, config, pod)]
+    volumes = [models_volume(name, spec)]
+    if pod.needs_shm:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    result["volumes"] = volumes
+    # Service links would put `<SERVICE>_PORT=tcp://...` variables in the pod; a Service named
+    # `ollama` yields OLLAMA_HOST-style names that the runtime misreads as its own settings.
+    result["enableServiceLinks"] = False
+    result["terminationGracePeriodSeconds"] = TERMINATION_GRACE_SECONDS
+    if spec.node_selector:
+        result["nodeSelector"] = dict(spec.node_selector)
+    tolerations = pod_tolerations(spec)
+    if tolerations:
+        result["tolerations"] = tolerations
+    if spec.affinity:
+        result["affinity"] = deepcopy(spec.affinity)
+    if spec.runtime_class_name:
+        result["runtimeClassName"] = spec.runtime_class_name
+    if spec.priority_class_name:
+        result["priorityClassName"] = spec.priority_class_name
+    return result
+
+
+def build_deployment(
+    name: str, namespace: str, uid: str, spec: LLMBackendSpec, config: OperatorConfig
+) -> dict[str, Any]:
+    """The Deployment `name` that runs the backend's runtime (docs/architecture.md, "The runtime pod").
+
+    Builders do not second-guess input the CRD schema accepted: a vLLM or llama.cpp backend with
+    no models gets a runtime without --model, and the status says it serves nothing. Raises
+    ValueError for an external backend (llmop deploys nothing for it) and `InvalidModelSource`
+    for a model name llmop cannot read.
+    """
+    labels = backend_labels(name, managed_runtime(spec))
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_metadata(name, namespace, labels, owner_reference(BACKEND_KIND, name, uid)),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": backend_selector(name)},
+            "strategy": deployment_strategy(spec, name),
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": pod_spec(name, spec, config),
+            },
+        },
+    }

@@ -1,0 +1,42 @@
+"""The ClusterIP Service in front of a backend's runtime pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmop.manifests.deployment import RUNTIME_PORT_NAME
+from llmop.manifests.labels import (
+    BACKEND_KIND,
+    backend_labels,
+    backend_selector,
+    object_metadata,
+    owner_reference,
+)
+from llmop.manifests.runtime_pods import managed_runtime
+from llmop.models.backend import LLMBackendSpec
+
+
+def build_service(name: str, namespace: str, uid: str, spec: LLMBackendSpec) -> dict[str, Any]:
+    """The Service `name`: port `http` is the runtime port. ValueError for an external backend."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_metadata(
+            name,
+            namespace,
+            backend_labels(name, managed_runtime(spec)),
+            owner_reference(BACKEND_KIND, name, uid),
+        ),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": backend_selector(name),
+            "ports": [
+                {
+                    "name": RUNTIME_PORT_NAME,
+                    "port": spec.effective_port,
+                    "targetPort": RUNTIME_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }

@@ -1,0 +1,57 @@
+"""The model volume: a claim llmop creates, a claim the user names, or an emptyDir."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmop.manifests.labels import BACKEND_KIND, backend_labels, object_metadata, owner_reference
+from llmop.models.backend import LLMBackendSpec
+
+MODELS_VOLUME = "models"
+MODELS_DIR = "/models"
+
+
+def model_claim_name(name: str) -> str:
+    return f"{name}-models"
+
+
+def models_claim(name: str, spec: LLMBackendSpec) -> str | None:
+    """The claim the pods mount, or None for an emptyDir."""
+    if spec.storage is None:
+        return None
+    return spec.storage.existing_claim or model_claim_name(name)
+
+
+def models_volume(name: str, spec: LLMBackendSpec) -> dict[str, Any]:
+    claim = models_claim(name, spec)
+    if claim is None:
+        return {"name": MODELS_VOLUME, "emptyDir": {}}
+    return {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
+
+
+def build_model_claim(name: str, namespace: str, uid: str, spec: LLMBackendSpec) -> dict[str, Any] | None:
+    """The PersistentVolumeClaim `<name>-models`, or None when llmop creates no claim.
+
+    ReadWriteOnce is what every storage class offers; replicas that share it must then land on
+    one node, which a user who needs otherwise avoids with `existingClaim` (e.g. ReadWriteMany).
+    """
+    storage = spec.storage
+    if storage is None or storage.existing_claim:
+        return None
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage.size}},
+    }
+    if storage.storage_class_name:
+        claim_spec["storageClassName"] = storage.storage_class_name
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": object_metadata(
+            model_claim_name(name),
+            namespace,
+            backend_labels(name, spec.runtime or ""),
+            owner_reference(BACKEND_KIND, name, uid),
+        ),
+        "spec": claim_spec,
+    }
