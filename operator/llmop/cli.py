@@ -97,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--dir", default="crds", help="CRD folder for --check and --write (default: crds)")
     crds.set_defaults(func=cmd_crds)
 
-    from llmop.runtimes.cli import add_subcommands
+    from llmop.agent.cli import add_subcommand as add_agent
+    from llmop.runtimes.cli import add_subcommands as add_runtime_commands
 
-    add_subcommands(commands)
+    add_runtime_commands(commands)
+    add_agent(commands)
     return parser
 
 

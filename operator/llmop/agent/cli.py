@@ -1,0 +1,61 @@
+"""`llmop agent`: serve the model downloader until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from llmop.agent.server import build_app
+from llmop.agent.settings import settings_from_env
+
+DEFAULT_PORT = 8090
+#: On SIGTERM the agent cancels its transfers (partials stay) and followers end at once; this
+#: only bounds a slow client.
+_SHUTDOWN_TIMEOUT_SECONDS = 5.0
+
+
+def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Add `agent` to the `llmop` parser's subcommands."""
+    agent = subparsers.add_parser(
+        "agent",
+        help="download models for vLLM and llama.cpp (the native sidecar beside them)",
+        description="Serve Ollama's pull API for hf:// and https:// models, storing them under "
+        "--models-dir. Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN, "
+        "LLMOP_REQUIRED_MODELS (comma-separated local paths that GET /startup waits for).",
+    )
+    agent.add_argument("--models-dir", required=True, type=Path, help="where models are stored")
+    agent.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    agent.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    agent.set_defaults(func=run_agent)
+    return agent
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    models_dir: Path = args.models_dir
+    models_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings_from_env(models_dir, os.environ)
+    logging.getLogger("llmop.agent").info(
+        "serving %s on %s:%d (Hugging Face: %s, token %s, waiting for %s)",
+        models_dir,
+        args.host,
+        args.port,
+        settings.hf_endpoint,
+        "set" if settings.hf_token else "unset",
+        ", ".join(settings.required_models) or "no models",
+    )
+    web.run_app(
+        build_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS,
+    )
+    return 0

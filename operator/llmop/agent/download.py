@@ -1,0 +1,304 @@
+"""One file: a resumable transfer into `<file>.partial`, its sha256 verified, then an atomic rename.
+
+The sha256 is computed while the bytes arrive (after re-reading what a partial already holds),
+so a verified file costs no second pass over tens of gigabytes. Memory stays bounded: the body
+is streamed to disk in chunks of CHUNK_BYTES. Disk writes and hashing run in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Literal
+
+import httpx
+
+from llmop.agent.errors import (
+    DigestMismatch,
+    SourceError,
+    describe_http_failure,
+    digest_mismatch_message,
+    transport_reason,
+)
+from llmop.agent.plan import FileToFetch
+from llmop.agent.store import partial_path, validator_path
+
+CHUNK_BYTES = 1 << 20
+_HASH_READ_BYTES = 8 << 20
+_ERROR_BODY_BYTES = 4096
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)\s*$")
+
+#: Called with (bytes completed, total bytes if known).
+ProgressReport = Callable[[int, int | None], None]
+_Outcome = Literal["received", "restart"]
+
+
+class ProgressThrottle:
+    """Says when another progress line is due: at most once per interval."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._last: float | None = None
+
+    def due(self) -> bool:
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            return False
+        self._last = now
+        return True
+
+
+def parse_content_range(header: str | None) -> tuple[int | None, int | None]:
+    """`bytes 100-199/1000` -> (100, 1000); `bytes */1000` -> (None, 1000); unknown parts None."""
+    match = _CONTENT_RANGE.match(header or "")
+    if not match:
+        return None, None
+    start = int(match["start"]) if match["start"] is not None else None
+    total = int(match["total"]) if match["total"] != "*" else None
+    return start, total
+
+
+def range_validator(headers: httpx.Headers) -> str | None:
+    """A strong ETag, else Last-Modified: what If-Range may carry (weak ETags may not)."""
+    etag = headers.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return headers.get("last-modified")
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(_HASH_READ_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class PartialFile:
+    """The `.partial` file of one download and the running sha256 of the bytes in it.
+
+    Its methods block; async code calls them through asyncio.to_thread.
+    """
+
+    def __init__(self, destination: Path) -> None:
+        self.destination = destination
+        self.path = partial_path(destination)
+        self.validator_path = validator_path(destination)
+        self.size = 0
+        self.hasher = hashlib.sha256()
+        self._file: IO[bytes] | None = None
+
+    def open_for_resume(self, expected_size: int | None) -> None:
+        """Open for appending after hashing what is already there; a partial longer than the
+        file can be is not a prefix of it and is discarded."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.hasher = hashlib.sha256()
+        try:
+            self.size = self.path.stat().st_size
+        except FileNotFoundError:
+            self.size = 0
+        if expected_size is not None and self.size > expected_size:
+            self.discard()
+        if self.size:
+            with open(self.path, "rb") as existing:
+                while block := existing.read(_HASH_READ_BYTES):
+                    self.hasher.update(block)
+        self._file = open(self.path, "ab")
+
+    def restart(self, validator: str | None) -> None:
+        """The source sent the whole file: start over from byte zero."""
+        assert self._file is not None
+        self._file.truncate(0)
+        self.size = 0
+        self.hasher = hashlib.sha256()
+        self.remember_validator(validator)
+
+    def remember_validator(self, validator: str | None) -> None:
+        if validator:
+            self.validator_path.write_text(validator)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.validator_path.unlink()
+
+    def remembered_validator(self) -> str | None:
+        try:
+            return self.validator_path.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def append(self, chunk: bytes) -> None:
+        assert self._file is not None
+        self._file.write(chunk)
+        self.hasher.update(chunk)
+        self.size += len(chunk)
+
+    def close(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            file.close()
+
+    def discard(self) -> None:
+        self.close()
+        for path in (self.path, self.validator_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        self.size = 0
+        self.hasher = hashlib.sha256()
+
+    def land(self) -> None:
+        """Make the verified file appear at its destination in one step, its bytes on disk first."""
+        self.close()
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(self.path, self.destination)
+        with contextlib.suppress(FileNotFoundError):
+            self.validator_path.unlink()
+
+
+async def transfer_file(
+    client: httpx.AsyncClient,
+    file: FileToFetch,
+    *,
+    headers: dict[str, str],
+    on_progress: ProgressReport,
+    progress_interval: float,
+) -> PartialFile:
+    """Bring every byte of `file` into its partial (resuming what is there) and return it
+    closed and hashed, not yet verified or landed. On failure the partial stays for a resume."""
+    partial = PartialFile(file.destination)
+    throttle = ProgressThrottle(progress_interval)
+    # A 416 for a partial that is not the whole file means the source changed under it; the
+    # second attempt starts from zero.
+    for _attempt in range(2):
+        await asyncio.to_thread(partial.open_for_resume, file.size)
+        try:
+            on_progress(partial.size, file.size)
+            if file.size is not None and partial.size == file.size:
+                break  # every byte is here already; only the rename was missing
+            outcome = await _receive(client, file, partial, headers, on_progress, throttle)
+        finally:
+            await asyncio.to_thread(partial.close)
+        if outcome == "received":
+            break
+        await asyncio.to_thread(partial.discard)
+    on_progress(partial.size, file.size if file.size is not None else partial.size)
+    return partial
+
+
+async def _receive(
+    client: httpx.AsyncClient,
+    file: FileToFetch,
+    partial: PartialFile,
+    headers: dict[str, str],
+    on_progress: ProgressReport,
+    throttle: ProgressThrottle,
+) -> _Outcome:
+    # identity: the bytes on disk must be the file's bytes, and ranges count those bytes.
+    request_headers = {**headers, "Accept-Encoding": "identity"}
+    if partial.size:
+        request_headers["Range"] = f"bytes={partial.size}-"
+        validator = await asyncio.to_thread(partial.remembered_validator)
+        if validator:
+            request_headers["If-Range"] = validator
+    total = file.size
+    answered = False
+    try:
+        async with client.stream("GET", file.url, headers=request_headers) as response:
+            answered = True
+            status = response.status_code
+            if status == 416 and partial.size:
+                _, source_size = parse_content_range(response.headers.get("content-range"))
+                known_size = source_size if source_size is not None else file.size
+                return "received" if known_size == partial.size else "restart"
+            if status >= 400:
+                body = await _read_excerpt(response)
+                raise SourceError(
+                    describe_http_failure("GET", file.url, status, response.reason_phrase, body)
+                )
+            if status == 206:
+                start, _ = parse_content_range(response.headers.get("content-range"))
+                if start != partial.size:
+                    raise SourceError(
+                        f"GET {file.url}: asked for the bytes from {partial.size} on, the source "
+                        f"answered {response.headers.get('content-range')!r}"
+                    )
+            else:
+                # The whole file, from its first byte: a fresh start, or the source ignoring
+                # (or, through If-Range, refusing) the range because the file changed.
+                await asyncio.to_thread(partial.restart, range_validator(response.headers))
+            total = _expected_total(file, partial, response)
+            on_progress(partial.size, total)
+            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                if total is not None and partial.size + len(chunk) > total:
+                    await asyncio.to_thread(partial.discard)
+                    raise SourceError(f"GET {file.url}: the source sent more than the {total} bytes expected")
+                await asyncio.to_thread(partial.append, chunk)
+                if throttle.due():
+                    on_progress(partial.size, total)
+    except httpx.ConnectTimeout as error:
+        raise SourceError(f"GET {file.url}: could not connect within {client.timeout.connect:g}s") from error
+    except httpx.TimeoutException as error:
+        raise SourceError(
+            f"GET {file.url}: the source sent nothing for {client.timeout.read:g}s after "
+            f"{_bytes_of(partial.size, total)}; {_KEPT}"
+        ) from error
+    except httpx.HTTPError as error:
+        reason = transport_reason(error)
+        if not answered:
+            raise SourceError(f"GET {file.url}: {reason}") from error
+        raise SourceError(
+            f"GET {file.url}: {reason} after {_bytes_of(partial.size, total)}; {_KEPT}"
+        ) from error
+    if total is not None and partial.size != total:
+        raise SourceError(f"GET {file.url}: the source ended after {_bytes_of(partial.size, total)}; {_KEPT}")
+    return "received"
+
+
+_KEPT = "the partial file is kept and the next pull resumes from it"
+
+
+def _bytes_of(completed: int, total: int | None) -> str:
+    return f"{completed} of {total} bytes" if total is not None else f"{completed} bytes"
+
+
+def _expected_total(file: FileToFetch, partial: PartialFile, response: httpx.Response) -> int | None:
+    if file.size is not None:
+        return file.size
+    if response.status_code == 206:
+        _, total = parse_content_range(response.headers.get("content-range"))
+        if total is not None:
+            return total
+    length = response.headers.get("content-length", "")
+    return partial.size + int(length) if length.isdigit() else None
+
+
+async def _read_excerpt(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= _ERROR_BODY_BYTES:
+            break
+    return bytes(body[:_ERROR_BODY_BYTES])
+
+
+async def verify_partial(partial: PartialFile, label: str, expected_sha256: str | None) -> str:
+    """The partial's sha256; a mismatch with the expected digest discards it."""
+    actual = partial.hasher.hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256:
+        await asyncio.to_thread(partial.discard)
+        raise DigestMismatch(digest_mismatch_message(label, expected_sha256, actual))
+    return actual
+
+
+async def land_partial(partial: PartialFile) -> None:
+    await asyncio.to_thread(partial.land)

@@ -1,0 +1,49 @@
+"""Errors a pull ends with; each message is what the user reads in the ModelPull's status."""
+
+from __future__ import annotations
+
+import re
+
+#: How much of a failing source's answer is quoted: enough for "Repository not found" or an
+#: nginx error page's title, not a whole HTML page.
+BODY_EXCERPT_CHARS = 300
+
+
+class PullError(Exception):
+    """A pull failed for a reason the message states."""
+
+
+class BadPullRequest(PullError):
+    """The request itself is wrong (HTTP 400)."""
+
+
+class SourceError(PullError):
+    """The source refused, failed or went away."""
+
+
+class DigestMismatch(PullError):
+    """The bytes are not the ones the digest promised."""
+
+
+def body_excerpt(body: bytes) -> str:
+    """The start of a response body on one line, whitespace collapsed."""
+    text = re.sub(r"\s+", " ", body.decode("utf-8", errors="replace")).strip()
+    if len(text) > BODY_EXCERPT_CHARS:
+        return text[:BODY_EXCERPT_CHARS].rstrip() + "..."
+    return text
+
+
+def describe_http_failure(method: str, url: str, status: int, reason: str, body: bytes) -> str:
+    """`GET https://host/x.gguf: 404 Not Found: <body excerpt>`."""
+    described = f"{method} {url}: {status} {reason}".rstrip()
+    excerpt = body_excerpt(body)
+    return f"{described}: {excerpt}" if excerpt else described
+
+
+def digest_mismatch_message(label: str, expected: str, actual: str) -> str:
+    return f"sha256 mismatch for {label}: expected {expected}, got {actual}"
+
+
+def transport_reason(error: BaseException) -> str:
+    """What went wrong on the wire, in words; some httpx errors carry an empty message."""
+    return str(error) or type(error).__name__

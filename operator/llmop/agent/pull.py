@@ -1,0 +1,197 @@
+"""A whole pull: plan the files, fetch each (keeping those already in place), record the model,
+and make it complete in one step. Lines go out in Ollama's shape:
+
+    {"status": "pulling manifest"}
+    {"status": "pulling <file>", "digest": "sha256:<hex> or <file>", "total": N, "completed": M}
+    {"status": "verifying sha256 digest"}
+    {"status": "writing manifest"}
+and the registry adds {"status": "success"} or {"error": "..."} at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from llmop.agent.download import hash_file, land_partial, transfer_file, verify_partial
+from llmop.agent.plan import FileToFetch, PullPlan, plan_pull
+from llmop.agent.settings import AgentSettings
+from llmop.agent.store import FileRecord, ModelRecord, ModelStore, now, partial_path
+from llmop.agent.transfers import Line, Publish
+from llmop.sources import ModelSource
+
+
+def progress_line(label: str, sha256: str | None, completed: int, total: int | None) -> Line:
+    line: Line = {"status": f"pulling {label}", "digest": f"sha256:{sha256}" if sha256 else label}
+    if total is not None:
+        line["total"] = total
+    line["completed"] = completed
+    return line
+
+
+def progress_key(label: str) -> str:
+    return f"file:{label}"
+
+
+def manifest_digest(files: Sequence[FileRecord]) -> str:
+    """One sha256 for a repo: of its sorted file list with each file's size and sha256."""
+    listing = sorted((file.path, file.size, file.sha256) for file in files)
+    return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
+
+
+def landed_digest(file: FileToFetch) -> str | None:
+    """The sha256 of the file already at its destination when it can be kept, else None.
+
+    A file only lands after verification, so one with the size and digest the source lists is
+    trusted without rereading it; otherwise it is hashed (small repo files, or a single file
+    whose digest the request names).
+    """
+    try:
+        found = file.destination.stat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(found.st_mode) or (file.size is not None and found.st_size != file.size):
+        return None
+    digest = file.listed_sha256 or hash_file(file.destination)
+    if file.sha256 is not None and digest != file.sha256:
+        return None
+    return digest
+
+
+def bytes_present(file: FileToFetch) -> int:
+    """What a follower sees as already done: the landed file, else the partial, else nothing."""
+    for path in (file.destination, partial_path(file.destination)):
+        try:
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if path == file.destination and file.size is not None and size != file.size:
+            continue
+        return size
+    return 0
+
+
+def present_single_file(destination: Path, recorded_sha256: str | None) -> tuple[int, str] | None:
+    """(size, sha256) of a single-file model already in place, or None."""
+    try:
+        found = destination.stat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(found.st_mode):
+        return None
+    return found.st_size, recorded_sha256 or hash_file(destination)
+
+
+class ModelPuller:
+    def __init__(self, settings: AgentSettings, client: httpx.AsyncClient, store: ModelStore) -> None:
+        self._settings = settings
+        self._client = client
+        self._store = store
+        # A repo pull and a pull of one of its files may want the same file at once.
+        self._file_locks: dict[Path, asyncio.Lock] = {}
+
+    def hf_headers(self) -> dict[str, str]:
+        token = self._settings.hf_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def pull(self, source: ModelSource, expected_sha256: str | None, publish: Publish) -> None:
+        publish({"status": "pulling manifest"})
+        if await self._already_complete(source, expected_sha256, publish):
+            return
+        plan = await plan_pull(self._client, source, expected_sha256, self._settings, self.hf_headers())
+        present = await asyncio.to_thread(lambda: [bytes_present(file) for file in plan.files])
+        for file, completed in zip(plan.files, present, strict=True):
+            publish(progress_line(file.label, file.sha256, completed, file.size), progress_key(file.label))
+        landed = [await self._fetch(file, plan, publish) for file in plan.files]
+        if plan.is_repo:
+            publish({"status": "writing manifest"})
+            digest = manifest_digest(landed)
+            record = ModelRecord(
+                name=source.name,
+                local_path=source.local_path,
+                size=sum(file.size for file in landed),
+                digest=f"sha256:{digest}",
+                modified_at=now(),
+                revision=plan.revision,
+                files=landed,
+            )
+            await asyncio.to_thread(self._store.write_record, record)
+            await asyncio.to_thread(self._store.mark_repo_complete, source.local_path, record.digest)
+
+    async def _already_complete(
+        self, source: ModelSource, expected_sha256: str | None, publish: Publish
+    ) -> bool:
+        """True when the model is complete on disk (and has the requested digest): a pull then
+        needs no network, so a pod restarting on a filled volume starts while the source is down."""
+        record = await asyncio.to_thread(self._store.read_record, source.local_path)
+        if not source.is_single_file:
+            if not await asyncio.to_thread(self._store.is_complete, source.local_path):
+                return False
+            for file in record.files if record else ():
+                publish(progress_line(file.path, file.sha256, file.size, file.size), progress_key(file.path))
+            return True
+        recorded = record.digest.removeprefix("sha256:") if record else None
+        destination = self._store.path_of(source.local_path)
+        present = await asyncio.to_thread(present_single_file, destination, recorded)
+        if present is None:
+            return False
+        size, sha256 = present
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            return False  # fetched again; the verified new file replaces this one in one step
+        if record is None:
+            await asyncio.to_thread(self._store.write_record, self._single_record(source, size, sha256, None))
+        label = destination.name
+        publish(progress_line(label, sha256, size, size), progress_key(label))
+        return True
+
+    async def _fetch(self, file: FileToFetch, plan: PullPlan, publish: Publish) -> FileRecord:
+        def report(completed: int, total: int | None) -> None:
+            publish(progress_line(file.label, file.sha256, completed, total), progress_key(file.label))
+
+        async with self._file_locks.setdefault(file.destination, asyncio.Lock()):
+            digest = await asyncio.to_thread(landed_digest, file)
+            if digest is not None:
+                size = (
+                    file.size
+                    if file.size is not None
+                    else await asyncio.to_thread(_size_of, file.destination)
+                )
+                report(size, size)
+                return FileRecord(path=file.label, size=size, sha256=digest)
+            partial = await transfer_file(
+                self._client,
+                file,
+                headers=self.hf_headers() if file.send_token else {},
+                on_progress=report,
+                progress_interval=self._settings.progress_interval,
+            )
+            if file.sha256 is not None:
+                publish({"status": "verifying sha256 digest"})
+            digest = await verify_partial(partial, file.label, file.sha256)
+            if not plan.is_repo:
+                publish({"status": "writing manifest"})
+                record = self._single_record(plan.source, partial.size, digest, plan.revision)
+                await asyncio.to_thread(self._store.write_record, record)
+            await land_partial(partial)
+            return FileRecord(path=file.label, size=partial.size, sha256=digest)
+
+    @staticmethod
+    def _single_record(source: ModelSource, size: int, sha256: str, revision: str | None) -> ModelRecord:
+        return ModelRecord(
+            name=source.name,
+            local_path=source.local_path,
+            size=size,
+            digest=f"sha256:{sha256}",
+            modified_at=now(),
+            revision=revision,
+        )
+
+
+def _size_of(path: Path) -> int:
+    return path.stat().st_size

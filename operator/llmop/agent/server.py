@@ -1,0 +1,235 @@
+"""The agent's HTTP API, in Ollama's shape where Ollama has one.
+
+POST   /api/pull     {"model", "stream"?, "sha256"?}  NDJSON progress, or one JSON answer
+DELETE /api/pull     ?model= or {"model"}             cancel a transfer (the partial stays)
+GET    /api/tags                                      completed models on disk
+DELETE /api/delete   {"model"}                        remove a model and its partials
+GET    /api/version
+GET    /startup      200 once every LLMOP_REQUIRED_MODELS path is complete, else 503
+GET    /healthz
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from llmop import __version__
+from llmop.agent.errors import BadPullRequest
+from llmop.agent.plan import normalize_sha256
+from llmop.agent.pull import ModelPuller
+from llmop.agent.settings import AgentSettings
+from llmop.agent.store import ModelRecord, ModelStore, UnsafeLocalPath, check_relative_path
+from llmop.agent.transfers import Line, TransferRegistry, is_final
+from llmop.sources import InvalidModelSource, ModelSource, parse_model_source
+
+logger = logging.getLogger("llmop.agent")
+NDJSON = "application/x-ndjson"
+
+
+class _ModelBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    name: str | None = None  # Ollama's older spelling
+
+
+class _PullBody(_ModelBody):
+    insecure: bool = False  # accepted for Ollama compatibility; the URL's scheme decides
+    stream: bool = True
+    sha256: str | None = None
+
+
+@dataclass
+class Agent:
+    settings: AgentSettings
+    store: ModelStore
+    transfers: TransferRegistry
+    puller: ModelPuller
+
+
+AGENT = web.AppKey("agent", Agent)
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def agent_source(name: str | None) -> ModelSource:
+    """The source a request names, if the agent can fetch it; otherwise BadPullRequest."""
+    if not name:
+        raise BadPullRequest('the request names no model: send {"model": "hf://org/repo"}')
+    try:
+        source = parse_model_source(name)
+    except InvalidModelSource as error:
+        raise BadPullRequest(str(error)) from error
+    if source.kind == "ollama":
+        raise BadPullRequest(
+            f"{name!r} is an Ollama model; the llmop agent fetches hf://org/repo[@rev][/file] "
+            "and https:// files (Ollama pulls its own models)"
+        )
+    try:
+        check_relative_path(source.local_path)
+    except UnsafeLocalPath as error:
+        raise BadPullRequest(f"{name!r} does not name a file to store: {error}") from error
+    return source
+
+
+async def _json_body(request: web.Request, model: type[_ModelBody]) -> Any:
+    raw = await request.read()
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as error:
+        raise BadPullRequest(f"the request body is not valid: {error.errors()[0]['msg']}") from error
+
+
+@web.middleware
+async def bad_requests_as_400(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except BadPullRequest as error:
+        return error_response(400, str(error))
+
+
+async def pull(request: web.Request) -> web.StreamResponse:
+    agent = request.app[AGENT]
+    body = await _json_body(request, _PullBody)
+    source = agent_source(body.model or body.name)
+    expected_sha256 = normalize_sha256(body.sha256)
+    if expected_sha256 is not None and not source.is_single_file:
+        raise BadPullRequest(
+            f"sha256 applies to one file; {source.name} is a whole repo, whose files Hugging Face lists "
+            "with their own digests"
+        )
+    transfer = agent.transfers.start_or_join(
+        source.local_path,
+        source.name,
+        expected_sha256,
+        lambda publish: agent.puller.pull(source, expected_sha256, publish),
+    )
+    if expected_sha256 is not None and transfer.expected_sha256 != expected_sha256:
+        return error_response(
+            409,
+            f"a pull of {source.local_path} expecting sha256 {transfer.expected_sha256 or '(none)'} is "
+            "in progress; cancel it with DELETE /api/pull first",
+        )
+    if not body.stream:
+        async with aclosing(transfer.lines()) as lines:
+            final = await _final_line(lines)
+        return web.json_response(final, status=200 if "error" not in final else 500)
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    try:
+        async with aclosing(transfer.lines()) as lines:
+            async for line in lines:
+                await response.write(json.dumps(line).encode() + b"\n")
+        await response.write_eof()
+    except ConnectionError:
+        # The client left; the transfer goes on for the next caller.
+        logger.info("a follower of the pull of %s disconnected", source.name)
+    return response
+
+
+async def _final_line(lines: AsyncIterator[Line]) -> Line:
+    async for line in lines:
+        if is_final(line):
+            return line
+    raise AssertionError("a transfer ends with a final line")
+
+
+async def cancel_pull(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    name = request.query.get("model") or request.query.get("name")
+    if not name:
+        body = await _json_body(request, _ModelBody)
+        name = body.model or body.name
+    source = agent_source(name)
+    if not await agent.transfers.cancel(source.local_path):
+        return error_response(404, f"no pull of {source.name} is in progress")
+    return web.json_response({"status": "cancelled"})
+
+
+def tag_entry(record: ModelRecord) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "model": record.name,
+        "size": record.size,
+        "digest": record.digest,
+        "modified_at": record.modified_at.isoformat(),
+        "details": {"local_path": record.local_path, "files": len(record.files) or 1},
+    }
+
+
+async def tags(request: web.Request) -> web.Response:
+    store = request.app[AGENT].store
+    records = await asyncio.to_thread(store.completed_records)
+    return web.json_response({"models": [tag_entry(record) for record in records]})
+
+
+async def delete(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    body = await _json_body(request, _ModelBody)
+    source = agent_source(body.model or body.name)
+    await agent.transfers.cancel(source.local_path)
+    if not await asyncio.to_thread(agent.store.delete, source.local_path):
+        return error_response(404, f"model {source.name!r} not found")
+    return web.json_response({})
+
+
+async def startup(request: web.Request) -> web.Response:
+    agent = request.app[AGENT]
+    required = agent.settings.required_models
+    missing = await asyncio.to_thread(agent.store.missing, required)
+    complete = [path for path in required if path not in missing]
+    if missing:
+        return web.json_response({"ready": False, "missing": missing, "complete": complete}, status=503)
+    return web.json_response({"ready": True, "complete": complete})
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def version(_: web.Request) -> web.Response:
+    return web.json_response({"version": __version__})
+
+
+def build_app(settings: AgentSettings) -> web.Application:
+    app = web.Application(middlewares=[bad_requests_as_400])
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
+        async with httpx.AsyncClient(
+            follow_redirects=True, timeout=timeout, headers={"User-Agent": f"llmop-agent/{__version__}"}
+        ) as client:
+            store = ModelStore(settings.models_dir)
+            transfers = TransferRegistry()
+            app[AGENT] = Agent(settings, store, transfers, ModelPuller(settings, client, store))
+            yield
+            await transfers.cancel_all()
+
+    async def stop_transfers(app: web.Application) -> None:
+        # Before aiohttp waits for open requests: followers get their final line and end. Every
+        # partial stays; the next agent resumes it.
+        if AGENT in app:
+            await app[AGENT].transfers.cancel_all()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(stop_transfers)
+    app.router.add_post("/api/pull", pull)
+    app.router.add_delete("/api/pull", cancel_pull)
+    app.router.add_get("/api/tags", tags)
+    app.router.add_delete("/api/delete", delete)
+    app.router.add_get("/api/version", version)
+    app.router.add_get("/startup", startup)
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,249 @@
+"""A real model source for the agent's tests, and the agent as the tests drive it.
+
+The source is an aiohttp server that serves bytes with Range and If-Range, a Hugging Face
+compatible API (`/api/models/...`, `/{repo}/resolve/...` redirecting LFS files to a CDN path),
+and misbehaves on request: 404s, connections dropped in the middle of a body, bodies held
+halfway until the test lets them go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+CHUNK = 64 * 1024
+
+
+def random_bytes(size: int) -> bytes:
+    return os.urandom(size)
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class SourceFile:
+    body: bytes
+    etag: str | None = None
+    #: Close the connection once this many bytes of the file were sent, for the next `drops` GETs.
+    drop_at: int | None = None
+    drops: int = 1
+    #: Stop after this many bytes until `release` is set.
+    hold_at: int | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Pause between chunks, so a transfer takes a while.
+    delay: float = 0.0
+    honours_range: bool = True
+    #: Hugging Face keeps large files in LFS, lists their sha256 and redirects them to a CDN.
+    lfs: bool = False
+    #: The sha256 Hugging Face lists, when it should differ from the bytes' own.
+    listed_sha256: str | None = None
+
+
+@dataclass
+class SeenRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class SourceServer:
+    url: str = ""
+    files: dict[str, SourceFile] = field(default_factory=dict)  # URL path -> file
+    #: repo id -> revision -> path in repo -> file
+    repos: dict[str, dict[str, dict[str, SourceFile]]] = field(default_factory=dict)
+    #: When set, the Hugging Face routes answer 401 without `Authorization: Bearer <token>`.
+    token: str | None = None
+    seen: list[SeenRequest] = field(default_factory=list)
+
+    def all_files(self) -> list[SourceFile]:
+        in_repos = [
+            file
+            for revisions in self.repos.values()
+            for files in revisions.values()
+            for file in files.values()
+        ]
+        return [*self.files.values(), *in_repos]
+
+    def file_url(self, name: str) -> str:
+        return f"{self.url}/files/{name}"
+
+    def gets_of(self, path_part: str) -> list[SeenRequest]:
+        return [seen for seen in self.seen if seen.method == "GET" and path_part in seen.path]
+
+    def ranges_asked(self, path_part: str) -> list[str | None]:
+        return [seen.headers.get("Range") for seen in self.gets_of(path_part)]
+
+
+async def _send_file(request: web.Request, file: SourceFile) -> web.StreamResponse:
+    size = len(file.body)
+    start, status = 0, 200
+    asked = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if asked and file.honours_range and (if_range is None or if_range == file.etag):
+        match = re.fullmatch(r"bytes=(\d+)-", asked)
+        assert match, asked
+        start = int(match[1])
+        if start >= size:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        status = 206
+    headers = {"Content-Length": str(size - start), "Content-Type": "application/octet-stream"}
+    if file.honours_range:
+        headers["Accept-Ranges"] = "bytes"
+    if file.etag:
+        headers["ETag"] = file.etag
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    await response.prepare(request)
+    try:
+        await _write_body(request, response, file, start)
+    except ConnectionError:
+        pass  # the agent hung up (a cancelled or stopped pull)
+    return response
+
+
+async def _write_body(
+    request: web.Request, response: web.StreamResponse, file: SourceFile, start: int
+) -> None:
+    size = len(file.body)
+    drop_at = file.drop_at if file.drops > 0 else None
+    position = start
+    while position < size:
+        end = min(position + CHUNK, size)
+        for limit in (drop_at, file.hold_at):
+            if limit is not None and position < limit < end:
+                end = limit
+        await response.write(file.body[position:end])
+        position = end
+        if drop_at is not None and position >= drop_at:
+            file.drops -= 1
+            assert request.transport is not None
+            request.transport.close()  # the rest of the body never comes
+            return
+        if file.hold_at is not None and position == file.hold_at:
+            await file.release.wait()
+        if file.delay:
+            await asyncio.sleep(file.delay)
+    await response.write_eof()
+
+
+def build_source(source: SourceServer) -> web.Application:
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        source.seen.append(SeenRequest(request.method, request.path_qs, dict(request.headers)))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    def authorized(request: web.Request) -> bool:
+        return source.token is None or request.headers.get("Authorization") == f"Bearer {source.token}"
+
+    def repo_files(request: web.Request) -> dict[str, SourceFile] | None:
+        repo_id = f"{request.match_info['org']}/{request.match_info['repo']}"
+        return source.repos.get(repo_id, {}).get(request.match_info["rev"])
+
+    async def plain_file(request: web.Request) -> web.StreamResponse:
+        file = source.files.get(request.match_info["name"])
+        if file is None:
+            return web.Response(status=404, text=f"no such file: {request.match_info['name']}")
+        return await _send_file(request, file)
+
+    async def listing(request: web.Request) -> web.StreamResponse:
+        if not authorized(request):
+            return web.json_response({"error": "Invalid credentials in Authorization header"}, status=401)
+        files = repo_files(request)
+        if files is None:
+            return web.json_response({"error": "Repository not found"}, status=404)
+        siblings = []
+        for path, file in files.items():
+            sibling: dict[str, Any] = {"rfilename": path, "size": len(file.body)}
+            if file.lfs:
+                digest = file.listed_sha256 or sha256_of(file.body)
+                sibling["lfs"] = {"sha256": digest, "size": len(file.body), "pointerSize": 134}
+            siblings.append(sibling)
+        return web.json_response({"id": "x", "sha": "0123abcd" * 5, "siblings": siblings})
+
+    async def resolve(request: web.Request) -> web.StreamResponse:
+        if not authorized(request):
+            return web.Response(status=401, text="Invalid credentials in Authorization header")
+        files = repo_files(request) or {}
+        path = request.match_info["path"]
+        if path not in files:
+            return web.Response(status=404, text="Entry not found")
+        if files[path].lfs:
+            info = request.match_info
+            raise web.HTTPFound(f"/cdn/{info['org']}/{info['repo']}/{info['rev']}/{path}")
+        return await _send_file(request, files[path])
+
+    async def cdn(request: web.Request) -> web.StreamResponse:
+        files = repo_files(request) or {}
+        return await _send_file(request, files[request.match_info["path"]])
+
+    app = web.Application(middlewares=[record])
+    app.router.add_get("/files/{name:.+}", plain_file)
+    app.router.add_get("/api/models/{org}/{repo}/revision/{rev}", listing)
+    app.router.add_get("/cdn/{org}/{repo}/{rev}/{path:.+}", cdn)
+    app.router.add_get("/{org}/{repo}/resolve/{rev}/{path:.+}", resolve)
+    return app
+
+
+async def serve(app: web.Application, runners: list[web.AppRunner]) -> str:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    runners.append(runner)
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
+@dataclass
+class RunningAgent:
+    url: str
+    models_dir: Path
+    http: httpx.AsyncClient
+    #: Stop the agent as SIGTERM does: transfers cancelled, followers answered, server closed.
+    stop: Callable[[], Awaitable[None]]
+
+    async def pull(self, model: str, **extra: Any) -> list[dict[str, Any]]:
+        """POST /api/pull with streaming; every NDJSON line, parsed."""
+        async with self.http.stream("POST", f"{self.url}/api/pull", json={"model": model, **extra}) as answer:
+            assert answer.status_code == 200, await answer.aread()
+            assert answer.headers["content-type"].startswith("application/x-ndjson")
+            return [json.loads(line) async for line in answer.aiter_lines() if line.strip()]
+
+    async def pull_without_stream(self, model: str, **extra: Any) -> httpx.Response:
+        """POST /api/pull with `stream: false`: one JSON answer when the pull ends."""
+        return await self.http.post(f"{self.url}/api/pull", json={"model": model, "stream": False, **extra})
+
+    async def startup(self) -> httpx.Response:
+        return await self.http.get(f"{self.url}/startup")
+
+    async def tags(self) -> list[dict[str, Any]]:
+        answer = await self.http.get(f"{self.url}/api/tags")
+        assert answer.status_code == 200
+        models: list[dict[str, Any]] = answer.json()["models"]
+        return models
+
+
+StartAgent = Callable[..., Awaitable[RunningAgent]]
+
+
+async def eventually(check: Callable[[], bool], message: str, within: float = 10.0) -> None:
+    """Wait until `check()` holds (a file on disk, a count), polling briskly."""
+    for _ in range(int(within / 0.01)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {within}s: {message}")
