@@ -22,8 +22,11 @@ class OperatorConfig(BaseModel):
     log_format: str = "plain"
     images: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_IMAGES))
     pull_progress_interval: float = 2.0
-    agent_image: str = "ghcr.io/llmop/llmop:0.1.0"
+    agent_image: str = Field(
+        default="ghcr.io/llmop/llmop:0.1.0", description="Image of the agent sidecar: the operator's own."
+    )
     cluster_domain: str = "cluster.local"
+    hf_endpoint: str | None = Field(default=None, description="Hugging Face mirror the agents download from.")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -39,4 +42,5 @@ class OperatorConfig(BaseModel):
             pull_progress_interval=parse_duration(env.get("LLMOP_PULL_PROGRESS_INTERVAL", "2s")),
             agent_image=env.get("LLMOP_AGENT_IMAGE", cls.model_fields["agent_image"].default),
             cluster_domain=env.get("LLMOP_CLUSTER_DOMAIN", "cluster.local"),
+            hf_endpoint=env.get("LLMOP_HF_ENDPOINT") or None,
         )

@@ -151,7 +151,11 @@ def agent_container(spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, A
         "name": AGENT_CONTAINER,
         "image": config.agent_image,
         "args": ["agent", "--models-dir", MODELS_DIR, "--port", str(AGENT_PORT)],
-        "env": [{"name": "LLMOP_REQUIRED_MODELS", "value": ",".join(required)}],
+        "env": [
+            {"name": "LLMOP_REQUIRED_MODELS", "value": ",".join(required)},
+            # A Hugging Face mirror for clusters that cannot reach the Hub (HF_ENDPOINT convention).
+            *([{"name": "HF_ENDPOINT", "value": config.hf_endpoint}] if config.hf_endpoint else []),
+        ],
         "ports": [{"name": AGENT_PORT_NAME, "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "volumeMounts": [_models_mount()],
         "startupProbe": {

@@ -1,0 +1,5 @@
+"""kopf handlers: importing this package registers them."""
+
+from llmop.handlers import backend, startup
+
+__all__ = ["backend", "startup"]

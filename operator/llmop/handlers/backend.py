@@ -1,0 +1,341 @@
+"""LLMBackend handlers: ensure the owned objects, then observe the runtime and write status."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from llmop import API_GROUP, API_VERSION
+from llmop.k8s.client import (
+    DEPLOYMENTS,
+    LLMBACKENDS,
+    MODELPULLS,
+    PVCS,
+    SECRETS,
+    SERVICES,
+    KubeAPIError,
+    KubeClient,
+)
+from llmop.manifests import (
+    build_deployment,
+    build_model_claim,
+    build_model_pull,
+    build_service,
+    endpoint_url,
+    openai_base_url,
+)
+from llmop.manifests.labels import BACKEND_LABEL as LABEL_BACKEND
+from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
+from llmop.models.duration import parse_duration
+from llmop.observer import observe_runtime
+from llmop.reconcile.backend_status import (
+    EXTERNAL,
+    BackendSnapshot,
+    PodFacts,
+    PullFacts,
+    RuntimeObservation,
+    compute_backend_status,
+)
+from llmop.reconcile.conditions import find
+from llmop.runtimes import connect
+from llmop.sources import InvalidModelSource, parse_model_source
+
+BackendKey = tuple[str, str]
+
+
+def _now() -> datetime:
+    # Kubernetes stores times to the second; anything finer would read back as a change.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+# --- indexes: what the operator knows about pods and pulls, without listing the API ------------
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT})
+def pods_by_backend(
+    namespace: str | None, name: str, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> dict[BackendKey, PodFacts]:
+    return {(namespace or "", labels[LABEL_BACKEND]): pod_facts(name, meta, status)}
+
+
+def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
+    conditions = {c.get("type"): c for c in status.get("conditions", [])}
+    scheduled = conditions.get("PodScheduled", {})
+    unschedulable = scheduled.get("message") if scheduled.get("status") == "False" else None
+    waiting = None
+    for container in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
+        state = container.get("state", {}).get("waiting")
+        if state:
+            waiting = f"{container.get('name')}: {state.get('reason', 'Waiting')} {state.get('message', '')}".strip()
+            break
+    return PodFacts(
+        name=name,
+        ip=status.get("podIP"),
+        phase=status.get("phase", "Pending"),
+        deleting=meta.get("deletionTimestamp") is not None,
+        unschedulable=unschedulable,
+        waiting=waiting,
+    )
+
+
+@kopf.index(API_GROUP, API_VERSION, "modelpulls")
+def pulls_by_backend(
+    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> dict[BackendKey, Any]:
+    backend = spec.get("backendRef", {}).get("name")
+    if not backend:
+        return {}
+    progress = status.get("progress") or {}
+    facts = PullFacts(
+        phase=status.get("phase"), summary=progress.get("summary"), error=status.get("lastError")
+    )
+    return {(namespace or "", backend): (spec.get("model"), facts)}
+
+
+# --- ensure: create, resume and update share one idempotent path --------------------------------
+
+
+def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
+    """What the API server cannot check; a message the user can act on, or None."""
+    if spec.runtime in ("vllm", "llamacpp") and not spec.models:
+        return f"spec.models is empty: {spec.runtime} serves one model, name it in spec.models"
+    for model in spec.models:
+        if spec.runtime in ("vllm", "llamacpp"):
+            try:
+                source = parse_model_source(model.name)
+            except InvalidModelSource as error:
+                return str(error)
+            if source.kind == "ollama":
+                return f"{model.name!r}: {spec.runtime} models come from hf://org/repo[...] or https:// URLs"
+            if spec.runtime == "llamacpp" and not source.is_single_file:
+                return f"{model.name!r}: llama.cpp loads one GGUF file, name it: hf://org/repo/path/file.gguf"
+    return None
+
+
+@kopf.on.resume(API_GROUP, API_VERSION, "llmbackends")
+@kopf.on.create(API_GROUP, API_VERSION, "llmbackends")
+@kopf.on.update(API_GROUP, API_VERSION, "llmbackends", field="spec")
+async def ensure_backend(
+    name: str,
+    namespace: str | None,
+    uid: str,
+    spec: kopf.Spec,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    assert namespace is not None  # LLMBackend is namespaced
+    try:
+        parsed = LLMBackendSpec.model_validate(dict(spec))
+    except ValidationError as error:
+        memo.apply_errors[(namespace, name)] = f"spec is not valid: {error}"
+        raise kopf.PermanentError(str(error)) from error
+    problem = validate_backend_spec(parsed)
+    memo.apply_errors.pop((namespace, name), None)
+    if problem:
+        memo.apply_errors[(namespace, name)] = problem
+        kopf.warn(body, reason="InvalidSpec", message=problem)
+        return
+    kube: KubeClient = memo.kube
+    if parsed.external is not None:
+        return  # nothing to deploy: the daemon observes the URL
+    try:
+        claim = build_model_claim(name, namespace, uid, parsed)
+        if claim:
+            await kube.apply(PVCS, claim)
+        await kube.apply(DEPLOYMENTS, build_deployment(name, namespace, uid, parsed, memo.config))
+        await kube.apply(SERVICES, build_service(name, namespace, uid, parsed))
+        if parsed.runtime in ("vllm", "llamacpp", "ollama"):
+            await _ensure_model_pulls(kube, name, namespace, uid, parsed)
+    except KubeAPIError as error:
+        if error.status_code in (400, 403, 422):
+            # The API server refused what the spec asked for: tell the user where they look.
+            memo.apply_errors[(namespace, name)] = (
+                f"the API server refused the backend's objects: {error.message}"
+            )
+            kopf.warn(body, reason="ApplyFailed", message=error.message)
+            raise kopf.PermanentError(error.message) from error
+        raise kopf.TemporaryError(str(error), delay=10) from error
+    logger.info("ensured the objects of backend %s/%s", namespace, name)
+
+
+async def _ensure_model_pulls(
+    kube: KubeClient, name: str, namespace: str, uid: str, spec: LLMBackendSpec
+) -> None:
+    wanted = {}
+    for model in spec.models:
+        pull = build_model_pull(name, namespace, uid, model, runtime=spec.runtime)
+        wanted[pull["metadata"]["name"]] = pull
+    for pull in wanted.values():
+        existing = await kube.get(MODELPULLS, pull["metadata"]["name"], namespace)
+        if existing is None or existing.get("spec") != pull["spec"]:
+            await kube.apply(MODELPULLS, pull)
+    for existing in await kube.list(MODELPULLS, namespace, f"{LABEL_BACKEND}={name}"):
+        owned = any(ref.get("uid") == uid for ref in existing["metadata"].get("ownerReferences", []))
+        if owned and existing["metadata"]["name"] not in wanted:
+            await kube.delete(MODELPULLS, existing["metadata"]["name"], namespace)
+
+
+# --- observe: one daemon per backend probes its runtimes and writes status when it changed ------
+
+
+async def _api_key(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -> str | None:
+    ref = spec.api_key_secret_ref
+    if ref is None:
+        return None
+    secret = await kube.get(SECRETS, ref.name, namespace)
+    value = (secret or {}).get("data", {}).get(ref.key)
+    return base64.b64decode(value).decode().strip() if value else None
+
+
+def status_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch turning `stored` into `new`: removed fields become null."""
+    patch: dict[str, Any] = {key: None for key in stored if key not in new}
+    patch.update(new)
+    return patch
+
+
+# kopf passes indexes as extra keyword arguments, which its handler protocol cannot express.
+@kopf.daemon(API_GROUP, API_VERSION, "llmbackends", cancellation_timeout=5.0)  # type: ignore[arg-type]
+async def observe_backend(
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    pods_by_backend: kopf.Index[BackendKey, PodFacts],
+    pulls_by_backend: kopf.Index[BackendKey, Any],
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    assert namespace is not None  # LLMBackend is namespaced
+    kube: KubeClient = memo.kube
+    generation = -1
+    observing_since = _now()
+    api_key: str | None = None
+    warmed: set[str] = set()
+    while not stopped:
+        # `body` is a live view: it always holds the latest spec and status kopf has seen.
+        spec_raw, stored = dict(body.get("spec", {})), dict(body.get("status", {}))
+        try:
+            spec = LLMBackendSpec.model_validate(spec_raw)
+        except ValidationError:
+            await stopped.wait(10)
+            continue
+        if body.metadata.get("generation") != generation:
+            generation = body.metadata.get("generation", 0)
+            observing_since = _now()
+            api_key = await _api_key(kube, namespace, spec)
+        interval = parse_duration(spec.startup.probe_interval)
+        previous = LLMBackendStatus.model_validate(stored)
+        snapshot = await _snapshot(
+            name,
+            namespace,
+            generation,
+            spec,
+            memo,
+            previous,
+            observing_since,
+            api_key,
+            list(pods_by_backend.get((namespace, name), [])),
+            list(pulls_by_backend.get((namespace, name), [])),
+        )
+        status = compute_backend_status(snapshot)
+        new, old = status.to_api(), previous.to_api()
+        if new != old:
+            await kube.patch_status(LLMBACKENDS, name, namespace, status_patch(stored, new))
+            _post_phase_event(body, previous, status)
+        if spec.warmup.enabled and status.phase == "Ready":
+            await _warm_up(snapshot, spec, memo, api_key, warmed, logger)
+        await stopped.wait(interval)
+
+
+async def _snapshot(
+    name: str,
+    namespace: str,
+    generation: int,
+    spec: LLMBackendSpec,
+    memo: kopf.Memo,
+    previous: LLMBackendStatus,
+    observing_since: datetime,
+    api_key: str | None,
+    pods: list[PodFacts],
+    pulls: list[tuple[str, PullFacts]],
+) -> BackendSnapshot:
+    endpoint = endpoint_url(name, namespace, spec, memo.config.cluster_domain)
+    kind = spec.runtime_kind
+    targets: dict[str, str] = {}
+    if spec.external is not None:
+        targets[EXTERNAL] = endpoint
+    else:
+        port = spec.effective_port
+        targets = {
+            pod.name: f"http://{pod.ip}:{port}"
+            for pod in pods
+            if pod.ip and pod.phase == "Running" and not pod.deleting
+        }
+    observations = await asyncio.gather(
+        *(observe_runtime(kind, url, client=memo.runtime_http, api_key=api_key) for url in targets.values())
+    )
+    runtimes: dict[str, RuntimeObservation] = dict(zip(targets, observations, strict=True))
+    return BackendSnapshot(
+        generation=generation,
+        spec=spec,
+        endpoint=endpoint,
+        openai_base_url=openai_base_url(endpoint, kind),
+        now=_now(),
+        observing_since=observing_since,
+        previous=previous,
+        pods=pods,
+        runtimes=runtimes,
+        pulls=dict(pulls),
+        normalize=connect(kind, "http://normalize.invalid").normalize_model_name,
+        invalid_spec=memo.apply_errors.get((namespace, name)),
+    )
+
+
+def _post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBackendStatus) -> None:
+    if before.phase == after.phase:
+        return
+    ready = find(after.conditions, "Ready")
+    stalled = find(after.conditions, "Stalled")
+    reason = ready.reason if ready else (after.phase or "Unknown")
+    message = f"{before.phase or 'New'} -> {after.phase}: {ready.message if ready else ''}".strip()
+    if (stalled and stalled.status == "True") or after.phase in ("Degraded", "Failed"):
+        kopf.warn(body, reason=reason, message=message)
+    else:
+        kopf.info(body, reason=reason, message=message)
+
+
+async def _warm_up(
+    snapshot: BackendSnapshot,
+    spec: LLMBackendSpec,
+    memo: kopf.Memo,
+    api_key: str | None,
+    warmed: set[str],
+    logger: kopf.Logger,
+) -> None:
+    """Load each spec model into memory once per serving pod, so the first user request is fast."""
+    timeout = parse_duration(spec.warmup.timeout)
+    for key, seen in snapshot.runtimes.items():
+        if not seen.probe.serving:
+            continue
+        for model in spec.models:
+            marker = f"{key}/{model.name}/{snapshot.generation}"
+            if marker in warmed:
+                continue
+            warmed.add(marker)
+            runtime = connect(
+                spec.runtime_kind, seen.probe.url, client=memo.runtime_http, api_key=api_key, timeout=timeout
+            )
+            try:
+                name = runtime.normalize_model_name(model.name)
+                await runtime.warmup(name, timeout=timeout)
+            except Exception as error:  # a failed warmup slows the first request; it breaks nothing
+                logger.warning("warmup of %s on %s failed: %s", model.name, key, error)

@@ -1,0 +1,328 @@
+"""ModelPull: one daemon per pull gets the model onto every replica of its backend.
+
+Ollama pods pull through their own `/api/pull`; vLLM and llama.cpp pods through the llmop agent
+sidecar, which speaks the same API. Status is written at a bounded rate while bytes move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import kopf
+from pydantic import ValidationError
+
+from llmop import API_GROUP, API_VERSION
+from llmop.handlers.backend import BackendKey, status_patch
+from llmop.k8s.client import LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient
+from llmop.manifests import AGENT_PORT
+from llmop.models.backend import LLMBackendSpec
+from llmop.models.duration import parse_duration
+from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase
+from llmop.reconcile.backend_status import PodFacts
+from llmop.reconcile.pull_status import PullTracker, backoff_seconds, human_bytes, pull_conditions
+from llmop.runtimes import RuntimeAPIError, connect
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class PullAttemptFailed(Exception):
+    """One attempt failed on at least one replica; the message carries the runtime's own words."""
+
+
+class StatusWriter:
+    """Writes a ModelPull's status only when it changed, and progress at most every `interval`."""
+
+    def __init__(self, kube: KubeClient, name: str, namespace: str, body: kopf.Body, interval: float) -> None:
+        self.kube, self.name, self.namespace, self.body, self.interval = kube, name, namespace, body, interval
+        self.written = ModelPullStatus.model_validate(dict(body.get("status", {})))
+        self.last_write = 0.0
+        self.writes = 0
+
+    async def write(self, status: ModelPullStatus, *, progress_only: bool = False) -> None:
+        if progress_only and time.monotonic() - self.last_write < self.interval:
+            return
+        new, old = status.to_api(), self.written.to_api()
+        if new == old:
+            return
+        await self.kube.patch_status(MODELPULLS, self.name, self.namespace, status_patch(old, new))
+        self.written = status
+        self.last_write = time.monotonic()
+        self.writes += 1
+
+
+def _targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
+    """Pod name -> base URL of the API that pulls into that pod."""
+    running = sorted(
+        (p for p in pods if p.phase == "Running" and p.ip and not p.deleting), key=lambda p: p.name
+    )
+    port = spec.effective_port if spec.runtime == "ollama" else AGENT_PORT
+    targets = {pod.name: f"http://{pod.ip}:{port}" for pod in running}
+    if spec.runtime != "ollama" and spec.storage is not None and targets:
+        # Replicas share one claim: one download serves them all.
+        first = next(iter(targets))
+        return {first: targets[first]}
+    return targets
+
+
+async def _pull_one(
+    pod: str,
+    url: str,
+    spec: ModelPullSpec,
+    tracker: PullTracker,
+    client: httpx.AsyncClient,
+) -> None:
+    runtime = connect("ollama", url, client=client, timeout=30.0)
+    replica = tracker.replica(pod)
+    replica.phase, replica.error = "Pulling", None
+    try:
+        async for line in runtime.pull(spec.model, insecure=spec.insecure, sha256=spec.sha256):
+            replica.record(line)
+    except RuntimeAPIError as error:
+        replica.phase, replica.error = "Failed", str(error)
+        raise PullAttemptFailed(f"{pod}: {error}") from error
+
+
+async def _cancel_on_agents(targets: dict[str, str], model: str, client: httpx.AsyncClient) -> None:
+    for url in targets.values():
+        try:
+            await client.request("DELETE", f"{url}/api/pull", json={"model": model}, timeout=5.0)
+        except httpx.HTTPError:
+            pass  # the pod is gone already: nothing to cancel
+
+
+async def _pulled_model_facts(
+    url: str, model: str, client: httpx.AsyncClient
+) -> tuple[str | None, int | None]:
+    """Digest and size of the model as the runtime (or agent) lists it after the pull."""
+    runtime = connect("ollama", url, client=client, timeout=15.0)
+    wanted = runtime.normalize_model_name(model)
+    try:
+        response = await client.get(f"{url}/api/tags", timeout=15.0)
+        for entry in response.json().get("models", []):
+            if wanted in (runtime.normalize_model_name(entry.get("name", "")), entry.get("model")):
+                return entry.get("digest"), entry.get("size")
+    except (httpx.HTTPError, ValueError):
+        pass
+    return None, None
+
+
+# kopf passes indexes as extra keyword arguments, which its handler protocol cannot express.
+@kopf.daemon(API_GROUP, API_VERSION, "modelpulls", cancellation_timeout=10.0)  # type: ignore[arg-type]
+async def run_model_pull(
+    name: str,
+    namespace: str | None,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    pods_by_backend: kopf.Index[BackendKey, PodFacts],
+    **_: Any,
+) -> None:
+    assert namespace is not None  # ModelPull is namespaced
+    kube: KubeClient = memo.kube
+    writer = StatusWriter(kube, name, namespace, body, memo.config.pull_progress_interval)
+    while not stopped:
+        generation = int(body.metadata.get("generation") or 0)
+        try:
+            spec = ModelPullSpec.model_validate(dict(body.get("spec", {})))
+        except ValidationError as error:
+            await writer.write(
+                _settled(writer.written, "Failed", "InvalidSpec", str(error), generation, stalled=True)
+            )
+            await stopped.wait(30)
+            continue
+        current = writer.written
+        if current.observed_generation == generation and current.phase in ("Succeeded", "Failed"):
+            await stopped.wait(30)  # settled for this generation: a finished pull is never repeated
+            continue
+        # A spec change starts over; the same generation carries on counting (operator restarts).
+        attempts = (current.attempts or 0) if current.observed_generation == generation else 0
+        if current.observed_generation != generation:
+            current = ModelPullStatus()
+
+        backend = await kube.get(LLMBACKENDS, spec.backend_ref.name, namespace)
+        if backend is None:
+            await writer.write(
+                _waiting(
+                    current,
+                    "BackendNotFound",
+                    f"LLMBackend {spec.backend_ref.name!r} does not exist in {namespace}; "
+                    "the pull starts when it appears",
+                    generation,
+                )
+            )
+            await stopped.wait(5)
+            continue
+        backend_spec = LLMBackendSpec.model_validate(backend.get("spec", {}))
+        if backend_spec.external is not None:
+            message = f"LLMBackend {spec.backend_ref.name!r} is external: llmop cannot pull into a server it does not run"
+            await writer.write(
+                _settled(current, "Failed", "ExternalBackend", message, generation, stalled=True)
+            )
+            continue
+        targets = _targets(backend_spec, list(pods_by_backend.get((namespace, spec.backend_ref.name), [])))
+        if not targets:
+            await writer.write(
+                _waiting(
+                    current,
+                    "WaitingForPods",
+                    f"waiting for a running pod of LLMBackend {spec.backend_ref.name!r}",
+                    generation,
+                )
+            )
+            await stopped.wait(2)
+            continue
+
+        attempts += 1
+        started = current.started_at if current.phase == "Pulling" and current.started_at else _now()
+        tracker = PullTracker()
+        pulling = current.model_copy(
+            update={
+                "observed_generation": generation,
+                "phase": "Pulling",
+                "attempts": attempts,
+                "started_at": started,
+                "conditions": pull_conditions(
+                    "Pulling",
+                    "Pulling",
+                    f"pulling {spec.model} (attempt {attempts})",
+                    generation,
+                    current.conditions,
+                    _now(),
+                ),
+            }
+        )
+        await writer.write(pulling)
+        if attempts == 1:
+            kopf.info(body, reason="PullStarted", message=f"pulling {spec.model} into {len(targets)} pod(s)")
+        failure = await _attempt(spec, targets, tracker, pulling, writer, stopped, memo)
+        if failure is None:
+            first_url = next(iter(targets.values()))
+            digest, size = await _pulled_model_facts(first_url, spec.model, memo.runtime_http)
+            size = size or tracker.total or None
+            message = f"pulled {spec.model} ({human_bytes(size or 0)}) into {len(targets)} pod(s)"
+            done = pulling.model_copy(
+                update={
+                    "phase": "Succeeded",
+                    "progress": tracker.progress(),
+                    "replicas": tracker.replica_states(),
+                    "digest": digest,
+                    "size_bytes": size,
+                    "completed_at": _now(),
+                    "last_error": None,
+                    "conditions": pull_conditions(
+                        "Succeeded", "Pulled", message, generation, pulling.conditions, _now()
+                    ),
+                }
+            )
+            await writer.write(done)
+            kopf.info(body, reason="PullSucceeded", message=message)
+            continue
+        if stopped:
+            if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+                await _cancel_on_agents(targets, spec.model, memo.runtime_http)
+            return
+        failed_phase: PullPhase = "Failed" if attempts >= spec.retry.max_attempts else "Pulling"
+        base = parse_duration(spec.retry.backoff)
+        wait = backoff_seconds(base, attempts)
+        if failed_phase == "Failed":
+            message = f"gave up after {attempts} attempt(s): {failure}"
+            kopf.warn(body, reason="PullFailed", message=message)
+        else:
+            message = (
+                f"attempt {attempts} of {spec.retry.max_attempts} failed, retrying in {wait:.0f}s: {failure}"
+            )
+        failed = pulling.model_copy(
+            update={
+                "phase": failed_phase,
+                "last_error": failure,
+                "progress": tracker.progress(),
+                "replicas": tracker.replica_states(),
+                "conditions": pull_conditions(
+                    failed_phase,
+                    "PullFailed",
+                    message,
+                    generation,
+                    pulling.conditions,
+                    _now(),
+                    stalled=failed_phase == "Failed",
+                ),
+            }
+        )
+        await writer.write(failed)
+        if failed_phase == "Pulling":
+            await stopped.wait(wait)
+
+
+async def _attempt(
+    spec: ModelPullSpec,
+    targets: dict[str, str],
+    tracker: PullTracker,
+    pulling: ModelPullStatus,
+    writer: StatusWriter,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+) -> str | None:
+    """Pull on every target at once; progress is written while it runs. Returns the error, if any."""
+    tasks = [
+        asyncio.create_task(_pull_one(pod, url, spec, tracker, memo.runtime_http))
+        for pod, url in targets.items()
+    ]
+    all_done = asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        while not all_done.done():
+            await asyncio.wait([all_done], timeout=min(1.0, writer.interval))
+            if stopped:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                return "stopped"
+            tracker.sample(time.monotonic())
+            try:
+                await writer.write(
+                    pulling.model_copy(
+                        update={"progress": tracker.progress(), "replicas": tracker.replica_states()}
+                    ),
+                    progress_only=True,
+                )
+            except KubeAPIError as error:
+                logger.warning("could not write pull progress: %s", error)
+    finally:
+        if not all_done.done():
+            for task in tasks:
+                task.cancel()
+    errors = [str(result) for result in all_done.result() if isinstance(result, BaseException)]
+    return "; ".join(errors) if errors else None
+
+
+def _waiting(current: ModelPullStatus, reason: str, message: str, generation: int) -> ModelPullStatus:
+    return current.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": "Pending",
+            "conditions": pull_conditions("Pending", reason, message, generation, current.conditions, _now()),
+        }
+    )
+
+
+def _settled(
+    current: ModelPullStatus, phase: PullPhase, reason: str, message: str, generation: int, *, stalled: bool
+) -> ModelPullStatus:
+    return current.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": phase,
+            "last_error": message,
+            "conditions": pull_conditions(
+                phase, reason, message, generation, current.conditions, _now(), stalled
+            ),
+        }
+    )

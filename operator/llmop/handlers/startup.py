@@ -1,0 +1,45 @@
+"""Operator-wide settings and shared clients, set once at startup."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import kopf
+
+from llmop.config import OperatorConfig
+from llmop.k8s.client import KubeClient
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    # kopf keeps its bookkeeping in llmop.dev/ annotations, never in status: status is llmop's
+    # observation alone, and GitOps tools ignore annotations they do not manage.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmop.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="llmop.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "llmop.dev/finalizer"
+    settings.posting.level = logging.WARNING  # Events come from llmop's own phase changes
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.batching.worker_limit = 64
+    settings.execution.max_workers = 8
+    # One line per probe would drown the operator's own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if "config" not in memo:
+        memo.config = OperatorConfig.from_env()
+    memo.kube = KubeClient.from_environment()
+    # One pooled client for every runtime probe: connection reuse across backends.
+    memo.runtime_http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    )
+    memo.apply_errors = {}
+    logger.info("llmop started (namespaces: %s)", ", ".join(memo.config.namespaces) or "all")
+
+
+@kopf.on.cleanup()
+async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+    await memo.kube.close()
+    await memo.runtime_http.aclose()

@@ -1,0 +1,190 @@
+"""The one place llmop talks to the Kubernetes API: async, on httpx.
+
+Credentials come from the `kubernetes` package's loaders (kubeconfig or in-cluster service
+account, with token refresh); every request goes through one pooled httpx client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import yaml
+
+logger = logging.getLogger(__name__)
+
+FIELD_MANAGER = "llmop"
+
+
+class KubeAPIError(Exception):
+    """A request the API server refused, with its own message."""
+
+    def __init__(self, status_code: int, message: str, reason: str = "") -> None:
+        super().__init__(f"{status_code} {reason}: {message}" if reason else f"{status_code}: {message}")
+        self.status_code = status_code
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API: `Resource("apps/v1", "deployments")`."""
+
+    api_version: str
+    plural: str
+    namespaced: bool = True
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        root = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
+        parts = [root]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+        if subresource:
+            parts.append(subresource)
+        return "/".join(parts)
+
+
+DEPLOYMENTS = Resource("apps/v1", "deployments")
+SERVICES = Resource("v1", "services")
+PVCS = Resource("v1", "persistentvolumeclaims")
+PODS = Resource("v1", "pods")
+SECRETS = Resource("v1", "secrets")
+EVENTS = Resource("v1", "events")
+LLMBACKENDS = Resource("llmop.dev/v1alpha1", "llmbackends")
+MODELPULLS = Resource("llmop.dev/v1alpha1", "modelpulls")
+
+
+class _RefreshingAuth(httpx.Auth):
+    """Asks the kubernetes Configuration for the token on each request (it re-reads rotated tokens)."""
+
+    def __init__(self, configuration: Any) -> None:
+        self._configuration = configuration
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        token = self._configuration.get_api_key_with_prefix("authorization")
+        if token:
+            request.headers["Authorization"] = token
+        yield request
+
+
+@dataclass
+class KubeClient:
+    http: httpx.AsyncClient
+    requests_made: int = field(default=0)
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster service account when running in a pod, else the kubeconfig (or $KUBECONFIG)."""
+        from kubernetes import client as kube_client
+        from kubernetes import config as kube_config
+
+        configuration = kube_client.Configuration()
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        except kube_config.ConfigException:
+            kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        verify: Any = configuration.ssl_ca_cert or True
+        if not configuration.verify_ssl:
+            verify = False
+        cert = (configuration.cert_file, configuration.key_file) if configuration.cert_file else None
+        if cert and cert[1] is None:
+            raise ValueError("the kubeconfig names a client certificate without its key")
+        http = httpx.AsyncClient(
+            base_url=configuration.host,
+            verify=_ssl_context(verify, cert),
+            auth=_RefreshingAuth(configuration),
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+        )
+        return cls(http=http)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        self.requests_made += 1
+        response = await self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise KubeAPIError(
+                    response.status_code, body.get("message", response.text), body.get("reason", "")
+                )
+            except (json.JSONDecodeError, AttributeError):
+                raise KubeAPIError(response.status_code, response.text) from None
+        return response
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        try:
+            response = await self._request("GET", resource.path(namespace, name))
+        except KubeAPIError as error:
+            if error.status_code == 404:
+                return None
+            raise
+        return dict(response.json())
+
+    async def list(
+        self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else {}
+        response = await self._request("GET", resource.path(namespace), params=params)
+        return list(response.json().get("items", []))
+
+    async def apply(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply: llmop owns the fields it sets, and nothing else."""
+        metadata = body["metadata"]
+        response = await self._request(
+            "PATCH",
+            resource.path(metadata.get("namespace"), metadata["name"]),
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content=yaml.safe_dump(body),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        return dict(response.json())
+
+    async def patch_status(
+        self, resource: Resource, name: str, namespace: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the status as a whole (a JSON merge patch with every field, nulls for removed ones)."""
+        response = await self._request(
+            "PATCH",
+            resource.path(namespace, name, "status"),
+            content=json.dumps({"status": status}),
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        return dict(response.json())
+
+    async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        namespace = body["metadata"].get("namespace")
+        response = await self._request("POST", resource.path(namespace), json=body)
+        return dict(response.json())
+
+    async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
+        try:
+            await self._request(
+                "DELETE", resource.path(namespace, name), params={"propagationPolicy": "Background"}
+            )
+        except KubeAPIError as error:
+            if error.status_code == 404:
+                return False
+            raise
+        return True
+
+
+def _ssl_context(verify: Any, cert: tuple[str, Any] | None) -> Any:
+    import ssl
+
+    if verify is False:
+        return False
+    context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if cert:
+        context.load_cert_chain(*cert)
+    return context

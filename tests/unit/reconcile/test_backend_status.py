@@ -1,0 +1,199 @@
+"""Backend status computed from snapshots: what `kubectl get llmb` and `kubectl wait` will show."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
+from llmop.reconcile.backend_status import (
+    BackendSnapshot,
+    PodFacts,
+    PullFacts,
+    RuntimeObservation,
+    compute_backend_status,
+)
+from llmop.reconcile.conditions import find
+from llmop.runtimes import (
+    ModelCapability,
+    ModelInfo,
+    ProbeResult,
+    ProbeState,
+    RunningModel,
+    RuntimeCapabilities,
+)
+
+T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+URL = "http://127.1.0.5:8080"
+
+
+def probe(state: ProbeState, reason: str = "") -> ProbeResult:
+    return ProbeResult(state=state, reason=reason or str(state), url=URL, latency_seconds=0.01)
+
+
+SERVING = RuntimeObservation(
+    probe=probe(ProbeState.SERVING),
+    models=(
+        ModelInfo(
+            name="tiny",
+            size_bytes=600_000,
+            context_length=2048,
+            capabilities=frozenset({ModelCapability.CHAT, ModelCapability.COMPLETION}),
+        ),
+    ),
+    running=(RunningModel(name="tiny"),),
+    capabilities=RuntimeCapabilities(chat=True, completions=True, streaming=True),
+)
+REFUSED = RuntimeObservation(
+    probe=probe(ProbeState.STARTING, "connection refused at 127.1.0.5:8080 (still starting)")
+)
+
+
+def snapshot(
+    spec: dict | None = None,
+    *,
+    now: datetime = T0,
+    previous: LLMBackendStatus | None = None,
+    pods: list[PodFacts] | None = None,
+    runtimes: dict | None = None,
+    **extra,
+) -> BackendSnapshot:
+    return BackendSnapshot(
+        generation=1,
+        spec=LLMBackendSpec.model_validate(
+            spec or {"runtime": "llamacpp", "models": [{"name": "tiny"}], "startup": {"timeout": "5m"}}
+        ),
+        endpoint="http://b.ns.svc.cluster.local:8080",
+        openai_base_url="http://b.ns.svc.cluster.local:8080/v1",
+        now=now,
+        observing_since=T0,
+        previous=previous or LLMBackendStatus(),
+        pods=pods if pods is not None else [PodFacts(name="b-1", ip="127.1.0.5", phase="Running")],
+        runtimes=runtimes if runtimes is not None else {"b-1": SERVING},
+        **extra,
+    )
+
+
+def conditions(status: LLMBackendStatus) -> dict[str, str]:
+    return {c.type: c.status for c in status.conditions or []}
+
+
+def test_serving_runtime_with_its_models_is_ready() -> None:
+    status = compute_backend_status(snapshot())
+    assert status.phase == "Ready"
+    assert conditions(status) == {
+        "Ready": "True",
+        "Reconciling": "False",
+        "Stalled": "False",
+        "Scheduled": "True",
+    }
+    assert status.replicas and status.replicas.summary == "1/1"
+    assert status.models and status.models[0].name == "tiny" and status.models[0].loaded
+    assert status.models[0].context_length == 2048
+    assert status.models_summary == "tiny"
+    assert status.capabilities and status.capabilities.chat and not status.capabilities.embeddings
+    assert status.observed_generation == 1 and status.last_error is None
+
+
+def test_pod_ready_is_not_enough_while_the_runtime_refuses() -> None:
+    status = compute_backend_status(snapshot(runtimes={"b-1": REFUSED}))
+    assert status.phase == "Loading"
+    ready = find(status.conditions, "Ready")
+    assert ready and ready.status == "False" and "connection refused" in ready.message
+    assert conditions(status)["Reconciling"] == "True"
+
+
+def test_ready_waits_for_every_model_in_spec() -> None:
+    spec = {"runtime": "ollama", "models": [{"name": "tiny"}, {"name": "other"}]}
+    status = compute_backend_status(
+        snapshot(spec, pulls={"other": PullFacts(phase="Pulling", summary="45%")})
+    )
+    assert status.phase == "Loading"
+    ready = find(status.conditions, "Ready")
+    assert ready and ready.reason == "ModelsMissing" and "other 45%" in ready.message
+
+
+def test_cold_start_past_the_timeout_is_stalled_with_the_last_error() -> None:
+    status = compute_backend_status(snapshot(runtimes={"b-1": REFUSED}, now=T0 + timedelta(minutes=6)))
+    stalled = find(status.conditions, "Stalled")
+    assert stalled and stalled.status == "True" and stalled.reason == "StartupTimeout"
+    assert "not serving after 5m" in stalled.message and "connection refused" in stalled.message
+    assert conditions(status)["Reconciling"] == "False"
+    assert status.last_error == stalled.message
+
+
+def test_unschedulable_pod_explains_itself_with_the_schedulers_words() -> None:
+    message = "0/3 nodes are available: 2 Insufficient nvidia.com/gpu, 1 node(s) had untolerated taint."
+    status = compute_backend_status(snapshot(pods=[PodFacts(name="b-1", unschedulable=message)], runtimes={}))
+    scheduled = find(status.conditions, "Scheduled")
+    assert scheduled and scheduled.status == "False" and scheduled.reason == "InsufficientGPU"
+    assert scheduled.message == message
+    assert conditions(status)["Ready"] == "False" and status.phase == "Pending"
+
+
+def test_runtime_that_dies_after_serving_is_degraded_then_recovers() -> None:
+    ready = compute_backend_status(snapshot())
+    died = compute_backend_status(
+        snapshot(previous=ready, runtimes={"b-1": REFUSED}, now=T0 + timedelta(seconds=30))
+    )
+    assert died.phase == "Degraded"
+    assert conditions(died)["Ready"] == "False"
+    assert died.last_error and "connection refused" in died.last_error
+    back = compute_backend_status(snapshot(previous=died, now=T0 + timedelta(seconds=60)))
+    assert back.phase == "Ready" and conditions(back)["Ready"] == "True"
+
+
+def test_nothing_changed_means_an_identical_status() -> None:
+    first = compute_backend_status(snapshot())
+    second = compute_backend_status(snapshot(previous=first, now=T0 + timedelta(minutes=10)))
+    assert second.to_api() == first.to_api()
+
+
+def test_transition_time_moves_only_when_a_condition_flips() -> None:
+    loading = compute_backend_status(snapshot(runtimes={"b-1": REFUSED}))
+    ready = compute_backend_status(snapshot(previous=loading, now=T0 + timedelta(seconds=20)))
+    assert find(ready.conditions, "Ready").last_transition_time == T0 + timedelta(seconds=20)  # type: ignore[union-attr]
+    assert find(ready.conditions, "Stalled").last_transition_time == T0  # type: ignore[union-attr]
+
+
+def test_external_backend_dead_url_stalls_after_its_timeout() -> None:
+    spec = {"external": {"url": "http://10.0.0.5:8000", "kind": "vllm"}, "startup": {"timeout": "30s"}}
+    dead = RuntimeObservation(probe=probe(ProbeState.STARTING, "connection refused at 10.0.0.5:8000"))
+    early = compute_backend_status(snapshot(spec, pods=[], runtimes={"external": dead}))
+    assert early.phase == "Loading" and conditions(early)["Stalled"] == "False"
+    assert "Scheduled" not in conditions(early)
+    late = compute_backend_status(
+        snapshot(spec, pods=[], runtimes={"external": dead}, previous=early, now=T0 + timedelta(seconds=31))
+    )
+    assert conditions(late)["Stalled"] == "True"
+    assert "connection refused at 10.0.0.5:8000" in (late.last_error or "")
+
+
+def test_pods_still_being_created_are_deploying() -> None:
+    status = compute_backend_status(
+        snapshot(pods=[PodFacts(name="b-1", phase="Pending", waiting="ContainerCreating")], runtimes={})
+    )
+    assert status.phase == "Deploying"
+    assert find(status.conditions, "Ready").message == "ContainerCreating"  # type: ignore[union-attr]
+
+
+def test_invalid_spec_fails_and_stalls_at_once() -> None:
+    status = compute_backend_status(snapshot(invalid_spec="'ftp://x' is not a model source", runtimes={}))
+    assert status.phase == "Failed"
+    assert conditions(status)["Stalled"] == "True"
+
+
+def test_failed_pull_stalls_the_backend_with_the_pull_error() -> None:
+    spec = {"runtime": "ollama", "models": [{"name": "tiny"}, {"name": "missing:1b"}]}
+    pulls = {"missing:1b": PullFacts(phase="Failed", error="pull model manifest: file does not exist")}
+    status = compute_backend_status(snapshot(spec, pulls=pulls))
+    assert status.phase == "Degraded"
+    assert conditions(status)["Stalled"] == "True"
+    assert "file does not exist" in (status.last_error or "")
+
+
+def test_a_pull_in_flight_is_the_cold_start_and_shows_its_progress() -> None:
+    pulls = {"tiny": PullFacts(phase="Pulling", summary="45% 270.0KiB/600.0KiB")}
+    status = compute_backend_status(snapshot(runtimes={"b-1": REFUSED}, pulls=pulls))
+    ready = find(status.conditions, "Ready")
+    assert status.phase == "Loading"
+    assert ready and ready.reason == "PullingModels" and "tiny 45%" in ready.message
