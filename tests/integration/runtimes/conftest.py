@@ -1,0 +1,136 @@
+"""Real runtimes for the adapter tests: llama-server built from source, the vLLM stand-in, Ollama.
+
+A runtime that cannot be built or found fails the tests that need it; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from runtime_processes import HACK, TINY_CONTEXT_LENGTH, VENV_BIN, RuntimeProcess, free_port
+
+#: A cold build of llama-server takes tens of minutes on 2 cores; cached, it takes a second.
+COLD_BUILD_TIMEOUT_SECONDS = 3600
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Let the first test wait out a cold build of the runtimes instead of timing out."""
+    if cached_binary("llama-server", "LLAMA_CPP_PYTHON_VERSION").is_file():
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.timeout(COLD_BUILD_TIMEOUT_SECONDS))
+
+
+def cached_binary(name: str, version_variable: str) -> Path:
+    """Where hack/build-runtimes.sh keeps NAME: $LLMOP_CACHE/bin/NAME-VERSION/NAME, VERSION from
+    hack/versions.env."""
+    versions = dict(
+        line.split("=", 1)
+        for line in (HACK / "versions.env").read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
+    version = versions.get(version_variable, "").strip()
+    cache = Path(os.environ.get("LLMOP_CACHE", Path.home() / ".cache" / "llmop"))
+    return cache / "bin" / f"{name}-{version}" / name
+
+
+@pytest.fixture(scope="session")
+def built_runtimes() -> dict[str, Path]:
+    """Run hack/build-runtimes.sh (it builds what is missing) and read its `name: path` lines."""
+    result = subprocess.run([str(HACK / "build-runtimes.sh")], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"hack/build-runtimes.sh failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    binaries = {}
+    for line in result.stdout.splitlines():
+        name, sep, path = line.partition(": ")
+        if sep:
+            # "vllm: /path/vllm_server.py (stand-in)": the path is before the note.
+            binaries[name.strip()] = Path(path.split(" (")[0].strip())
+    return binaries
+
+
+def runtime_binary(request: pytest.FixtureRequest, name: str, version_variable: str) -> Path:
+    """The cached build of NAME, building it first when it is missing."""
+    binary = cached_binary(name, version_variable)
+    if not binary.is_file():
+        binary = request.getfixturevalue("built_runtimes").get(name, binary)
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"no runnable {name} at {binary} after hack/build-runtimes.sh")
+    return binary
+
+
+@pytest.fixture(scope="session")
+def llama_server_binary(request: pytest.FixtureRequest) -> Path:
+    return runtime_binary(request, "llama-server", "LLAMA_CPP_PYTHON_VERSION")
+
+
+@pytest.fixture(scope="session")
+def ollama_binary(request: pytest.FixtureRequest) -> Path:
+    return runtime_binary(request, "ollama", "OLLAMA_VERSION")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "tiny.gguf"
+    subprocess.run(
+        [str(HACK / "tiny-gguf"), str(out), "--context-length", str(TINY_CONTEXT_LENGTH)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture
+def runtime_processes(tmp_path: Path) -> Iterator[Callable[[str, list[str]], RuntimeProcess]]:
+    """`make(name, argv, env)` -> an unstarted RuntimeProcess on a free port, `{port}` in argv and
+    env replaced by it; every one made is stopped after the test."""
+    made: list[RuntimeProcess] = []
+
+    def make(name: str, argv: list[str], env: dict[str, str] | None = None) -> RuntimeProcess:
+        port = free_port()
+        process = RuntimeProcess(
+            name=name,
+            argv=[part.format(port=port) for part in argv],
+            port=port,
+            log_path=tmp_path / f"{name}-{port}.log",
+            env={variable: value.format(port=port) for variable, value in (env or {}).items()},
+        )
+        made.append(process)
+        return process
+
+    yield make
+    for process in made:
+        process.stop()
+
+
+@pytest.fixture
+def llama_server(
+    runtime_processes: Callable[..., RuntimeProcess], llama_server_binary: Path, tiny_gguf: Path
+) -> Callable[..., RuntimeProcess]:
+    """An unstarted real llama-server serving the tiny model; extra arguments are appended."""
+
+    def make(*extra: str) -> RuntimeProcess:
+        argv = [str(llama_server_binary), "-m", str(tiny_gguf), "--host", "127.0.0.1", "--port", "{port}"]
+        return runtime_processes("llama-server", [*argv, "--threads", "1", *extra])
+
+    return make
+
+
+@pytest.fixture
+def vllm_standin(runtime_processes: Callable[..., RuntimeProcess]) -> Callable[..., RuntimeProcess]:
+    """An unstarted vLLM stand-in (hack/standins/vllm_server.py); extra arguments are appended."""
+    script = HACK / "standins" / "vllm_server.py"
+    if not script.is_file():
+        pytest.fail(f"the vLLM stand-in is missing: {script}")
+
+    def make(*extra: str) -> RuntimeProcess:
+        argv = [str(VENV_BIN / "python"), str(script), "--host", "127.0.0.1", "--port", "{port}"]
+        return runtime_processes("vllm", [*argv, *extra])
+
+    return make
