@@ -2,7 +2,9 @@
 
 The sha256 is computed while the bytes arrive (after re-reading what a partial already holds),
 so a verified file costs no second pass over tens of gigabytes. Memory stays bounded: the body
-is streamed to disk in chunks of CHUNK_BYTES. Disk writes and hashing run in a worker thread.
+is written to disk, unbuffered, in the chunks the network delivers (tens of kilobytes),
+so a killed process leaves on disk every byte it received and the next pull resumes from there.
+Disk writes and hashing run in a worker thread.
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ class PartialFile:
             with open(self.path, "rb") as existing:
                 while block := existing.read(_HASH_READ_BYTES):
                     self.hasher.update(block)
-        self._file = open(self.path, "ab")
+        self._file = open(self.path, "ab", buffering=0)  # unbuffered: a kill loses no received byte
 
     def restart(self, validator: str | None) -> None:
         """The source sent the whole file: start over from byte zero."""
@@ -238,7 +240,7 @@ async def _receive(
                 await asyncio.to_thread(partial.restart, range_validator(response.headers))
             total = _expected_total(file, partial, response)
             on_progress(partial.size, total)
-            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+            async for chunk in response.aiter_bytes():
                 if total is not None and partial.size + len(chunk) > total:
                     await asyncio.to_thread(partial.discard)
                     raise SourceError(f"GET {file.url}: the source sent more than the {total} bytes expected")

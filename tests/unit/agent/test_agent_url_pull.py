@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 from agent_source import CHUNK, SourceFile, SourceServer, StartAgent, eventually, random_bytes, sha256_of
@@ -30,9 +29,7 @@ async def test_pull_streams_rising_progress_then_success_and_lands_the_verified_
     agent = await start_agent()
     model = source.file_url("tiny.gguf")
 
-    started = time.monotonic()
     lines = await agent.pull(model, sha256=sha256_of(body))
-    elapsed = time.monotonic() - started
 
     assert lines[0] == {"status": "pulling manifest"}
     assert lines[-1] == {"status": "success"}
@@ -42,9 +39,8 @@ async def test_pull_streams_rising_progress_then_success_and_lands_the_verified_
     completed = [line["completed"] for line in progress]
     assert completed == sorted(completed) and completed[-1] == len(body)
     assert progress[-1]["total"] == len(body)
-    # Bounded rate: one line per 0.25 s (plus the first and the last), not one per chunk.
-    assert len(progress) <= elapsed / 0.25 + 3
-    assert len(progress) < len(body) // CHUNK
+    # Bounded rate (one line per 0.25 s, plus the first and the last), never one line per chunk.
+    assert len(progress) < (len(body) // CHUNK) / 2
     assert {"status": "verifying sha256 digest"} in lines
     assert lines.index({"status": "verifying sha256 digest"}) > lines.index(progress[-1])
 
