@@ -49,7 +49,7 @@ cluster-up: venv bins
 	$(PY) hack/localcluster.py up
 
 cluster-down: venv
-	$(PY) hack/localcluster.py down
+	hack/dev.sh down
 
 dev: venv bins runtimes
 	hack/dev.sh

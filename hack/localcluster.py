@@ -205,6 +205,8 @@ class LocalCluster:
                 self.name,
                 "--controllers",
                 "*,-nodeipam,-cloud-node-lifecycle",
+                # Claims need a provisioner; the in-tree hostPath one is made for local clusters.
+                "--enable-hostpath-provisioner=true",
                 "--concurrent-deployment-syncs",
                 "10",
                 "--concurrent-replicaset-syncs",
@@ -231,6 +233,7 @@ class LocalCluster:
         )
         self._save(state)
         self._create_nodes()
+        self._create_storage_class()
         wait_for(self._nodes_ready, "3 Ready nodes", timeout=60, log=self.dir / "logs" / "kwok.log")
         wait_for(
             lambda: self._kubectl_ok("get", "serviceaccount", "default", "-n", "default"),
@@ -411,6 +414,20 @@ class LocalCluster:
     def _create_nodes(self) -> None:
         nodes = [_node_manifest(node) for node in NODES]
         self.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(node) for node in nodes))
+
+    def _create_storage_class(self) -> None:
+        storage_class = {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": "standard",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": "kubernetes.io/host-path",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }
+        self.kubectl("apply", "-f", "-", input=yaml.safe_dump(storage_class))
 
     def _nodes_ready(self) -> bool:
         result = self.kubectl("get", "nodes", "-o", "json", check=False)

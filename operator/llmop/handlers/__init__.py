@@ -1,5 +1,5 @@
 """kopf handlers: importing this package registers them."""
 
-from llmop.handlers import backend, startup
+from llmop.handlers import backend, pull, startup
 
-__all__ = ["backend", "startup"]
+__all__ = ["backend", "pull", "startup"]

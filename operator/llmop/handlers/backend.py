@@ -234,7 +234,7 @@ async def observe_backend(
             api_key = await _api_key(kube, namespace, spec)
         interval = parse_duration(spec.startup.probe_interval)
         previous = LLMBackendStatus.model_validate(stored)
-        snapshot = await _snapshot(
+        snapshot, targets = await _snapshot(
             name,
             namespace,
             generation,
@@ -252,7 +252,7 @@ async def observe_backend(
             await kube.patch_status(LLMBACKENDS, name, namespace, status_patch(stored, new))
             _post_phase_event(body, previous, status)
         if spec.warmup.enabled and status.phase == "Ready":
-            await _warm_up(snapshot, spec, memo, api_key, warmed, logger)
+            await _warm_up(snapshot, targets, spec, memo, api_key, warmed, logger)
         await stopped.wait(interval)
 
 
@@ -267,7 +267,8 @@ async def _snapshot(
     api_key: str | None,
     pods: list[PodFacts],
     pulls: list[tuple[str, PullFacts]],
-) -> BackendSnapshot:
+) -> tuple[BackendSnapshot, dict[str, str]]:
+    """The snapshot, and the base URL probed for each pod (or `external`)."""
     endpoint = endpoint_url(name, namespace, spec, memo.config.cluster_domain)
     kind = spec.runtime_kind
     targets: dict[str, str] = {}
@@ -284,7 +285,7 @@ async def _snapshot(
         *(observe_runtime(kind, url, client=memo.runtime_http, api_key=api_key) for url in targets.values())
     )
     runtimes: dict[str, RuntimeObservation] = dict(zip(targets, observations, strict=True))
-    return BackendSnapshot(
+    snapshot = BackendSnapshot(
         generation=generation,
         spec=spec,
         endpoint=endpoint,
@@ -298,6 +299,7 @@ async def _snapshot(
         normalize=connect(kind, "http://normalize.invalid").normalize_model_name,
         invalid_spec=memo.apply_errors.get((namespace, name)),
     )
+    return snapshot, targets
 
 
 def _post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBackendStatus) -> None:
@@ -315,6 +317,7 @@ def _post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBacke
 
 async def _warm_up(
     snapshot: BackendSnapshot,
+    targets: dict[str, str],
     spec: LLMBackendSpec,
     memo: kopf.Memo,
     api_key: str | None,
@@ -332,7 +335,7 @@ async def _warm_up(
                 continue
             warmed.add(marker)
             runtime = connect(
-                spec.runtime_kind, seen.probe.url, client=memo.runtime_http, api_key=api_key, timeout=timeout
+                spec.runtime_kind, targets[key], client=memo.runtime_http, api_key=api_key, timeout=timeout
             )
             try:
                 name = runtime.normalize_model_name(model.name)

@@ -109,7 +109,11 @@ async def _pulled_model_facts(
         response = await client.get(f"{url}/api/tags", timeout=15.0)
         for entry in response.json().get("models", []):
             if wanted in (runtime.normalize_model_name(entry.get("name", "")), entry.get("model")):
-                return entry.get("digest"), entry.get("size")
+                digest = entry.get("digest")
+                # Ollama lists bare hex; layers, registries and the agent say sha256:<hex>.
+                if digest and ":" not in digest:
+                    digest = f"sha256:{digest}"
+                return digest, entry.get("size")
     except (httpx.HTTPError, ValueError):
         pass
     return None, None
