@@ -25,14 +25,14 @@ class Kube:
     kubeconfig: Path
 
     def run(
-        self, *args: str, input: str | None = None, check: bool = True
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args],
             input=input,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
@@ -63,6 +63,34 @@ class Kube:
         if selector:
             args += ["-l", selector]
         return list(json.loads(self.run(*args).stdout)["items"])
+
+    def watch_changes(self, kind: str, namespace: str, seconds: float) -> list[str]:
+        """Every change kubectl's watch sees in `seconds` (one line each: type, name, resourceVersion)."""
+        template = '{.type} {.object.metadata.name} {.object.metadata.resourceVersion}{"\\n"}'
+        process = subprocess.Popen(
+            [
+                str(self.kubectl_path),
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "get",
+                kind,
+                "-n",
+                namespace,
+                "--watch-only",
+                "--output-watch-events",
+                "-o",
+                f"jsonpath={template}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, _ = process.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            out, _ = process.communicate()
+        return [line for line in out.splitlines() if line.strip()]
 
     @contextmanager
     def namespace(self, prefix: str = "test") -> Iterator[str]:

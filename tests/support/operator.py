@@ -23,7 +23,10 @@ class OperatorProcess:
         log = open(self.log_path, "ab")  # the child owns it
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("llmop")), "run", "--verbose"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def kill(self) -> None:
