@@ -27,7 +27,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.batching.worker_limit = 64
     settings.execution.max_workers = 8
     # One line per probe would drown the operator's own log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if "config" not in memo:
         memo.config = OperatorConfig.from_env()
     memo.kube = KubeClient.from_environment()

@@ -61,6 +61,8 @@ def build_model_pull(
     spec: dict[str, Any] = {"backendRef": {"name": backend_name}, "model": model.name}
     if model.sha256:
         spec["sha256"] = model.sha256
+    if model.insecure:
+        spec["insecure"] = True
     return {
         "apiVersion": API_VERSION,
         "kind": MODEL_PULL_KIND,

@@ -62,6 +62,9 @@ class ModelSpec(ApiModel):
         description="Expected sha256 of the downloaded file, where the source publishes no digest.",
         pattern=r"^[a-f0-9]{64}$",
     )
+    insecure: bool | None = Field(
+        default=None, description="Pull from a plain-HTTP registry (Ollama), e.g. a registry inside the cluster."
+    )
 
 
 class GPUSpec(ApiModel):

@@ -1,0 +1,263 @@
+"""LLMBackend end to end: real runtimes at the pods' addresses, the operator as its own process.
+
+What a user sees through kubectl: Ready only once the runtime's API answers, the scheduler's
+own words when GPUs run out, Degraded when a runtime dies, nothing written when nothing changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from support.kube import REPO, Kube, eventually
+from support.operator import OperatorProcess
+from support.runtimes import PodRunner, run_vllm_standin
+
+pytestmark = pytest.mark.e2e
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((REPO / "examples" / f"{name}.yaml").read_text()))
+
+
+def condition(kube: Kube, name: str, namespace: str, type_: str) -> dict[str, Any] | None:
+    body = kube.get_or_none("llmb", name, namespace) or {}
+    return next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == type_), None)
+
+
+def wait_ready(kube: Kube, name: str, namespace: str, timeout: str = "180s") -> None:
+    result = kube.run(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        f"llmb/{name}",
+        f"--timeout={timeout}",
+        check=False,
+        timeout=600,
+    )
+    if result.returncode != 0:
+        status = kube.get("llmb", name, namespace).get("status")
+        raise AssertionError(f"llmb/{name} not Ready: {result.stderr}\nstatus: {yaml.safe_dump(status)}")
+
+
+def runtime_models(url: str) -> list[str]:
+    return [model["id"] for model in httpx.get(f"{url}/v1/models", timeout=5).json()["data"]]
+
+
+@pytest.fixture
+def backend_ns(kube: Kube, operator: OperatorProcess, podrunner: PodRunner) -> Any:
+    with kube.namespace("e2e") as name:
+        yield name
+
+
+def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
+    kube: Kube, backend_ns: str, podrunner: PodRunner, ollama_registry: str, tmp_path: Path
+) -> None:
+    manifests = {name: example(name) for name in ("llamacpp", "vllm", "ollama", "external")}
+    # The hubs cannot be reached here: Ollama pulls the examples' tag from the local registry.
+    ollama = manifests["ollama"]["spec"]
+    ollama["models"] = [
+        {"name": f"{ollama_registry}/library/{m['name']}", "insecure": True} for m in ollama["models"]
+    ]
+    with run_vllm_standin(tmp_path, served_model_name="gateway-model") as gateway:
+        manifests["external"]["spec"]["external"]["url"] = gateway
+        for manifest in manifests.values():
+            kube.apply(manifest, backend_ns)
+        for manifest in manifests.values():
+            wait_ready(kube, manifest["metadata"]["name"], backend_ns)
+
+        table = kube.run("get", "llmb", "-n", backend_ns).stdout.splitlines()
+        assert table[0].split() == ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "AGE"]
+        for row in table[1:]:
+            _name, runtime, phase, ready, models, endpoint, _age = row.split()
+            assert runtime in ("llamacpp", "vllm", "ollama") and phase == "Ready" and ready == "1/1", row
+            assert models and endpoint.startswith("http"), row
+
+        for manifest in manifests.values():
+            name = manifest["metadata"]["name"]
+            status = kube.get("llmb", name, backend_ns)["status"]
+            if name == "external-openai":
+                url = gateway
+            else:
+                pod = kube.list("pods", backend_ns, f"llmop.dev/backend={name}")[0]
+                url = f"http://{pod['status']['podIP']}:{status['endpoint'].rsplit(':', 1)[1]}"
+            if manifest["spec"].get("runtime") == "ollama":
+                listed = [m["name"] for m in httpx.get(f"{url}/api/tags", timeout=5).json()["models"]]
+            else:
+                listed = runtime_models(url)
+            assert sorted(m["name"] for m in status["models"]) == sorted(listed), name
+
+
+def test_ready_is_never_reported_before_the_runtime_answers(
+    kube: Kube, backend_ns: str, podrunner: PodRunner
+) -> None:
+    manifest = example("llamacpp")
+    manifest["metadata"]["name"] = "slow-start"
+    manifest["spec"]["startup"] = {"timeout": "5m", "probeInterval": "2s"}
+    podrunner.set_delay(20, namespace=backend_ns, backend="slow-start")
+    kube.apply(manifest, backend_ns)
+
+    pod = eventually(
+        lambda: [
+            p
+            for p in kube.list("pods", backend_ns, "llmop.dev/backend=slow-start")
+            if p["status"].get("podIP")
+        ],
+        timeout=60,
+        message="a pod with an IP",
+    )[0]
+    url = f"http://{pod['status']['podIP']}:8080/health"
+    answered_at: list[float] = []
+
+    def watch_port() -> None:
+        while not answered_at:
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    answered_at.append(time.monotonic())
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_port, daemon=True)
+    watcher.start()
+    phases = set()
+    while not answered_at:
+        ready = condition(kube, "slow-start", backend_ns, "Ready")
+        phases.add(kube.get("llmb", "slow-start", backend_ns).get("status", {}).get("phase"))
+        # Checked only while the port is closed: Ready must never be True then.
+        if not answered_at:
+            assert not ready or ready["status"] != "True", "Ready before the runtime answered"
+        time.sleep(0.3)
+    assert "Loading" in phases
+    ready_at = eventually(
+        lambda: (
+            (condition(kube, "slow-start", backend_ns, "Ready") or {}).get("status") == "True"
+            and time.monotonic()
+        ),
+        timeout=30,
+        interval=0.1,
+        message="Ready after the runtime answered",
+    )
+    # One probe interval (2 s), plus the time kubectl takes to read it back.
+    assert ready_at - answered_at[0] <= 2.0 + 1.5, (
+        f"Ready {ready_at - answered_at[0]:.1f}s after the runtime answered"
+    )
+    podrunner.clear_delays()
+
+
+def test_too_many_gpus_is_explained_in_status_without_spamming(
+    kube: Kube, backend_ns: str, operator: OperatorProcess
+) -> None:
+    manifest = example("llamacpp")
+    manifest["metadata"]["name"] = "greedy"
+    manifest["spec"]["gpu"] = {"count": 8}
+    kube.apply(manifest, backend_ns)
+    scheduled = eventually(
+        lambda: condition(kube, "greedy", backend_ns, "Scheduled"),
+        timeout=60,
+        message="a Scheduled condition",
+    )
+    assert scheduled["status"] == "False" and scheduled["reason"] == "InsufficientGPU"
+    assert "nvidia.com/gpu" in scheduled["message"]
+    ready = condition(kube, "greedy", backend_ns, "Ready")
+    assert ready and ready["status"] == "False"
+    version = kube.get("llmb", "greedy", backend_ns)["metadata"]["resourceVersion"]
+    time.sleep(15)
+    assert kube.get("llmb", "greedy", backend_ns)["metadata"]["resourceVersion"] == version, "status churned"
+    events = [e for e in kube.list("events", backend_ns) if e["involvedObject"]["name"] == "greedy"]
+    assert sum(e.get("count", 1) for e in events) <= 3, events
+    assert operator.alive()
+
+
+def test_a_killed_runtime_turns_the_backend_degraded_then_ready_again(
+    kube: Kube, backend_ns: str, podrunner: PodRunner
+) -> None:
+    manifest = example("llamacpp")
+    manifest["metadata"]["name"] = "fragile"
+    kube.apply(manifest, backend_ns)
+    wait_ready(kube, "fragile", backend_ns)
+    pod = kube.list("pods", backend_ns, "llmop.dev/backend=fragile")[0]["metadata"]["name"]
+    podrunner.kill(backend_ns, pod, "runtime", restart_after=12)
+    degraded = eventually(
+        lambda: (
+            (kube.get("llmb", "fragile", backend_ns).get("status", {}).get("phase") == "Degraded")
+            and kube.get("llmb", "fragile", backend_ns)["status"]
+        ),
+        timeout=20,
+        message="phase Degraded",
+    )
+    assert "refused" in degraded["lastError"] or "closed" in degraded["lastError"]
+    assert condition(kube, "fragile", backend_ns, "Ready")["status"] == "False"  # type: ignore[index]
+    wait_ready(kube, "fragile", backend_ns, timeout="60s")
+
+
+def test_external_backend_at_a_dead_url_stalls_after_its_timeout(
+    kube: Kube, backend_ns: str, operator: OperatorProcess
+) -> None:
+    manifest = copy.deepcopy(example("external"))
+    manifest["metadata"]["name"] = "nowhere"
+    manifest["spec"]["external"]["url"] = "http://127.0.0.1:9"  # discard port: nothing listens
+    manifest["spec"]["startup"] = {"timeout": "8s", "probeInterval": "1s"}
+    started = time.monotonic()
+    kube.apply(manifest, backend_ns)
+    stalled = eventually(
+        lambda: (c := condition(kube, "nowhere", backend_ns, "Stalled")) and c["status"] == "True" and c,
+        timeout=30,
+        message="Stalled=True",
+    )
+    assert time.monotonic() - started >= 8
+    assert stalled["reason"] == "StartupTimeout"
+    assert "127.0.0.1:9" in stalled["message"] and "refused" in stalled["message"]
+    assert kube.get("llmb", "nowhere", backend_ns)["status"]["lastError"] == stalled["message"]
+
+
+def test_nothing_is_written_while_nothing_changes(kube: Kube, backend_ns: str, tmp_path: Path) -> None:
+    with run_vllm_standin(tmp_path, served_model_name="steady") as url:
+        for index in range(3):
+            manifest = example("external")
+            manifest["metadata"]["name"] = f"steady-{index}"
+            manifest["spec"]["external"]["url"] = url
+            manifest["spec"]["startup"] = {"timeout": "2m", "probeInterval": "1s"}
+            kube.apply(manifest, backend_ns)
+        for index in range(3):
+            wait_ready(kube, f"steady-{index}", backend_ns)
+        time.sleep(3)  # let the last transition settle
+        before = {
+            b["metadata"]["name"]: b["metadata"]["resourceVersion"] for b in kube.list("llmb", backend_ns)
+        }
+        watch = kube.watch_changes("llmb", backend_ns, seconds=60)
+        after = {
+            b["metadata"]["name"]: b["metadata"]["resourceVersion"] for b in kube.list("llmb", backend_ns)
+        }
+    assert watch == [], f"{len(watch)} writes to backends that did not change"
+    assert before == after
+
+
+def test_deleting_a_backend_removes_what_it_owns(kube: Kube, backend_ns: str) -> None:
+    manifest = example("llamacpp")
+    manifest["metadata"]["name"] = "doomed"
+    kube.apply(manifest, backend_ns)
+    eventually(
+        lambda: kube.get_or_none("deployment", "doomed", backend_ns), timeout=30, message="the Deployment"
+    )
+    assert kube.get_or_none("service", "doomed", backend_ns)
+    assert kube.get_or_none("pvc", "doomed-models", backend_ns)
+    kube.run("delete", "llmb", "doomed", "-n", backend_ns, "--timeout=60s")
+    eventually(
+        lambda: (
+            not any(
+                kube.get_or_none(kind, name, backend_ns)
+                for kind, name in [("deployment", "doomed"), ("service", "doomed"), ("pvc", "doomed-models")]
+            )
+        ),
+        timeout=60,
+        message="owned objects deleted",
+    )
+    assert not kube.list("mpull", backend_ns, "llmop.dev/backend=doomed")
