@@ -26,7 +26,8 @@ def kube() -> Iterator[Kube]:
     if given:
         kubeconfig = Path(given)
     else:
-        cluster = LocalCluster("cluster-test")
+        # One cluster per test session, so sessions running side by side never share pods.
+        cluster = LocalCluster(os.environ.get("LLMOP_TEST_CLUSTER") or f"cluster-test-{os.getpid()}")
         kubeconfig = cluster.up()
     client = Kube(kubectl, kubeconfig)
     client.run("apply", "--server-side", "-f", str(REPO / "crds"))
