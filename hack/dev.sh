@@ -53,7 +53,9 @@ for _ in $(seq 100); do
 done
 [ -n "$source_url" ] || { cat "$DEV_DIR/modelsource.log"; echo "the model source did not start" >&2; exit 1; }
 start podrunner "$DEV_DIR/podrunner.log" "$PY" hack/podrunner.py --kubeconfig "$KUBECONFIG" --workdir "$DEV_DIR/pods"
-LLMOP_HF_ENDPOINT="$source_url" start operator "$DEV_DIR/operator.log" "$REPO_ROOT/.venv/bin/llmop" run
+# Metrics on loopback only: a wildcard bind of 8080 would take llama-server's port at the pods' addresses.
+LLMOP_HF_ENDPOINT="$source_url" LLMOP_METRICS_HOST=127.0.0.1 \
+  start operator "$DEV_DIR/operator.log" "$REPO_ROOT/.venv/bin/llmop" run
 
 log "applying examples/llamacpp.yaml"
 "$KUBECTL" apply -n default -f examples/llamacpp.yaml
@@ -75,6 +77,7 @@ llmop is running on the local cluster, and a real llama-server serves the tiny m
   kubectl describe llmb llamacpp-tiny    # conditions and events
   .venv/bin/llmop models --runtime llamacpp --url "\$(kubectl get pod -l llmop.dev/backend=llamacpp-tiny -o jsonpath='http://{.items[0].status.podIP}:8080')"
 
+Metrics: curl -s http://127.0.0.1:8080/metrics | grep ^llmop_
 Logs: $DEV_DIR/{operator,podrunner,modelsource}.log and $DEV_DIR/pods/logs/
 Stop everything: make cluster-down
 EOF

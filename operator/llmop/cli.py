@@ -55,6 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         verbose=args.verbose,
         liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        leader_election=args.leader_election,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace,
     )
 
 
@@ -85,7 +89,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness",
         default=None,
         metavar="URL",
-        help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+        help="serve kopf's liveness endpoint, e.g. http://0.0.0.0:8081/healthz (the metrics port serves /healthz too)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve /metrics and /healthz on this port; 0 = no server (default: $LLMOP_METRICS_PORT or 8080)",
+    )
+    run.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="act only while holding a Lease, so that several replicas never act at once "
+        "(default: $LLMOP_LEADER_ELECTION or off)",
+    )
+    run.add_argument(
+        "--lease-name",
+        default=None,
+        metavar="NAME",
+        help="the Lease's name (default: $LLMOP_LEASE_NAME or llmop)",
+    )
+    run.add_argument(
+        "--lease-namespace",
+        default=None,
+        metavar="NS",
+        help="the Lease's namespace (default: $LLMOP_LEASE_NAMESPACE, else the pod's own namespace)",
     )
     run.set_defaults(func=cmd_run)
 

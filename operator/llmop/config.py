@@ -27,6 +27,19 @@ class OperatorConfig(BaseModel):
     )
     cluster_domain: str = "cluster.local"
     hf_endpoint: str | None = Field(default=None, description="Hugging Face mirror the agents download from.")
+    metrics_host: str = Field(default="0.0.0.0", description="Address of /metrics and /healthz.")
+    metrics_port: int = Field(default=8080, description="Port of /metrics and /healthz; 0 = no server.")
+    leader_election: bool = Field(
+        default=False, description="Act only while holding the Lease, so that replicas never act at once."
+    )
+    lease_name: str = "llmop"
+    lease_namespace: str | None = Field(
+        default=None, description="Namespace of the Lease; the pod's own namespace when unset."
+    )
+    lease_duration: float = Field(
+        default=15.0,
+        description="Seconds a standby waits after the holder's last renewal before taking over.",
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -43,4 +56,10 @@ class OperatorConfig(BaseModel):
             agent_image=env.get("LLMOP_AGENT_IMAGE", cls.model_fields["agent_image"].default),
             cluster_domain=env.get("LLMOP_CLUSTER_DOMAIN", "cluster.local"),
             hf_endpoint=env.get("LLMOP_HF_ENDPOINT") or None,
+            metrics_host=env.get("LLMOP_METRICS_HOST", "0.0.0.0"),
+            metrics_port=int(env.get("LLMOP_METRICS_PORT", "8080")),
+            leader_election=env.get("LLMOP_LEADER_ELECTION", "").lower() in ("1", "true", "yes"),
+            lease_name=env.get("LLMOP_LEASE_NAME", "llmop"),
+            lease_namespace=env.get("LLMOP_LEASE_NAMESPACE") or None,
+            lease_duration=parse_duration(env.get("LLMOP_LEASE_DURATION", "15s")),
         )

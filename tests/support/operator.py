@@ -19,7 +19,9 @@ class OperatorProcess:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
+        # No metrics server unless a test asks for one: its default port (8080) is also
+        # llama-server's, which the pod runner binds at pod addresses on this machine.
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "LLMOP_METRICS_PORT": "0", **self.env}
         log = open(self.log_path, "ab")  # the child owns it
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("llmop")), "run", "--verbose"],

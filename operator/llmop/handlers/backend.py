@@ -10,7 +10,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from llmop import API_GROUP, API_VERSION
+from llmop import API_GROUP, API_VERSION, metrics
 from llmop.k8s.client import (
     DEPLOYMENTS,
     LLMBACKENDS,
@@ -120,6 +120,7 @@ def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
 @kopf.on.resume(API_GROUP, API_VERSION, "llmbackends")
 @kopf.on.create(API_GROUP, API_VERSION, "llmbackends")
 @kopf.on.update(API_GROUP, API_VERSION, "llmbackends", field="spec")
+@metrics.timed_reconcile("LLMBackend")
 async def ensure_backend(
     name: str,
     namespace: str | None,
@@ -251,9 +252,11 @@ async def observe_backend(
         if new != old:
             await kube.patch_status(LLMBACKENDS, name, namespace, status_patch(stored, new))
             _post_phase_event(body, previous, status)
+        metrics.observe_backend(body, previous.phase, status.phase, written=new != old)
         if spec.warmup.enabled and status.phase == "Ready":
             await _warm_up(snapshot, targets, spec, memo, api_key, warmed, logger)
         await stopped.wait(interval)
+    metrics.forget_backend(namespace, name)
 
 
 async def _snapshot(

@@ -60,6 +60,7 @@ SECRETS = Resource("v1", "secrets")
 EVENTS = Resource("v1", "events")
 LLMBACKENDS = Resource("llmop.dev/v1alpha1", "llmbackends")
 MODELPULLS = Resource("llmop.dev/v1alpha1", "modelpulls")
+LEASES = Resource("coordination.k8s.io/v1", "leases")
 
 
 class _RefreshingAuth(httpx.Auth):
@@ -165,6 +166,14 @@ class KubeClient:
     async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
         namespace = body["metadata"].get("namespace")
         response = await self._request("POST", resource.path(namespace), json=body)
+        return dict(response.json())
+
+    async def replace(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT the whole object; its resourceVersion makes a concurrent writer's change a 409."""
+        metadata = body["metadata"]
+        response = await self._request(
+            "PUT", resource.path(metadata.get("namespace"), metadata["name"]), json=body
+        )
         return dict(response.json())
 
     async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
