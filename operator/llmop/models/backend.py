@@ -63,7 +63,8 @@ class ModelSpec(ApiModel):
         pattern=r"^[a-f0-9]{64}$",
     )
     insecure: bool | None = Field(
-        default=None, description="Pull from a plain-HTTP registry (Ollama), e.g. a registry inside the cluster."
+        default=None,
+        description="Pull from a plain-HTTP registry (Ollama), e.g. a registry inside the cluster.",
     )
 
 
