@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export LLMOP_CACHE ?= $(HOME)/.cache/llmop
 
-.PHONY: dev test venv lint unit integration e2e crds bins runtimes cluster-up cluster-down clean
+.PHONY: dev test venv lint unit integration e2e crds chart-docs bins runtimes cluster-up cluster-down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,16 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-lint: venv
+lint: venv bins
 	$(VENV)/bin/ruff check operator tests hack
 	$(VENV)/bin/ruff format --check operator tests hack
 	$(VENV)/bin/mypy
 	$(VENV)/bin/llmop crds --check
+	$(VENV)/bin/llmop crds --check --dir charts/llmop/files/crds
+	$(PY) hack/chartdocs.py --check
+	"$$(hack/build-cluster-bins.sh | sed -n 's/^helm: //p')" lint --strict charts/llmop --kube-version 1.36.3
 
-unit: venv
+unit: venv bins  # the chart's tests render it with helm
 	$(VENV)/bin/pytest -q tests/unit
 
 # The control plane and runtimes are built once per pinned version (hack/versions.env).
@@ -42,8 +45,14 @@ e2e: venv bins runtimes
 test: lint bins runtimes
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
 
+# The CRDs and the chart's copy of them, generated from the models; then the chart's values
+# reference, generated from its schema. Run after changing operator/llmop/models or the chart.
 crds: venv
 	$(VENV)/bin/llmop crds --write
+	$(VENV)/bin/llmop crds --write --dir charts/llmop/files/crds
+
+chart-docs: venv
+	$(PY) hack/chartdocs.py
 
 cluster-up: venv bins
 	$(PY) hack/localcluster.py up
