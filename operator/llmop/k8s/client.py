@@ -70,7 +70,12 @@ class _RefreshingAuth(httpx.Auth):
         self._configuration = configuration
 
     def auth_flow(self, request: httpx.Request) -> Any:
-        token = self._configuration.get_api_key_with_prefix("authorization")
+        # The kubernetes package's loaders (kubeconfig tokens and the in-cluster service account
+        # alike) keep the token under "BearerToken", with its "Bearer " prefix; older ones used
+        # "authorization".
+        token = self._configuration.get_api_key_with_prefix(
+            "BearerToken"
+        ) or self._configuration.get_api_key_with_prefix("authorization")
         if token:
             request.headers["Authorization"] = token
         yield request
