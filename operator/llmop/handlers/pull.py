@@ -16,7 +16,7 @@ import httpx
 import kopf
 from pydantic import ValidationError
 
-from llmop import API_GROUP, API_VERSION
+from llmop import API_GROUP, API_VERSION, metrics
 from llmop.handlers.backend import BackendKey, status_patch
 from llmop.k8s.client import LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient
 from llmop.manifests import AGENT_PORT
@@ -85,7 +85,9 @@ async def _pull_one(
     replica.phase, replica.error = "Pulling", None
     try:
         async for line in runtime.pull(spec.model, insecure=spec.insecure, sha256=spec.sha256):
+            before = replica.completed
             replica.record(line)
+            metrics.record_pull_bytes(replica.completed - before)
     except RuntimeAPIError as error:
         replica.phase, replica.error = "Failed", str(error)
         raise PullAttemptFailed(f"{pod}: {error}") from error
@@ -229,12 +231,14 @@ async def run_model_pull(
             )
             await writer.write(done)
             kopf.info(body, reason="PullSucceeded", message=message)
+            metrics.record_pull_done((_now() - started).total_seconds())
             continue
         if stopped:
             if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
                 await _cancel_on_agents(targets, spec.model, memo.runtime_http)
             return
         failed_phase: PullPhase = "Failed" if attempts >= spec.retry.max_attempts else "Pulling"
+        metrics.record_pull_failed()
         base = parse_duration(spec.retry.backoff)
         wait = backoff_seconds(base, attempts)
         if failed_phase == "Failed":
