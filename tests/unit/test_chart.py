@@ -16,6 +16,7 @@ from localcluster import binaries_cached
 from llmop import __version__
 from llmop.cli import main
 from llmop.config import DEFAULT_IMAGES, OperatorConfig
+from llmop.manifests.deployment import AGENT_USER
 from llmop.models.crd import all_crds
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,7 +158,8 @@ def test_the_pod_runs_non_root_on_a_read_only_root_filesystem_with_a_liveness_pr
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["args"] == ["run"]
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == AGENT_USER  # the image's own user
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]

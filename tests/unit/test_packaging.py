@@ -50,6 +50,10 @@ def test_the_image_runs_llmop_run_as_a_numeric_non_root_user() -> None:
     final = dockerfile_stages()[-1]
     user = last(final, "USER").split(":")[0]
     assert user.isdigit() and int(user) != 0, "runAsNonRoot can only verify a numeric user"
+    # Runtime pods give the model volume to the agent's user (fsGroup): the image's user.
+    from llmop.manifests.deployment import AGENT_USER
+
+    assert int(user) == AGENT_USER
     assert last(final, "ENTRYPOINT") == '["llmop"]'
     assert last(final, "CMD") == '["run"]'
     # The agent sidecar runs the same image with `agent ...` as its arguments.

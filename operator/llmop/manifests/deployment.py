@@ -24,6 +24,8 @@ RUNTIME_PORT_NAME = "http"
 AGENT_CONTAINER = "agent"
 AGENT_PORT = 8090
 AGENT_PORT_NAME = "agent"
+#: The user of llmop's image (the Dockerfile's USER): the agent runs as it and writes the models.
+AGENT_USER = 65532
 
 RUNTIME_STARTUP_PERIOD = 10
 AGENT_STARTUP_PERIOD = 5
@@ -185,6 +187,9 @@ def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[st
     result: dict[str, Any] = {}
     if pod.needs_agent:
         result["initContainers"] = [agent_container(spec, config)]
+        # The agent is not root: the model volume's group becomes its group, so it can write there
+        # (the runtime images run as root and read it either way).
+        result["securityContext"] = {"fsGroup": AGENT_USER}
     result["containers"] = [runtime_container(spec, config, pod)]
     volumes = [models_volume(name, spec)]
     if pod.needs_shm:
