@@ -5,7 +5,8 @@ etcd, kube-apiserver (RBAC on), kube-controller-manager, kube-scheduler and kwok
 processes. kwok simulates three nodes: two GPU nodes advertising `nvidia.com/gpu` with the labels
 and NoSchedule taint the NVIDIA GPU operator puts on real GPU nodes, and one CPU node. Each node
 has a pod CIDR in 127.0.0.0/8, so the pods kwok marks Running get loopback addresses that test
-processes can listen on.
+processes can listen on. Clusters running side by side (two test sessions) each take their own
+block 127.<block>.0.0/16, so no two pods anywhere on the machine get the same address.
 
     python hack/localcluster.py up [--name NAME]     # prints the kubeconfig path
     python hack/localcluster.py down [--name NAME]
@@ -33,11 +34,14 @@ CACHE = Path(os.environ.get("LLMOP_CACHE", Path.home() / ".cache" / "llmop"))
 
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 GPUS_PER_NODE = 2
+#: Each node's pod CIDR is 127.<the cluster's block>.<subnet>.0/24.
 NODES: list[dict[str, Any]] = [
-    {"name": "gpu-node-0", "gpus": GPUS_PER_NODE, "pod_cidr": "127.1.0.0/24", "ip": "127.0.10.1"},
-    {"name": "gpu-node-1", "gpus": GPUS_PER_NODE, "pod_cidr": "127.1.1.0/24", "ip": "127.0.10.2"},
-    {"name": "cpu-node-0", "gpus": 0, "pod_cidr": "127.1.2.0/24", "ip": "127.0.10.3"},
+    {"name": "gpu-node-0", "gpus": GPUS_PER_NODE, "subnet": 0, "ip": "127.0.10.1"},
+    {"name": "gpu-node-1", "gpus": GPUS_PER_NODE, "subnet": 1, "ip": "127.0.10.2"},
+    {"name": "cpu-node-0", "gpus": 0, "subnet": 2, "ip": "127.0.10.3"},
 ]
+#: The block of a cluster started before blocks were recorded.
+DEFAULT_POD_BLOCK = 1
 # kwok's own stage definitions, read from the kwok module that built the binary.
 KWOK_STAGES = [
     "kustomize/stage/node/fast/node-initialize.yaml",
@@ -121,7 +125,8 @@ class LocalCluster:
         self._write_certs()
         self._write_kubeconfig(ports["apiserver"])
         pids: dict[str, int] = {}
-        state = {"ports": ports, "pids": pids}
+        state = {"ports": ports, "pids": pids, "pod_block": self._free_pod_block()}
+        self._save(state)  # the block is taken from here on
 
         data = self.dir / "etcd-data"
         pids["etcd"] = self._start(
@@ -253,8 +258,26 @@ class LocalCluster:
         state = self._state()
         if not state or not self.kubeconfig.exists():
             return False
-        alive = all(_alive(pid) for pid in state.get("pids", {}).values())
+        alive = all(pid_alive(pid) for pid in state.get("pids", {}).values())
         return alive and len(state.get("pids", {})) == 5 and self._kubectl_ok("get", "--raw", "/readyz")
+
+    @property
+    def pod_block(self) -> int:
+        return int(self._state().get("pod_block", DEFAULT_POD_BLOCK))
+
+    def _free_pod_block(self) -> int:
+        """The lowest pod address block no other running cluster under $LLMOP_CACHE holds."""
+        taken = set()
+        for state_file in CACHE.glob("*/state.json"):
+            if state_file.parent == self.dir:
+                continue
+            try:
+                other = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if any(pid_alive(pid) for pid in other.get("pids", {}).values()):
+                taken.add(int(other.get("pod_block", DEFAULT_POD_BLOCK)))
+        return next(block for block in range(1, 255) if block not in taken)
 
     def stop_component(self, name: str) -> None:
         """Stop one component (e.g. kube-apiserver) to test how clients cope; `up` restarts it."""
@@ -291,13 +314,13 @@ class LocalCluster:
 
     @staticmethod
     def _stop(pid: int) -> None:
-        if not _alive(pid):
+        if not pid_alive(pid):
             return
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
     def _save(self, state: dict[str, Any]) -> None:
@@ -412,7 +435,7 @@ class LocalCluster:
         return path
 
     def _create_nodes(self) -> None:
-        nodes = [_node_manifest(node) for node in NODES]
+        nodes = [_node_manifest(node, self.pod_block) for node in NODES]
         self.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(node) for node in nodes))
 
     def _create_storage_class(self) -> None:
@@ -444,7 +467,7 @@ class LocalCluster:
         return len(ready) == len(NODES)
 
 
-def _node_manifest(node: dict[str, Any]) -> dict[str, Any]:
+def _node_manifest(node: dict[str, Any], pod_block: int) -> dict[str, Any]:
     labels = {
         "kubernetes.io/hostname": node["name"],
         "kubernetes.io/os": "linux",
@@ -452,7 +475,8 @@ def _node_manifest(node: dict[str, Any]) -> dict[str, Any]:
         "type": "kwok",
     }
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
-    spec: dict[str, Any] = {"podCIDR": node["pod_cidr"], "podCIDRs": [node["pod_cidr"]]}
+    pod_cidr = f"127.{pod_block}.{node['subnet']}.0/24"
+    spec: dict[str, Any] = {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}
     if node["gpus"]:
         labels |= {
             "nvidia.com/gpu.present": "true",
@@ -488,7 +512,7 @@ def binaries_cached() -> dict[str, Path]:
     return _BINARIES
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from localcluster import pid_alive
 from podrunner import Probe, expand_vars, map_args, map_value, ollama_host, set_flag
 
 from llmop.sources import parse_model_source
@@ -28,7 +29,6 @@ from support.kube import Kube, eventually
 from support.runtimes import (
     ModelSource,
     PodRunner,
-    pid_alive,
     run_modelsource,
     run_podrunner,
     runtime_program,

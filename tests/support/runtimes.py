@@ -171,6 +171,52 @@ def run_modelsource(
         _stop(process)
 
 
+# --- a registry Ollama pulls from --------------------------------------------------------------
+
+
+def tiny_gguf(out: Path, seed: int = 0) -> Path:
+    """hack/tiny-gguf's model (about 600 KB); another seed gives other bytes, so another digest."""
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([PYTHON, str(HACK / "tiny-gguf"), str(out), "--seed", str(seed)], check=True)
+    return out
+
+
+@contextmanager
+def run_ollama_registry(models: dict[str, Path], log: Path, *, throttle: int = 0) -> Iterator[str]:
+    """hack/standins/ollama_registry.py serving each GGUF under its name; yields `127.0.0.1:PORT`.
+
+    `throttle` limits each blob download to that many bytes per second."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    argv = [PYTHON, str(HACK / "standins" / "ollama_registry.py"), "--port", str(port)]
+    for name, path in models.items():
+        argv += ["--model", f"{name}={path}"]
+    if throttle:
+        argv += ["--throttle", str(throttle)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    address = f"127.0.0.1:{port}"
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://{address}/v2/", timeout=2).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    try:
+        eventually(answers, timeout=30, message=f"the Ollama registry ({log})")
+        yield address
+    finally:
+        _stop(process)
+
+
 # --- the pod runner -----------------------------------------------------------------------------
 
 
@@ -279,17 +325,6 @@ def run_podrunner(
         yield PodRunner(url, workdir, log, process)
     finally:
         _stop(process)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 @contextmanager
