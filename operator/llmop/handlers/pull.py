@@ -24,8 +24,17 @@ from llmop.models.backend import LLMBackendSpec
 from llmop.models.duration import parse_duration
 from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase
 from llmop.reconcile.backend_status import PodFacts
-from llmop.reconcile.pull_status import PullTracker, backoff_seconds, human_bytes, pull_conditions
-from llmop.runtimes import RuntimeAPIError, connect
+from llmop.reconcile.pull_status import (
+    IN_FLIGHT_REASON,
+    PullTracker,
+    attempt_number,
+    backoff_seconds,
+    human_bytes,
+    pull_conditions,
+    waiting_phase,
+)
+from llmop.runtimes import RuntimeAdapter, RuntimeAPIError, connect
+from llmop.runtimes.agent import connect_agent
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +68,13 @@ class StatusWriter:
         self.writes += 1
 
 
+def _pull_api(runtime: str | None, url: str, client: httpx.AsyncClient, timeout: float) -> RuntimeAdapter:
+    """Ollama pulls for itself; the agent beside vLLM and llama.cpp speaks the same API."""
+    if runtime == "ollama":
+        return connect("ollama", url, client=client, timeout=timeout)
+    return connect_agent(url, client=client, timeout=timeout)
+
+
 def _targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
     """Pod name -> base URL of the API that pulls into that pod."""
     running = sorted(
@@ -76,11 +92,12 @@ def _targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
 async def _pull_one(
     pod: str,
     url: str,
+    runtime_kind: str | None,
     spec: ModelPullSpec,
     tracker: PullTracker,
     client: httpx.AsyncClient,
 ) -> None:
-    runtime = connect("ollama", url, client=client, timeout=30.0)
+    runtime = _pull_api(runtime_kind, url, client, timeout=30.0)
     replica = tracker.replica(pod)
     replica.phase, replica.error = "Pulling", None
     try:
@@ -91,6 +108,20 @@ async def _pull_one(
     except RuntimeAPIError as error:
         replica.phase, replica.error = "Failed", str(error)
         raise PullAttemptFailed(f"{pod}: {error}") from error
+
+
+async def _silent_targets(
+    targets: dict[str, str], runtime_kind: str | None, client: httpx.AsyncClient
+) -> str | None:
+    """The pods whose pull API does not answer, with the reason, in words; None when all do."""
+
+    async def probe(url: str) -> str | None:
+        result = await _pull_api(runtime_kind, url, client, timeout=5.0).probe(limit_seconds=5.0)
+        return None if result.serving else result.reason
+
+    reasons = await asyncio.gather(*(probe(url) for url in targets.values()))
+    silent = [f"pod {pod}: {reason}" for pod, reason in zip(targets, reasons, strict=True) if reason]
+    return "; ".join(silent) or None
 
 
 async def _cancel_on_agents(targets: dict[str, str], model: str, client: httpx.AsyncClient) -> None:
@@ -122,7 +153,11 @@ async def _pulled_model_facts(
 
 
 # kopf passes indexes as extra keyword arguments, which its handler protocol cannot express.
-@kopf.daemon(API_GROUP, API_VERSION, "modelpulls", cancellation_timeout=10.0)  # type: ignore[arg-type]
+# cancellation_backoff: on deletion the daemon gets that long to stop by itself, so it can cancel
+# the transfer on the agents; without it kopf cancels the task at once.
+@kopf.daemon(  # type: ignore[arg-type]
+    API_GROUP, API_VERSION, "modelpulls", cancellation_backoff=5.0, cancellation_timeout=10.0
+)
 async def run_model_pull(
     name: str,
     namespace: str | None,
@@ -135,6 +170,7 @@ async def run_model_pull(
     assert namespace is not None  # ModelPull is namespaced
     kube: KubeClient = memo.kube
     writer = StatusWriter(kube, name, namespace, body, memo.config.pull_progress_interval)
+    resuming = True  # the first attempt of this daemon may be one a previous operator began
     while not stopped:
         generation = int(body.metadata.get("generation") or 0)
         try:
@@ -149,10 +185,8 @@ async def run_model_pull(
         if current.observed_generation == generation and current.phase in ("Succeeded", "Failed"):
             await stopped.wait(30)  # settled for this generation: a finished pull is never repeated
             continue
-        # A spec change starts over; the same generation carries on counting (operator restarts).
-        attempts = (current.attempts or 0) if current.observed_generation == generation else 0
         if current.observed_generation != generation:
-            current = ModelPullStatus()
+            current = ModelPullStatus()  # a spec change starts over
 
         backend = await kube.get(LLMBACKENDS, spec.backend_ref.name, namespace)
         if backend is None:
@@ -186,8 +220,18 @@ async def run_model_pull(
             )
             await stopped.wait(2)
             continue
+        # A pod whose pull API does not answer yet (a runtime or agent still starting, or
+        # restarting) is waited for: that is no failed attempt.
+        silent = await _silent_targets(targets, backend_spec.runtime, memo.runtime_http)
+        if silent:
+            await writer.write(
+                _waiting(current, "WaitingForRuntime", f"waiting for the pull API of {silent}", generation)
+            )
+            await stopped.wait(2)
+            continue
 
-        attempts += 1
+        attempts = attempt_number(current, generation, resuming=resuming)
+        resuming = False
         started = current.started_at if current.phase == "Pulling" and current.started_at else _now()
         tracker = PullTracker()
         pulling = current.model_copy(
@@ -198,7 +242,7 @@ async def run_model_pull(
                 "started_at": started,
                 "conditions": pull_conditions(
                     "Pulling",
-                    "Pulling",
+                    IN_FLIGHT_REASON,
                     f"pulling {spec.model} (attempt {attempts})",
                     generation,
                     current.conditions,
@@ -209,7 +253,7 @@ async def run_model_pull(
         await writer.write(pulling)
         if attempts == 1:
             kopf.info(body, reason="PullStarted", message=f"pulling {spec.model} into {len(targets)} pod(s)")
-        failure = await _attempt(spec, targets, tracker, pulling, writer, stopped, memo)
+        failure = await _attempt(spec, targets, backend_spec.runtime, tracker, pulling, writer, stopped, memo)
         if failure is None:
             first_url = next(iter(targets.values()))
             digest, size = await _pulled_model_facts(first_url, spec.model, memo.runtime_http)
@@ -234,7 +278,10 @@ async def run_model_pull(
             metrics.record_pull_done((_now() - started).total_seconds())
             continue
         if stopped:
-            if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            deleted = stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+            # Ollama stops a pull when its client leaves; the agent's transfer outlives its
+            # clients (an operator restart must not lose it), so it is told to stop.
+            if deleted and backend_spec.runtime != "ollama":
                 await _cancel_on_agents(targets, spec.model, memo.runtime_http)
             return
         failed_phase: PullPhase = "Failed" if attempts >= spec.retry.max_attempts else "Pulling"
@@ -273,6 +320,7 @@ async def run_model_pull(
 async def _attempt(
     spec: ModelPullSpec,
     targets: dict[str, str],
+    runtime_kind: str | None,
     tracker: PullTracker,
     pulling: ModelPullStatus,
     writer: StatusWriter,
@@ -281,7 +329,7 @@ async def _attempt(
 ) -> str | None:
     """Pull on every target at once; progress is written while it runs. Returns the error, if any."""
     tasks = [
-        asyncio.create_task(_pull_one(pod, url, spec, tracker, memo.runtime_http))
+        asyncio.create_task(_pull_one(pod, url, runtime_kind, spec, tracker, memo.runtime_http))
         for pod, url in targets.items()
     ]
     all_done = asyncio.gather(*tasks, return_exceptions=True)
@@ -312,11 +360,12 @@ async def _attempt(
 
 
 def _waiting(current: ModelPullStatus, reason: str, message: str, generation: int) -> ModelPullStatus:
+    phase = waiting_phase(current.phase)
     return current.model_copy(
         update={
             "observed_generation": generation,
-            "phase": "Pending",
-            "conditions": pull_conditions("Pending", reason, message, generation, current.conditions, _now()),
+            "phase": phase,
+            "conditions": pull_conditions(phase, reason, message, generation, current.conditions, _now()),
         }
     )
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from llmop.models.base import Condition
-from llmop.models.pull import PullPhase, PullProgress, ReplicaPull
-from llmop.reconcile.conditions import carry_transition_times, condition
+from llmop.models.pull import ModelPullStatus, PullPhase, PullProgress, ReplicaPull
+from llmop.reconcile.conditions import carry_transition_times, condition, find
 from llmop.runtimes import PullProgress as PullLine
 
 _RATE_WINDOW_SECONDS = 10.0
@@ -145,3 +145,35 @@ def pull_conditions(
 def backoff_seconds(base: float, attempt: int, cap: float = 600.0) -> float:
     """Wait before attempt `attempt + 1`: base, 2*base, 4*base ... capped."""
     return float(min(cap, base * (2 ** max(0, attempt - 1))))
+
+
+#: The Reconciling reason while an attempt runs (as opposed to PullFailed, waiting to retry).
+IN_FLIGHT_REASON = "Pulling"
+
+
+def attempt_number(stored: ModelPullStatus, generation: int, *, resuming: bool) -> int:
+    """The number of the attempt about to start, from the status as stored.
+
+    A spec change counts from 1 again. When the operator starts (`resuming`) and finds an attempt
+    in flight, that attempt carries on under its own number: the runtime kept pulling while the
+    operator was away, and nothing failed.
+    """
+    if stored.observed_generation != generation:
+        return 1
+    made = stored.attempts or 0
+    reconciling = find(stored.conditions, "Reconciling")
+    in_flight = (
+        stored.phase == "Pulling"
+        and reconciling is not None
+        and reconciling.status == "True"
+        and reconciling.reason == IN_FLIGHT_REASON
+    )
+    if resuming and in_flight and made:
+        return made
+    return made + 1
+
+
+def waiting_phase(current: PullPhase | None) -> PullPhase:
+    """The phase while the pull waits for its backend or runtime: a pull between two attempts
+    stays Pulling (it has begun and will go on); one that never started is Pending."""
+    return "Pulling" if current == "Pulling" else "Pending"

@@ -1,0 +1,22 @@
+"""The llmop agent beside vLLM and llama.cpp, as the operator talks to it: it serves Ollama's pull
+API (`POST /api/pull`, `GET /api/tags`, `GET /api/version`), so the Ollama adapter drives it;
+only the name in messages differs. It is not a runtime kind users name, so it is not registered.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from llmop.runtimes.ollama import OllamaAdapter
+from llmop.runtimes.transport import DEFAULT_TIMEOUT_SECONDS, Endpoint
+
+
+class AgentAdapter(OllamaAdapter):
+    kind = "llmop-agent"
+    display_name = "the llmop agent"
+
+
+def connect_agent(
+    base_url: str, *, client: httpx.AsyncClient | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS
+) -> AgentAdapter:
+    return AgentAdapter(Endpoint.parse(base_url, client=client, timeout=timeout))
