@@ -38,6 +38,17 @@ def run_shell(command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_shell(command: str) -> subprocess.Popen[str]:
+    """Like run_shell, but running: the caller reads its output as it comes."""
+    return subprocess.Popen(
+        ["bash", "-c", command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"PATH": f"{VENV_BIN}:/usr/bin:/bin"},
+    )
+
+
 async def wait_until_listening(port: int, within_seconds: float = 30) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:`port`."""
     deadline = time.monotonic() + within_seconds

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from runtime_processes import TINY_CONTEXT_LENGTH, run_shell
+from runtime_processes import TINY_CONTEXT_LENGTH, run_shell, start_shell
 
 from llmop.runtimes import (
     AuthFailed,
@@ -136,15 +136,15 @@ async def test_api_key_guards_the_api_but_not_health(llama_server) -> None:
 
 async def test_llmop_probe_and_models_from_a_shell(llama_server) -> None:
     server = llama_server()
-    # Started behind the command's back: `probe --wait` waits out the cold start.
-    starter = asyncio.get_running_loop().call_later(1.0, server.start)
-    probe = await asyncio.to_thread(
-        run_shell, f"llmop probe --url {server.url} --runtime llamacpp --wait 60s"
-    )
-    starter.cancel()
-    assert probe.returncode == 0, probe.stderr + server.log_tail()
-    assert probe.stdout.splitlines()[1].startswith("serving")
-    assert "waiting: starting" in probe.stderr
+    # Started behind the command's back, once it has seen the port closed: `probe --wait`
+    # waits out the cold start.
+    command = start_shell(f"llmop probe --url {server.url} --runtime llamacpp --wait 60s")
+    first_wait = await asyncio.to_thread(command.stderr.readline)
+    assert "waiting: starting" in first_wait, first_wait
+    server.start()
+    stdout, stderr = await asyncio.to_thread(command.communicate, timeout=120)
+    assert command.returncode == 0, first_wait + stderr + server.log_tail()
+    assert stdout.splitlines()[1].startswith("serving")
 
     models = await asyncio.to_thread(run_shell, f"llmop models --url {server.url} --runtime llamacpp")
     assert models.returncode == 0, models.stderr
