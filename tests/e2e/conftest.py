@@ -4,17 +4,21 @@ addresses (hack/podrunner.py), and `llmop run` as a separate process."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from support.kube import REPO, Kube, eventually
+from support.kube import Kube
 from support.operator import OperatorProcess
-from support.runtimes import ModelSource, PodRunner, run_modelsource, run_podrunner
+from support.runtimes import (
+    ModelSource,
+    PodRunner,
+    run_modelsource,
+    run_ollama_registry,
+    run_podrunner,
+    tiny_gguf,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,49 +38,28 @@ def modelsource(e2e_dir: Path) -> Iterator[ModelSource]:
 def ollama_registry(e2e_dir: Path, modelsource: ModelSource) -> Iterator[str]:
     """A local registry real Ollama pulls from; it serves the tiny model under the examples' tags."""
     tiny = modelsource.root / "files" / "tiny.gguf"
-    port = _free_port()
-    log = open(e2e_dir / "ollama-registry.log", "ab")  # the child owns it
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "hack" / "standins" / "ollama_registry.py"),
-            "--port",
-            str(port),
-            "--model",
-            f"library/qwen3:0.6b={tiny}",
-            "--model",
-            f"library/smollm2:135m={tiny}",
-            "--model",
-            f"library/tiny:latest={tiny}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    import httpx
-
-    address = f"127.0.0.1:{port}"
-    eventually(lambda: _answers(httpx, f"http://{address}/v2/"), timeout=30, message="the Ollama registry")
-    try:
+    models = {name: tiny for name in ("library/qwen3:0.6b", "library/smollm2:135m", "library/tiny:latest")}
+    with run_ollama_registry(models, e2e_dir / "ollama-registry.log") as address:
         yield address
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
-def _answers(httpx: Any, url: str) -> bool:
-    try:
-        return bool(httpx.get(url, timeout=2).status_code < 500)
-    except httpx.HTTPError:
-        return False
+#: Bytes per second of each blob download from `slow_ollama_registry`: the tiny model
+#: (about 600 KB) takes about ten seconds.
+SLOW_REGISTRY_RATE = 60_000
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture(scope="session")
+def slow_ollama_registry(e2e_dir: Path) -> Iterator[str]:
+    """A throttled registry whose models are tiny GGUFs of their own (other seeds, other digests),
+    so no pull shares a blob with another: `library/slow-<n>:latest` for n in 1..4."""
+    models = {
+        f"library/slow-{seed}:latest": tiny_gguf(e2e_dir / "slow-models" / f"slow-{seed}.gguf", seed)
+        for seed in range(1, 5)
+    }
+    with run_ollama_registry(
+        models, e2e_dir / "slow-ollama-registry.log", throttle=SLOW_REGISTRY_RATE
+    ) as address:
+        yield address
 
 
 @pytest.fixture(scope="session")
