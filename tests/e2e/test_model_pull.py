@@ -87,6 +87,27 @@ def publish_hf(modelsource: ModelSource, stem: str) -> Published:
     )
 
 
+def publish_hf_repo(source: ModelSource, stem: str) -> Published:
+    """A copy of the source's Qwen3-0.6B mirror (a few files, one safetensors) as
+    `hf://llmop-e2e/<stem>-<random>`; the Published file is its safetensors."""
+    repo = f"{stem}-{uuid.uuid4().hex[:6]}"
+    target = source.root / "hf" / "llmop-e2e" / repo
+    shutil.copytree(source.root / "hf" / "Qwen" / "Qwen3-0.6B", target)
+    data = (target / "model.safetensors").read_bytes()
+    return Published(
+        f"hf://llmop-e2e/{repo}",
+        f"/llmop-e2e/{repo}/resolve/main/model.safetensors",
+        f"hf/llmop-e2e/{repo}/main",
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+    )
+
+
+def repo_size(source: ModelSource, model: Published) -> int:
+    repo = source.root / "hf" / model.model.removeprefix("hf://")
+    return sum(path.stat().st_size for path in repo.rglob("*") if path.is_file())
+
+
 # --- manifests ------------------------------------------------------------------------------------
 
 
@@ -96,6 +117,16 @@ def llamacpp_backend(name: str, model: str, **model_fields: Any) -> dict[str, An
     spec = manifest["spec"]
     spec["gpu"] = {"count": 0}  # pulls do not need GPUs; the fake nodes have few
     spec["models"] = [{"name": model, **model_fields}]
+    spec["startup"] = {"timeout": "10m", "probeInterval": "1s"}
+    return manifest
+
+
+def vllm_backend(name: str, model: str) -> dict[str, Any]:
+    manifest = dict(yaml.safe_load((REPO / "examples" / "vllm.yaml").read_text()))
+    manifest["metadata"]["name"] = name
+    spec = manifest["spec"]
+    spec["gpu"] = {"count": 0}
+    spec["models"] = [{"name": model}]
     spec["startup"] = {"timeout": "10m", "probeInterval": "1s"}
     return manifest
 
@@ -412,14 +443,22 @@ def _observe_until_succeeded(
         time.sleep(0.3)
 
 
+@pytest.mark.parametrize("runtime", ["llamacpp", "vllm"])
 def test_a_killed_agent_mid_pull_is_retried_and_resumes_from_its_partial_file(
-    kube: Kube, pull_ns: str, source: ModelSource, podrunner: PodRunner
+    kube: Kube, pull_ns: str, source: ModelSource, podrunner: PodRunner, runtime: str
 ) -> None:
-    model = publish_url(source, "agentkill")
-    source.throttle(model.size // 12)
-    kube.apply(llamacpp_backend("agentkill", model.model), pull_ns)
+    if runtime == "llamacpp":
+        model = publish_url(source, "agentkill")
+        backend = llamacpp_backend("agentkill", model.model)
+        total = model.size
+    else:
+        model = publish_hf_repo(source, "agentkill")
+        backend = vllm_backend("agentkill", model.model)
+        total = repo_size(source, model)
+    source.throttle(total // 12)
+    kube.apply(backend, pull_ns)
     name = backend_pull(kube, "agentkill", pull_ns)
-    wait_progress(kube, name, pull_ns, model.size // 4)
+    wait_progress(kube, name, pull_ns, total // 4)
     pod = backend_pod(kube, "agentkill", pull_ns)["metadata"]["name"]
 
     podrunner.kill(pull_ns, pod, "agent", restart_after=2)
@@ -427,7 +466,9 @@ def test_a_killed_agent_mid_pull_is_retried_and_resumes_from_its_partial_file(
     status, errors = _observe_until_succeeded(kube, name, pull_ns)
     assert status["attempts"] >= 2, yaml.safe_dump(status)
     assert errors, "the failed attempt never showed in status.lastError"
-    assert status["digest"] == f"sha256:{model.sha256}" and status["sizeBytes"] == model.size
+    assert status["sizeBytes"] == total
+    if runtime == "llamacpp":
+        assert status["digest"] == f"sha256:{model.sha256}"
     sent = source.stats(model.stats_path)
     assert any(0 < start < model.size for start in sent["range_starts"]), f"not resumed: {sent}"
     assert sent["bytes_sent"] <= model.size + RESUME_SLACK, sent
