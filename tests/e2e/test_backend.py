@@ -196,6 +196,12 @@ def test_a_killed_runtime_turns_the_backend_degraded_then_ready_again(
     assert "refused" in degraded["lastError"] or "closed" in degraded["lastError"]
     assert condition(kube, "fragile", backend_ns, "Ready")["status"] == "False"  # type: ignore[index]
     wait_ready(kube, "fragile", backend_ns, timeout="60s")
+    events = [
+        (e["type"], e["reason"])
+        for e in kube.list("events", backend_ns)
+        if e["involvedObject"]["name"] == "fragile"
+    ]
+    assert ("Warning", "RuntimeUnavailable") in events and ("Normal", "RuntimeServing") in events, events
 
 
 def test_external_backend_at_a_dead_url_stalls_after_its_timeout(

@@ -252,7 +252,12 @@ async def run_model_pull(
         )
         await writer.write(pulling)
         if attempts == 1:
-            kopf.info(body, reason="PullStarted", message=f"pulling {spec.model} into {len(targets)} pod(s)")
+            kopf.event(
+                body,
+                type="Normal",
+                reason="PullStarted",
+                message=f"pulling {spec.model} into {len(targets)} pod(s)",
+            )
         failure = await _attempt(spec, targets, backend_spec.runtime, tracker, pulling, writer, stopped, memo)
         if failure is None:
             first_url = next(iter(targets.values()))
@@ -274,7 +279,7 @@ async def run_model_pull(
                 }
             )
             await writer.write(done)
-            kopf.info(body, reason="PullSucceeded", message=message)
+            kopf.event(body, type="Normal", reason="PullSucceeded", message=message)
             metrics.record_pull_done((_now() - started).total_seconds())
             continue
         if stopped:
@@ -290,7 +295,7 @@ async def run_model_pull(
         wait = backoff_seconds(base, attempts)
         if failed_phase == "Failed":
             message = f"gave up after {attempts} attempt(s): {failure}"
-            kopf.warn(body, reason="PullFailed", message=message)
+            kopf.event(body, type="Warning", reason="PullFailed", message=message)
         else:
             message = (
                 f"attempt {attempts} of {spec.retry.max_attempts} failed, retrying in {wait:.0f}s: {failure}"

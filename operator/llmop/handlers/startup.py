@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -9,6 +10,7 @@ import httpx
 import kopf
 
 from llmop.config import OperatorConfig
+from llmop.handlers.backend import PROBE_CONCURRENCY
 from llmop.k8s.client import KubeClient
 
 
@@ -21,10 +23,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         prefix="llmop.dev", key="last-handled-configuration"
     )
     settings.persistence.finalizer = "llmop.dev/finalizer"
-    settings.posting.level = logging.WARNING  # Events come from llmop's own phase changes
+    # Log lines become Events only from warnings up; llmop posts its own Events (kopf.event) on
+    # each phase change, start, success and failure.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
-    settings.batching.worker_limit = 64
+    # No cap on kopf's per-object workers: each holds its slot for idle_timeout (5 s) after its
+    # object's last event, so a cap of a few dozen made the thousandth new backend wait minutes.
+    settings.queueing.worker_limit = None
     settings.execution.max_workers = 8
     # One line per probe would drown the operator's own log.
     for noisy in ("httpx", "httpcore"):
@@ -37,6 +43,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
     )
     memo.apply_errors = {}
+    # The observing daemons: each backend's wake-up event, and the gate every runtime probe passes.
+    memo.observers = {}
+    memo.probe_gate = asyncio.Semaphore(PROBE_CONCURRENCY)
     logger.info("llmop started (namespaces: %s)", ", ".join(memo.config.namespaces) or "all")
 
 
