@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import httpx
 
@@ -11,13 +12,25 @@ from llmop.runtimes import ProbeResult, ProbeState, RuntimeAPIError, connect
 
 
 async def observe_runtime(
-    kind: str, base_url: str, *, client: httpx.AsyncClient, api_key: str | None = None, request_timeout: float = 5.0
+    kind: str,
+    base_url: str,
+    *,
+    client: httpx.AsyncClient,
+    api_key: str | None = None,
+    request_timeout: float = 5.0,
+    previous: RuntimeObservation | None = None,
 ) -> RuntimeObservation:
-    """Never raises for the runtime's faults: what went wrong is in the observation's probe."""
+    """Never raises for the runtime's faults: what went wrong is in the observation's probe.
+
+    With `previous` (a full observation of a runtime that served), only the health endpoint is
+    asked and the listings are carried over: what a steady, serving runtime costs per round.
+    """
     runtime = connect(kind, base_url, api_key=api_key, client=client, timeout=request_timeout)
     probe = await runtime.probe()
     if not probe.serving:
         return RuntimeObservation(probe=probe)
+    if previous is not None and previous.probe.serving:
+        return replace(previous, probe=probe)
     try:
         models, running, capabilities = await asyncio.gather(
             runtime.list_models(), runtime.list_running(), runtime.capabilities()

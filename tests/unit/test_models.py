@@ -14,7 +14,7 @@ def test_backend_defaults_fill_what_the_user_left_out() -> None:
     spec = LLMBackendSpec.model_validate({"runtime": "ollama"})
     assert spec.replicas == 1
     assert spec.gpu.count == 0 and spec.gpu.resource_name == "nvidia.com/gpu"
-    assert spec.startup.timeout == "30m" and spec.startup.probe_interval == "2s"
+    assert spec.startup.timeout == "30m" and spec.startup.probe_interval == "1s"
     assert spec.warmup.enabled is True
     assert spec.effective_port == 11434
     assert spec.runtime_kind == "ollama"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 from datetime import UTC, datetime
 from typing import Any
 
@@ -133,6 +134,22 @@ async def ensure_backend(
 ) -> None:
     assert namespace is not None  # LLMBackend is namespaced
     try:
+        await _ensure_backend(name, namespace, uid, spec, body, memo, logger)
+    finally:
+        # The status reflects the new spec (observedGeneration) at once, not at the next round.
+        wake_backend(memo, (namespace, name))
+
+
+async def _ensure_backend(
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: kopf.Spec,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+) -> None:
+    try:
         parsed = LLMBackendSpec.model_validate(dict(spec))
     except ValidationError as error:
         memo.apply_errors[(namespace, name)] = f"spec is not valid: {error}"
@@ -141,7 +158,7 @@ async def ensure_backend(
     memo.apply_errors.pop((namespace, name), None)
     if problem:
         memo.apply_errors[(namespace, name)] = problem
-        kopf.warn(body, reason="InvalidSpec", message=problem)
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=problem)
         return
     kube: KubeClient = memo.kube
     if parsed.external is not None:
@@ -160,7 +177,7 @@ async def ensure_backend(
             memo.apply_errors[(namespace, name)] = (
                 f"the API server refused the backend's objects: {error.message}"
             )
-            kopf.warn(body, reason="ApplyFailed", message=error.message)
+            kopf.event(body, type="Warning", reason="ApplyFailed", message=error.message)
             raise kopf.PermanentError(error.message) from error
         raise kopf.TemporaryError(str(error), delay=10) from error
     logger.info("ensured the objects of backend %s/%s", namespace, name)
@@ -202,6 +219,60 @@ def status_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+# How often a backend is probed: every `startup.probeInterval` while it is not Ready (starting,
+# loading, failing), so that Ready and failures show within one interval. Once Ready and unchanged,
+# the interval doubles each quiet round up to STEADY_INTERVAL; with many backends the steady
+# rounds of all of them together stay within STEADY_PROBES_PER_SECOND, so one operator's cost
+# does not grow with the number of healthy backends (1000 backends: each every 40 s). A steady
+# round asks only the health endpoint; every FULL_ROUND_EVERY-th lists models again. Anything that
+# changes (the spec, the backend's pods or pulls, the runtime's answer) brings back the fast pace.
+STEADY_INTERVAL = 8.0
+STEADY_PROBES_PER_SECOND = 25.0
+FULL_ROUND_EVERY = 5
+#: Probes in flight at once across all backends: a burst (a thousand backends created together,
+#: an operator restart) queues here instead of timing out in the HTTP client's pool.
+PROBE_CONCURRENCY = 64
+
+
+def steady_interval(fast: float, quiet_rounds: int, observed: int) -> float:
+    """Seconds until the next probe of a Ready backend that changed nothing for `quiet_rounds`."""
+    cap = max(STEADY_INTERVAL, observed / STEADY_PROBES_PER_SECOND, fast)
+    return min(fast * 2 ** min(quiet_rounds, 16), cap)
+
+
+def wake_backend(memo: kopf.Memo, key: BackendKey) -> None:
+    """Something the backend's status depends on changed: observe it now, not at its next round."""
+    waker = memo.observers.get(key) if "observers" in memo else None
+    if waker is not None:
+        waker.set()
+
+
+async def _pause(stopped: kopf.DaemonStopped, waker: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds`, less when stopped or woken; True when woken."""
+    if waker.is_set() or stopped:
+        return waker.is_set()
+    woken = asyncio.ensure_future(waker.wait())
+    stopping = asyncio.ensure_future(stopped.wait(seconds))
+    try:
+        await asyncio.wait({woken, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        stopping.cancel()
+    return waker.is_set()
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT})
+def wake_on_pod_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    wake_backend(memo, (namespace or "", labels[LABEL_BACKEND]))
+
+
+@kopf.on.event(API_GROUP, API_VERSION, "modelpulls")
+def wake_on_pull_change(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+    backend = spec.get("backendRef", {}).get("name")
+    if backend:
+        wake_backend(memo, (namespace or "", backend))
+
+
 # kopf passes indexes as extra keyword arguments, which its handler protocol cannot express.
 @kopf.daemon(API_GROUP, API_VERSION, "llmbackends", cancellation_timeout=5.0)  # type: ignore[arg-type]
 async def observe_backend(
@@ -217,46 +288,88 @@ async def observe_backend(
 ) -> None:
     assert namespace is not None  # LLMBackend is namespaced
     kube: KubeClient = memo.kube
+    key = (namespace, name)
+    waker = memo.observers.setdefault(key, asyncio.Event())
     generation = -1
     observing_since = _now()
     api_key: str | None = None
     warmed: set[str] = set()
-    while not stopped:
-        # `body` is a live view: it always holds the latest spec and status kopf has seen.
-        spec_raw, stored = dict(body.get("spec", {})), dict(body.get("status", {}))
-        try:
-            spec = LLMBackendSpec.model_validate(spec_raw)
-        except ValidationError:
-            await stopped.wait(10)
-            continue
-        if body.metadata.get("generation") != generation:
-            generation = body.metadata.get("generation", 0)
-            observing_since = _now()
-            api_key = await _api_key(kube, namespace, spec)
-        interval = parse_duration(spec.startup.probe_interval)
-        previous = LLMBackendStatus.model_validate(stored)
-        snapshot, targets = await _snapshot(
-            name,
-            namespace,
-            generation,
-            spec,
-            memo,
-            previous,
-            observing_since,
-            api_key,
-            list(pods_by_backend.get((namespace, name), [])),
-            list(pulls_by_backend.get((namespace, name), [])),
-        )
-        status = compute_backend_status(snapshot)
-        new, old = status.to_api(), previous.to_api()
-        if new != old:
-            await kube.patch_status(LLMBACKENDS, name, namespace, status_patch(stored, new))
-            _post_phase_event(body, previous, status)
-        metrics.observe_backend(body, previous.phase, status.phase, written=new != old)
-        if spec.warmup.enabled and status.phase == "Ready":
-            await _warm_up(snapshot, targets, spec, memo, api_key, warmed, logger)
-        await stopped.wait(interval)
-    metrics.forget_backend(namespace, name)
+    seen: dict[str, RuntimeObservation] = {}  # the last full observation of each target
+    quiet_rounds = 0  # rounds in a row that found a Ready backend unchanged
+    doubted = False  # a Ready backend's probe failed once: look again before reporting it
+    written: tuple[str | None, dict[str, Any]] | None = None  # (resourceVersion before, status written)
+    try:
+        while not stopped:
+            waker.clear()
+            # `body` is a live view: it always holds the latest spec and status kopf has seen.
+            spec_raw, stored = dict(body.get("spec", {})), dict(body.get("status", {}))
+            if written is not None and body.metadata.get("resourceVersion") == written[0]:
+                # kopf has not seen our last write yet: compare with what we wrote, not with the
+                # status before it, or the same change would be written twice.
+                stored = written[1]
+            try:
+                spec = LLMBackendSpec.model_validate(spec_raw)
+            except ValidationError:
+                await _pause(stopped, waker, 10)
+                continue
+            if body.metadata.get("generation") != generation:
+                generation = body.metadata.get("generation", 0)
+                observing_since = _now()
+                api_key = await _api_key(kube, namespace, spec)
+                quiet_rounds = 0
+            fast = parse_duration(spec.startup.probe_interval)
+            previous = LLMBackendStatus.model_validate(stored)
+            steady = previous.phase == "Ready" and quiet_rounds > 0
+            before = seen
+            snapshot, targets = await _snapshot(
+                name,
+                namespace,
+                generation,
+                spec,
+                memo,
+                previous,
+                observing_since,
+                api_key,
+                list(pods_by_backend.get((namespace, name), [])),
+                list(pulls_by_backend.get((namespace, name), [])),
+                seen if steady and quiet_rounds % FULL_ROUND_EVERY else {},
+            )
+            seen = dict(snapshot.runtimes)
+            status = compute_backend_status(snapshot)
+            new, old = status.to_api(), previous.to_api()
+            stopped_answering = any(
+                before[target].probe.serving and not observation.probe.serving
+                for target, observation in snapshot.runtimes.items()
+                if target in before
+            )
+            if new != old and previous.phase == "Ready" and stopped_answering and not doubted:
+                # One unanswered probe of a serving runtime may be a slow answer on a busy node:
+                # ask again, with every listing, before telling the user it failed.
+                doubted, quiet_rounds, seen = True, 0, {}
+                await _pause(stopped, waker, min(fast, 1.0))
+                continue
+            doubted = False
+            if new != old:
+                version = body.metadata.get("resourceVersion")
+                response = await kube.patch_status(LLMBACKENDS, name, namespace, status_patch(stored, new))
+                written = (version, dict(response.get("status") or new))
+                _post_phase_event(body, previous, status)
+            metrics.observe_backend(body, previous.phase, status.phase, written=new != old)
+            if spec.warmup.enabled and status.phase == "Ready":
+                await _warm_up(snapshot, targets, spec, memo, api_key, warmed, logger)
+            if status.phase != "Ready" or new != old:
+                quiet_rounds = 0
+                interval = fast
+            else:
+                quiet_rounds += 1
+                # Spread out: backends that became Ready together do not stay in step.
+                interval = steady_interval(fast, quiet_rounds, len(memo.observers)) * random.uniform(0.9, 1.0)
+            if await _pause(stopped, waker, interval):
+                quiet_rounds = 0
+    finally:
+        if memo.observers.get(key) is waker:
+            del memo.observers[key]
+        metrics.forget_backend(namespace, name)
 
 
 async def _snapshot(
@@ -270,8 +383,11 @@ async def _snapshot(
     api_key: str | None,
     pods: list[PodFacts],
     pulls: list[tuple[str, PullFacts]],
+    seen: dict[str, RuntimeObservation] | None = None,
 ) -> tuple[BackendSnapshot, dict[str, str]]:
-    """The snapshot, and the base URL probed for each pod (or `external`)."""
+    """The snapshot, and the base URL probed for each pod (or `external`).
+
+    A target in `seen` that served there is only health-checked; its listings are carried over."""
     endpoint = endpoint_url(name, namespace, spec, memo.config.cluster_domain)
     kind = spec.runtime_kind
     targets: dict[str, str] = {}
@@ -284,9 +400,15 @@ async def _snapshot(
             for pod in pods
             if pod.ip and pod.phase == "Running" and not pod.deleting
         }
-    observations = await asyncio.gather(
-        *(observe_runtime(kind, url, client=memo.runtime_http, api_key=api_key) for url in targets.values())
-    )
+    seen = seen or {}
+
+    async def observe(key: str, url: str) -> RuntimeObservation:
+        async with memo.probe_gate:
+            return await observe_runtime(
+                kind, url, client=memo.runtime_http, api_key=api_key, previous=seen.get(key)
+            )
+
+    observations = await asyncio.gather(*(observe(key, url) for key, url in targets.items()))
     runtimes: dict[str, RuntimeObservation] = dict(zip(targets, observations, strict=True))
     snapshot = BackendSnapshot(
         generation=generation,
@@ -313,9 +435,9 @@ def _post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBacke
     reason = ready.reason if ready else (after.phase or "Unknown")
     message = f"{before.phase or 'New'} -> {after.phase}: {ready.message if ready else ''}".strip()
     if (stalled and stalled.status == "True") or after.phase in ("Degraded", "Failed"):
-        kopf.warn(body, reason=reason, message=message)
+        kopf.event(body, type="Warning", reason=reason, message=message)
     else:
-        kopf.info(body, reason=reason, message=message)
+        kopf.event(body, type="Normal", reason=reason, message=message)
 
 
 async def _warm_up(

@@ -38,9 +38,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     if "config" not in memo:
         memo.config = OperatorConfig.from_env()
     memo.kube = KubeClient.from_environment()
-    # One pooled client for every runtime probe: connection reuse across backends.
+    # One pooled client for every runtime probe: connection reuse across backends. Few idle
+    # connections: the pool checks each one on every request, and a steady backend's next probe
+    # comes after the keep-alive expiry anyway.
     memo.runtime_http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=16)
     )
     memo.apply_errors = {}
     # The observing daemons: each backend's wake-up event, and the gate every runtime probe passes.

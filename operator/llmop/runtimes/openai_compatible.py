@@ -6,6 +6,7 @@ vLLM and llama.cpp build on this adapter in their own modules; the rest are plai
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -120,6 +121,7 @@ class OpenAICompatibleAdapter(HTTPRuntimeAdapter):
         self.kind = self.profile.kind
         self.display_name = self.profile.display_name
         self.health_path = self.profile.health_path
+        self._listing: asyncio.Future[list[ModelInfo]] | None = None
         super().__init__(endpoint)
 
     def normalize_model_name(self, name: str) -> str:
@@ -133,6 +135,21 @@ class OpenAICompatibleAdapter(HTTPRuntimeAdapter):
         return text
 
     async def list_models(self) -> list[ModelInfo]:
+        """The model list; callers asking at the same time (list_models and list_running of one
+        observation) share one request, later callers get a fresh one."""
+        if self._listing is None:
+            listing = asyncio.ensure_future(self._fetch_models())
+            listing.add_done_callback(self._listing_done)
+            self._listing = listing
+        return list(await asyncio.shield(self._listing))
+
+    def _listing_done(self, listing: asyncio.Future[list[ModelInfo]]) -> None:
+        if self._listing is listing:
+            self._listing = None
+        if not listing.cancelled():
+            listing.exception()  # retrieved here too, so a caller that left never leaves it unread
+
+    async def _fetch_models(self) -> list[ModelInfo]:
         listing = await self.http.call_wire(_ModelList, "GET", self.profile.models_path)
         return [
             ModelInfo(
