@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -232,6 +233,8 @@ FULL_ROUND_EVERY = 5
 #: Probes in flight at once across all backends: a burst (a thousand backends created together,
 #: an operator restart) queues here instead of timing out in the HTTP client's pool.
 PROBE_CONCURRENCY = 64
+#: How long a written status stands for the stored one while kopf's view has not caught up.
+WRITE_HOLD_SECONDS = 10.0
 
 
 def steady_interval(fast: float, quiet_rounds: int, observed: int) -> float:
@@ -297,16 +300,20 @@ async def observe_backend(
     seen: dict[str, RuntimeObservation] = {}  # the last full observation of each target
     quiet_rounds = 0  # rounds in a row that found a Ready backend unchanged
     doubted = False  # a Ready backend's probe failed once: look again before reporting it
-    written: tuple[str | None, dict[str, Any]] | None = None  # (resourceVersion before, status written)
+    written: tuple[str | None, dict[str, Any], float] | None = None  # resourceVersion, status, until
     try:
         while not stopped:
             waker.clear()
             # `body` is a live view: it always holds the latest spec and status kopf has seen.
             spec_raw, stored = dict(body.get("spec", {})), dict(body.get("status", {}))
-            if written is not None and body.metadata.get("resourceVersion") == written[0]:
-                # kopf has not seen our last write yet: compare with what we wrote, not with the
-                # status before it, or the same change would be written twice.
-                stored = written[1]
+            if written is not None:
+                version, status_written, hold_until = written
+                if body.metadata.get("resourceVersion") == version or time.monotonic() > hold_until:
+                    written = None  # kopf has seen our last write (or should have by now)
+                else:
+                    # kopf has not seen our last write yet: compare with what we wrote, not with
+                    # the status before it, or the same change is written (and announced) twice.
+                    stored = status_written
             try:
                 spec = LLMBackendSpec.model_validate(spec_raw)
             except ValidationError:
@@ -350,9 +357,12 @@ async def observe_backend(
                 continue
             doubted = False
             if new != old:
-                version = body.metadata.get("resourceVersion")
                 response = await kube.patch_status(LLMBACKENDS, name, namespace, status_patch(stored, new))
-                written = (version, dict(response.get("status") or new))
+                written = (
+                    response.get("metadata", {}).get("resourceVersion"),
+                    dict(response.get("status") or new),
+                    time.monotonic() + WRITE_HOLD_SECONDS,
+                )
                 _post_phase_event(body, previous, status)
             metrics.observe_backend(body, previous.phase, status.phase, written=new != old)
             if spec.warmup.enabled and status.phase == "Ready":
