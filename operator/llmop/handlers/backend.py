@@ -238,9 +238,13 @@ WRITE_HOLD_SECONDS = 10.0
 
 
 def steady_interval(fast: float, quiet_rounds: int, observed: int) -> float:
-    """Seconds until the next probe of a Ready backend that changed nothing for `quiet_rounds`."""
-    cap = max(STEADY_INTERVAL, observed / STEADY_PROBES_PER_SECOND, fast)
-    return min(fast * 2 ** min(quiet_rounds, 16), cap)
+    """Seconds until the next probe of a Ready backend that changed nothing for `quiet_rounds`:
+    doubling from `fast` while below STEADY_INTERVAL (a few quick looks right after a change),
+    then the steady interval, stretched when many backends share the probe budget."""
+    ramp = fast * 2 ** min(quiet_rounds, 16)
+    if ramp < STEADY_INTERVAL:
+        return ramp
+    return max(STEADY_INTERVAL, observed / STEADY_PROBES_PER_SECOND, fast)
 
 
 def wake_backend(memo: kopf.Memo, key: BackendKey) -> None:

@@ -26,6 +26,8 @@ def test_many_backends_share_one_steady_probe_budget() -> None:
     pace = steady_interval(1.0, 20, observed)
     assert pace == observed / STEADY_PROBES_PER_SECOND
     assert observed / pace <= STEADY_PROBES_PER_SECOND
+    # The quick looks right after a change do not wait for the budget; then it applies at once.
+    assert [steady_interval(1.0, rounds, observed) for rounds in range(5)] == [1.0, 2.0, 4.0, pace, pace]
 
 
 async def test_a_steady_round_asks_only_for_health_and_keeps_the_model_listing(fake_runtime) -> None:
