@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export LLMOP_CACHE ?= $(HOME)/.cache/llmop
 
-.PHONY: dev test venv lint unit integration e2e crds chart-docs bins runtimes cluster-up cluster-down clean
+.PHONY: dev test venv lint unit integration e2e bench crds chart-docs bins runtimes cluster-up cluster-down clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,8 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv bins
-	$(VENV)/bin/ruff check operator tests hack
-	$(VENV)/bin/ruff format --check operator tests hack
+	$(VENV)/bin/ruff check operator tests hack bench
+	$(VENV)/bin/ruff format --check operator tests hack bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/llmop crds --check
 	$(VENV)/bin/llmop crds --check --dir charts/llmop/files/crds
@@ -44,6 +44,12 @@ e2e: venv bins runtimes
 
 test: lint bins runtimes
 	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
+
+# Benchmarks on a local cluster of their own (LocalCluster "bench"): writes docs/benchmarks.md and
+# its plots. Tens of minutes; measures, never asserts.
+bench: venv bins
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	$(PY) bench/run.py --make
 
 # The CRDs and the chart's copy of them, generated from the models; then the chart's values
 # reference, generated from its schema. Run after changing operator/llmop/models or the chart.

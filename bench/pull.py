@@ -1,0 +1,195 @@
+"""Scenario 4: what a ModelPull costs over fetching the same bytes yourself.
+
+One local model source (hack/modelsource.py) serves a file of random bytes (1 GiB by default).
+Each repetition fetches it twice, in turn, under two names that are hard links of one file (the
+same bytes, the same page cache, two URLs, so nothing is "already there"):
+
+- direct: `curl -o` into a folder beside the pod volumes;
+- llmop: a ModelPull of the URL into a running vLLM backend; the pod's llmop agent (started by
+  hack/podrunner.py, as the kubelet would) downloads it, hashing as it goes. Timed from just before
+  the ModelPull is created to the watch event that says Succeeded.
+
+Status writes during the pull: every change the watch sees to the ModelPull and the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    LLMBACKENDS,
+    MODELPULLS,
+    BenchCluster,
+    OperatorRun,
+    Watcher,
+    delete_namespace,
+    ensure_namespace,
+    load_average,
+    median,
+)
+from llmop.k8s.client import KubeClient
+
+NAMESPACE = "pull"
+THROTTLE_MIB_PER_SECOND = 100
+
+
+def _write_random(path: Path, mib: int) -> None:
+    if path.exists() and path.stat().st_size == mib << 20:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        for _ in range(mib):
+            out.write(os.urandom(1 << 20))
+
+
+def _phase(obj: dict[str, Any]) -> dict[str, Any]:
+    return {"phase": (obj.get("status") or {}).get("phase")}
+
+
+async def run_pull(
+    kube: KubeClient, cluster: BenchCluster, workdir: Path, mib: int, repeats: int
+) -> dict[str, Any]:
+    from support.runtimes import run_modelsource, run_podrunner
+
+    root = workdir / "pull" / "source"
+    original = root / "files" / "bench" / "original.bin"
+    await asyncio.to_thread(_write_random, original, mib)
+    direct_dir = workdir / "pull" / "direct"
+    direct_dir.mkdir(parents=True, exist_ok=True)
+    await ensure_namespace(kube, NAMESPACE)
+    operator = OperatorRun(cluster.kubeconfig, workdir / "pull")
+    pulls = Watcher(kube, MODELPULLS, NAMESPACE, _phase)
+    backends = Watcher(kube, LLMBACKENDS, NAMESPACE, _phase)
+    direct: list[float] = []
+    ours: list[float] = []
+    writes: list[dict[str, Any]] = []
+    loads = [load_average()]
+    with (
+        run_modelsource(root) as source,
+        run_podrunner(cluster.kubeconfig, workdir / "pull" / "pods", namespaces=[NAMESPACE]) as podrunner,
+    ):
+        await pulls.start()
+        await backends.start()
+        await operator.start()
+        try:
+            backend = {
+                "apiVersion": "llmop.dev/v1alpha1",
+                "kind": "LLMBackend",
+                "metadata": {"name": "puller", "namespace": NAMESPACE},
+                "spec": {"runtime": "vllm", "models": [{"name": f"{source.url}/files/tiny.gguf"}]},
+            }
+            await kube.create(LLMBACKENDS, backend)
+            await backends.wait_for(lambda: "puller" in backends.ready_at, 180)
+            for rep in range(repeats):
+                name = f"big-{rep}"
+                for kind in ("direct", "llmop") if rep % 2 == 0 else ("llmop", "direct"):
+                    link = root / "files" / "bench" / f"{name}-{kind}.bin"
+                    link.unlink(missing_ok=True)
+                    os.link(original, link)
+                    url = f"{source.url}/files/bench/{link.name}"
+                    if kind == "direct":
+                        target = direct_dir / link.name
+                        started = time.monotonic()
+                        await asyncio.to_thread(
+                            subprocess.run, ["curl", "-sSf", "-o", str(target), url], check=True
+                        )
+                        direct.append(time.monotonic() - started)
+                        target.unlink()
+                    else:
+                        seconds, counted = await _model_pull(kube, pulls, backends, name, url)
+                        ours.append(seconds)
+                        writes.append(counted)
+                        for landed in podrunner.workdir.rglob(link.name):
+                            with contextlib.suppress(OSError):
+                                landed.unlink()
+                    link.unlink()
+                loads.append(load_average())
+            # A source slower than the machine, as a network link is: what the pull adds then.
+            source.throttle(THROTTLE_MIB_PER_SECOND << 20)
+            throttled: dict[str, Any] = {"mib_per_second": THROTTLE_MIB_PER_SECOND}
+            for kind in ("direct", "llmop"):
+                link = root / "files" / "bench" / f"throttled-{kind}.bin"
+                link.unlink(missing_ok=True)
+                os.link(original, link)
+                url = f"{source.url}/files/bench/{link.name}"
+                if kind == "direct":
+                    target = direct_dir / link.name
+                    started = time.monotonic()
+                    await asyncio.to_thread(
+                        subprocess.run, ["curl", "-sSf", "-o", str(target), url], check=True
+                    )
+                    throttled["direct_seconds"] = time.monotonic() - started
+                    target.unlink()
+                else:
+                    seconds, counted = await _model_pull(kube, pulls, backends, "throttled", url)
+                    throttled["llmop_seconds"] = seconds
+                    throttled["status_writes_per_second"] = counted["per_second"]
+                    for landed in podrunner.workdir.rglob(link.name):
+                        with contextlib.suppress(OSError):
+                            landed.unlink()
+                link.unlink()
+            throttled["ratio"] = throttled["llmop_seconds"] / throttled["direct_seconds"]
+            source.throttle(0)
+            loads.append(load_average())
+        finally:
+            await pulls.stop()
+            await backends.stop()
+            await delete_namespace(kube, NAMESPACE, timeout=120)
+            await operator.stop()
+    shutil.rmtree(workdir / "pull" / "source" / "files" / "bench", ignore_errors=True)
+    ratios = [a / b for a, b in zip(ours, direct, strict=True)]
+    return {
+        "mib": mib,
+        "repeats": repeats,
+        "direct_seconds": direct,
+        "llmop_seconds": ours,
+        "ratio_of_medians": median(ours) / median(direct),
+        "ratios": ratios,
+        "direct_mib_per_second": mib / median(direct),
+        "llmop_mib_per_second": mib / median(ours),
+        "writes": writes,
+        "status_writes_per_second": median(w["per_second"] for w in writes),
+        "loads": loads,
+        "throttled": throttled,
+    }
+
+
+async def _model_pull(
+    kube: KubeClient, pulls: Watcher, backends: Watcher, name: str, url: str
+) -> tuple[float, dict[str, Any]]:
+    body = {
+        "apiVersion": "llmop.dev/v1alpha1",
+        "kind": "ModelPull",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"backendRef": {"name": "puller"}, "model": url},
+    }
+    sent = time.time()
+    await kube.create(MODELPULLS, body)
+
+    def done() -> float | None:
+        for event in pulls.events:
+            if event.at >= sent and event.name == name:
+                if event.object["phase"] == "Failed":
+                    raise RuntimeError(f"the ModelPull {name} failed")
+                if event.object["phase"] == "Succeeded":
+                    return event.at
+        return None
+
+    finished = await pulls.wait_for(done, 1800)
+    await asyncio.sleep(0.5)
+    pull_writes = len([e for e in pulls.modified_between(sent, finished + 0.001) if e.name == name])
+    backend_writes = len(backends.modified_between(sent, finished + 0.001))
+    seconds = finished - sent
+    await kube.delete(MODELPULLS, name, NAMESPACE)
+    return seconds, {
+        "modelpull": pull_writes,
+        "backend": backend_writes,
+        "per_second": (pull_writes + backend_writes) / seconds,
+    }

@@ -1,0 +1,465 @@
+"""docs/benchmarks.md and its plots, from bench/results.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness import REPO
+
+DOC = REPO / "docs" / "benchmarks.md"
+PLOTS = REPO / "docs" / "benchmarks"
+
+# The targets for this machine (2 cores): (key, what, limit, unit, lower is better).
+TARGETS = [
+    ("ready_1000", "1000 backends Ready", 60.0, "s"),
+    ("ratio_1000", "... compared with the reference", 3.0, "x"),
+    ("steady_writes", "steady state, 1000 Ready: status writes", 0.0, "/min"),
+    ("steady_cpu", "steady state, 1000 Ready: CPU", 10.0, "% of one core"),
+    ("steady_rss", "steady state, 1000 Ready: RSS", 250.0, "MiB"),
+    ("detect_median", "Ready detection, median", 1.0, "s"),
+    ("detect_p95", "Ready detection, p95", 2.0, "s"),
+    ("reconcile_median", "spec change -> Deployment updated, median", 1.0, "s"),
+    ("pull_ratio", "pull overhead (ModelPull / direct download)", 1.05, "x"),
+    ("pull_ratio_throttled", "... with the source at 100 MiB/s", 1.05, "x"),
+    ("pull_writes", "status writes during a pull", 1.0, "/s"),
+]
+
+#: Why a target is missed, where the measurements explain it (shown only for missed targets).
+WHY_MISSED = {
+    "pull_ratio": (
+        "with nothing slower than the CPU in the way, the comparison is Python against curl. The agent "
+        "hashes every byte (sha256, which curl skips), hands each network chunk (tens of KiB, so that "
+        "a killed agent resumes from exactly what arrived) to a worker thread to write, and fsyncs the "
+        "file before it renames it and reports success (about 0.5 s for 1 GiB here); the operator adds "
+        "its fixed steps (the daemon starts, checks that the agent answers, writes Pulling and "
+        "Succeeded). The agent alone, without the operator, took about 1.8x curl's time in a separate "
+        "check on this machine. With a source slower than the machine, as any real network link is, "
+        "the same path stays within the target (next row)."
+    ),
+    "steady_cpu": (
+        "each probe costs about 1-3 ms of CPU in httpx on this machine; the steady probe budget "
+        "(25 probes/s across all backends) bounds what remains."
+    ),
+    "ready_1000": (
+        "the API server, etcd, the operator and the benchmark share 2 cores: time to Ready is bound "
+        "by CPU, and the other work on the machine (load average beside the figure) takes its share."
+    ),
+}
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _load(load: Any) -> str:
+    return "/".join(f"{x:.2f}" for x in load) if load else "?"
+
+
+def measured(results: dict[str, Any]) -> dict[str, float | None]:
+    found: dict[str, float | None] = {key: None for key, *_ in TARGETS}
+    scale = {r["n"]: r for r in results.get("scale", [])}
+    if 1000 in scale:
+        r = scale[1000]
+        found.update(
+            ready_1000=r["seconds_to_all_ready"],
+            ratio_1000=r["ratio"],
+            steady_writes=r["steady"]["status_writes_per_minute"],
+            steady_cpu=r["steady"]["cpu_percent"],
+            steady_rss=r["steady"]["rss_mib"],
+        )
+    if "ready" in results:
+        found.update(detect_median=results["ready"]["median"], detect_p95=results["ready"]["p95"])
+    if "reconcile" in results:
+        found["reconcile_median"] = results["reconcile"]["deployment"]["median"]
+    if "pull" in results:
+        found.update(
+            pull_ratio=results["pull"]["ratio_of_medians"],
+            pull_writes=results["pull"]["status_writes_per_second"],
+        )
+        if results["pull"].get("throttled"):
+            found["pull_ratio_throttled"] = results["pull"]["throttled"]["ratio"]
+    return found
+
+
+def _verdict(value: float | None, limit: float) -> str:
+    if value is None:
+        return "not run"
+    if value <= limit + 1e-9:
+        return "met"
+    if limit == 0:
+        return f"missed (by {value:.1f})"
+    return f"missed by {100 * (value / limit - 1):.0f}%"
+
+
+def write_plots(results: dict[str, Any]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    made = []
+    scale = results.get("scale", [])
+    if scale:
+        ns = [r["n"] for r in scale]
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        axes[0].plot(ns, [r["seconds_to_all_ready"] for r in scale], "o-", label="llmop")
+        axes[0].plot(
+            ns, [r["reference"]["seconds_to_all_ready"] for r in scale], "s--", label="reference client"
+        )
+        axes[0].set(xlabel="backends", ylabel="seconds to all Ready", title="Create -> all Ready")
+        axes[0].legend()
+        axes[1].plot(ns, [r["peak_rss_mib"] for r in scale], "o-", label="peak RSS (MiB)")
+        axes[1].plot(ns, [r["steady"]["rss_mib"] for r in scale], "^-", label="steady RSS (MiB)")
+        axes[1].plot(ns, [r["cpu_seconds"] for r in scale], "s--", label="CPU s to all Ready")
+        axes[1].set(xlabel="backends", title="Operator process")
+        axes[1].legend()
+        axes[2].plot(ns, [r["steady"]["cpu_percent"] for r in scale], "o-", label="CPU % of one core")
+        axes[2].plot(ns, [r["steady"]["probes_per_second"] for r in scale], "s--", label="probes/s")
+        axes[2].plot(
+            ns, [r["steady"]["status_writes_per_minute"] for r in scale], "^-", label="status writes/min"
+        )
+        axes[2].set(
+            xlabel="backends", title=f"Steady state ({results['scale'][0]['steady']['seconds']:.0f} s)"
+        )
+        axes[2].legend()
+        fig.tight_layout()
+        fig.savefig(PLOTS / "scale.png", dpi=90)
+        plt.close(fig)
+        made.append("scale.png")
+        largest = scale[-1]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, curve in (
+            ("llmop", largest["ready_curve"]),
+            ("reference client", largest["reference"]["ready_curve"]),
+        ):
+            ax.step(curve, range(1, len(curve) + 1), where="post", label=label)
+        ax.set(
+            xlabel="seconds after the first create", ylabel="backends Ready", title=f"{largest['n']} backends"
+        )
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(PLOTS / "scale-curve.png", dpi=90)
+        plt.close(fig)
+        made.append("scale-curve.png")
+    if "ready" in results or "reconcile" in results:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        series = []
+        if "ready" in results:
+            series.append(("runtime binds -> Ready=True", results["ready"]["latencies"]))
+        if "reconcile" in results:
+            series.append(("spec patch -> Deployment updated", results["reconcile"]["deployment"]["values"]))
+            series.append(
+                ("spec patch -> status.observedGeneration", results["reconcile"]["status"]["values"])
+            )
+        for label, values in series:
+            data = sorted(values)
+            ax.step(data, [(i + 1) / len(data) for i in range(len(data))], where="post", label=label)
+        ax.set(xlabel="seconds", ylabel="fraction of runs", title="Latencies (CDF)")
+        ax.axvline(1.0, color="grey", lw=0.5)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(PLOTS / "latency.png", dpi=90)
+        plt.close(fig)
+        made.append("latency.png")
+    if "pull" in results:
+        p = results["pull"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        reps = range(1, len(p["direct_seconds"]) + 1)
+        ax.bar([r - 0.2 for r in reps], p["direct_seconds"], 0.4, label="curl")
+        ax.bar([r + 0.2 for r in reps], p["llmop_seconds"], 0.4, label="ModelPull (agent)")
+        if p.get("throttled"):
+            t = p["throttled"]
+            ax.bar([len(reps) + 1.8], [t["direct_seconds"]], 0.4, color="C0", alpha=0.5)
+            ax.bar([len(reps) + 2.2], [t["llmop_seconds"]], 0.4, color="C1", alpha=0.5)
+        ax.set(xlabel="repetition", ylabel="seconds", title=f"{p['mib']} MiB from the local source")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(PLOTS / "pull.png", dpi=90)
+        plt.close(fig)
+        made.append("pull.png")
+    return made
+
+
+def write_report(results: dict[str, Any]) -> Path:
+    made = write_plots(results)
+    found = measured(results)
+    m, v = results.get("machine", {}), results.get("versions", {})
+    lines = [
+        "# Benchmarks",
+        "",
+        "How fast llmop sees the truth, how far it scales, and what it costs. Generated by `make bench`",
+        "(bench/run.py) from bench/results.json; every figure below comes from that one run, on a",
+        'local cluster of its own (`LocalCluster("bench")`: kube-apiserver, etcd, controller-manager,',
+        "scheduler and kwok as local processes). No test asserts these numbers: they are measured here",
+        "and compared with the targets by reading.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- {m.get('nproc')} CPUs ({m.get('cpu_model')}), {m.get('memory_gib')} GiB memory, Linux {m.get('kernel')}, "
+        f"Python {m.get('python')}",
+        f"- Run {results.get('started')} to {results.get('finished')}; load average (1/5/15 min) at start "
+        f"{_load(results.get('load_at_start'))}, at end {_load(results.get('load_at_end'))}. The machine was "
+        "shared with other work while it ran; the load averages beside each figure say how much.",
+        "- " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "",
+        "Commands:",
+        "",
+        "```sh",
+        "make bench        # = .venv/bin/pip install -e '.[test,bench]' && .venv/bin/python bench/run.py --make",
+        f"# this run: {results.get('command')}",
+        "# one scenario:   .venv/bin/python bench/run.py --only scale --sizes 100,300",
+        "# report again:   .venv/bin/python bench/run.py --report-only",
+        "```",
+        "",
+        "## Targets",
+        "",
+        "| target | limit | measured | |",
+        "|---|---|---|---|",
+    ]
+    for key, what, limit, unit in TARGETS:
+        value = found[key]
+        verdict = _verdict(value, limit)
+        lines.append(
+            f"| {what} | ≤ {limit:g} {unit} | {_fmt(value)} {unit if value is not None else ''} | {verdict} |"
+        )
+    missed = [key for key, _, limit, _ in TARGETS if found[key] is not None and found[key] > limit + 1e-9]  # type: ignore[operator]
+    for key in missed:
+        if key in WHY_MISSED:
+            what = next(t[1] for t in TARGETS if t[0] == key)
+            lines += ["", f"*{what}*: {WHY_MISSED[key]}"]
+    lines += [
+        "",
+        *_scale_section(results),
+        *_ready_section(results),
+        *_reconcile_section(results),
+        *_pull_section(results),
+    ]
+    lines += ["", *_method_section(), *_baseline_section(results)]
+    if made:
+        lines += ["", "Plots: " + ", ".join(f"[{name}](benchmarks/{name})" for name in made)]
+    DOC.write_text("\n".join(lines) + "\n")
+    print(f"wrote {DOC} and {len(made)} plots in {PLOTS}")
+    return DOC
+
+
+def _scale_section(results: dict[str, Any]) -> list[str]:
+    scale = results.get("scale")
+    if not scale:
+        return []
+    out = [
+        "## 1. Scale: N external backends, one shared vLLM stand-in",
+        "",
+        'Created 32 at a time by the benchmark\'s own async client; "all Ready" is the last watch event',
+        "with Ready=True. Requests are the operator's own counters (bench/operator_main.py counts kopf's",
+        "aiohttp requests and llmop's `KubeClient` requests in the operator process; watches count once).",
+        "The reference (scenario 5) is a plain async httpx client doing the same creates and the same",
+        "number of status writes with no operator at all.",
+        "",
+        "| backends | all Ready | reference | ratio | API requests (kopf + llmop) | per backend | peak RSS | CPU to Ready | load 1/5/15 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in scale:
+        q = r["requests"]
+        out.append(
+            f"| {r['n']} | {r['seconds_to_all_ready']:.1f} s | {r['reference']['seconds_to_all_ready']:.1f} s "
+            f"| {r['ratio']:.2f}x | {q['total']} ({q['kopf']} + {q['llmop']}) | {q['total'] / r['n']:.1f} "
+            f"| {r['peak_rss_mib']:.0f} MiB | {r['cpu_seconds']:.1f} s | {_load(r['load_before'])} |"
+        )
+    out += [
+        "",
+        "Steady state: everything Ready and unchanged, measured over a quiet window that opens 15 s",
+        "after the last backend turned Ready.",
+        "",
+        "| backends | window | status writes/min | object writes/min | API requests/min | probes/s | CPU (% of one core) | RSS | load 1/5/15 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in scale:
+        s = r["steady"]
+        out.append(
+            f"| {r['n']} | {s['seconds']:.0f} s | {s['status_writes_per_minute']:.1f} | {s['object_writes_per_minute']:.1f} "
+            f"| {s['api_requests_per_minute']:.1f} | {s['probes_per_second']:.1f} | {s['cpu_percent']:.1f} % "
+            f"| {s['rss_mib']:.0f} MiB | {_load(s['load'])} |"
+        )
+    out += [
+        "",
+        "Deleting all N backends (the operator stops each daemon and removes its finalizer): "
+        + ", ".join(f"{r['n']}: {_fmt(r.get('delete_seconds'), 1)} s" for r in scale)
+        + ".",
+    ]
+    out += ["", "![scale](benchmarks/scale.png)", "", "![ready over time](benchmarks/scale-curve.png)", ""]
+    return out
+
+
+def _ready_section(results: dict[str, Any]) -> list[str]:
+    r = results.get("ready")
+    if not r:
+        return []
+    return [
+        "## 2. Ready detection",
+        "",
+        f"{r['runs']} runs, 20 at a time, each an external backend at default settings whose vLLM stand-in binds",
+        "its port after a random 5-20 s (`--bind-delay`). From the stand-in's own log line (written once the",
+        "socket listens) to the watch event with Ready=True:",
+        "",
+        f"median **{r['median']:.2f} s**, p95 **{r['p95']:.2f} s**, min {r['min']:.2f} s, max {r['max']:.2f} s; "
+        f"Ready before the port was bound: {len(r['ready_before_bind'])} times. Load during the runs: "
+        + ", ".join(_load(x) for x in r["loads"])
+        + ".",
+        "",
+    ]
+
+
+def _reconcile_section(results: dict[str, Any]) -> list[str]:
+    r = results.get("reconcile")
+    if not r:
+        return []
+    d, s = r["deployment"], r["status"]
+    return [
+        "## 3. Reconcile latency",
+        "",
+        f"{r['runs']} spec changes (one environment variable, a merge patch) spread over 10 managed Ollama",
+        "backends, one at a time. From just before the patch is sent to the watch event of the Deployment",
+        "whose pod template carries the new value; and to the backend's `status.observedGeneration`:",
+        "",
+        "| | median | p95 | max |",
+        "|---|---|---|---|",
+        f"| spec -> Deployment updated | {d['median']:.3f} s | {d['p95']:.3f} s | {d['max']:.3f} s |",
+        f"| spec -> status observedGeneration | {s['median']:.3f} s | {s['p95']:.3f} s | {s['max']:.3f} s |",
+        "",
+        "Load: " + ", ".join(_load(x) for x in r["loads"]) + ".",
+        "",
+        "![latencies](benchmarks/latency.png)",
+        "",
+    ]
+
+
+def _pull_section(results: dict[str, Any]) -> list[str]:
+    p = results.get("pull")
+    if not p:
+        return []
+    out = [
+        "## 4. Pull overhead",
+        "",
+        f"{p['mib']} MiB of random bytes from the local model source (hack/modelsource.py), {p['repeats']} times",
+        "each way, alternating which goes first: `curl -o` versus a ModelPull into a running vLLM backend",
+        "(its llmop agent downloads, hashing as it goes; timed from the create to the watch event of",
+        "Succeeded).",
+        "",
+        "| | median | all runs | MiB/s |",
+        "|---|---|---|---|",
+        f"| curl | {min(p['direct_seconds']) if False else sorted(p['direct_seconds'])[len(p['direct_seconds']) // 2]:.2f} s "
+        f"| {', '.join(f'{x:.2f}' for x in p['direct_seconds'])} | {p['direct_mib_per_second']:.0f} |",
+        f"| ModelPull | {sorted(p['llmop_seconds'])[len(p['llmop_seconds']) // 2]:.2f} s "
+        f"| {', '.join(f'{x:.2f}' for x in p['llmop_seconds'])} | {p['llmop_mib_per_second']:.0f} |",
+        "",
+        f"Ratio of medians **{p['ratio_of_medians']:.2f}**; status writes during a pull (ModelPull and backend "
+        f"together): median **{p['status_writes_per_second']:.2f}/s** "
+        f"({', '.join(str(w['modelpull'] + w['backend']) for w in p['writes'])} writes). Load: "
+        + ", ".join(_load(x) for x in p["loads"])
+        + ".",
+    ]
+    if p.get("throttled"):
+        t = p["throttled"]
+        out += [
+            "",
+            f"With the source throttled to {t['mib_per_second']:.0f} MiB/s (a network link slower than this",
+            f"machine's CPU): curl {t['direct_seconds']:.2f} s, ModelPull {t['llmop_seconds']:.2f} s, ratio "
+            f"**{t['ratio']:.3f}**, {t['status_writes_per_second']:.2f} status writes/s.",
+        ]
+    out += ["", "![pull](benchmarks/pull.png)", ""]
+    return out
+
+
+def _method_section() -> list[str]:
+    return [
+        "## What the operator does to get here",
+        "",
+        "- **Probing pace.** A backend that is not Ready is probed every `startup.probeInterval` (default",
+        "  1 s), so Ready shows within one interval of the runtime answering. Once Ready and unchanged, the",
+        "  interval doubles each quiet round up to 8 s; with more than 200 backends the steady rounds of all",
+        "  of them share a budget of 25 probes/s (1000 backends: each every 40 s), so the steady cost does",
+        "  not grow with the number of healthy backends. Any change — the spec (the update handler wakes the",
+        "  daemon), the backend's pods or ModelPulls (event handlers wake it), or the runtime's answer —",
+        "  brings back the fast pace at once.",
+        "- **Cheap steady rounds.** A steady round asks only the health endpoint and keeps the last model",
+        "  listing; every fifth lists models again. A serving runtime that misses one probe is asked again",
+        "  (with every listing) before the backend is reported Degraded: one slow answer on a busy node is",
+        "  not an outage.",
+        "- **Bounded probes.** At most 64 probes are in flight at once; a burst (a thousand backends created",
+        "  together, an operator restart) waits for the gate instead of timing out in the HTTP pool and",
+        "  being reported as a runtime that does not answer.",
+        "- **No cap on kopf's workers.** Each per-object worker keeps its slot for 5 s after its object's",
+        "  last event; the former cap of 64 workers made the thousandth new backend wait minutes.",
+        "- **No double writes.** A status just written stands for the stored one until kopf's view of the",
+        "  object carries it (at most 10 s): comparing with the older view wrote the same change, and",
+        "  posted its Event, twice.",
+        "- **Cheaper requests.** One model listing serves both models and loaded models for vLLM-style",
+        "  servers; `sniffio` is a dependency, because without it httpcore tries (and fails) to import it",
+        "  on every request, a third of a probe's CPU; the probe client keeps 16 idle connections, not",
+        "  100, as its pool checks each one on every request.",
+        "",
+        "Found with py-spy (`py-spy record -p <operator pid> -f raw`) on the operator during the steady",
+        "window: before these changes httpx was over 60% of the operator's CPU, a failed import 12%, the",
+        "pool's idle-connection checks 11%, a second /v1/models request per round 13%.",
+    ]
+
+
+def _baseline_section(results: dict[str, Any]) -> list[str]:
+    base = results.get("baseline")
+    if not base:
+        return []
+    rows: list[tuple[str, float | None, float | None, str]] = []
+    before = {r["n"]: r for r in base.get("scale", [])}
+    after = {r["n"]: r for r in results.get("scale", [])}
+    for n in sorted(set(before) & set(after)):
+        b, a = before[n], after[n]
+        rows += [
+            (f"{n} backends: all Ready (s)", b["seconds_to_all_ready"], a["seconds_to_all_ready"], ".1f"),
+            (f"{n} backends: API requests to Ready", b["requests"]["total"], a["requests"]["total"], ".0f"),
+            (f"{n} backends: status writes to Ready", b["status_writes"], a["status_writes"], ".0f"),
+            (f"{n} backends: operator CPU to Ready (s)", b["cpu_seconds"], a["cpu_seconds"], ".1f"),
+            (f"{n} backends: peak RSS (MiB)", b["peak_rss_mib"], a["peak_rss_mib"], ".0f"),
+            (
+                f"{n} backends, steady: status writes/min",
+                b["steady"]["status_writes_per_minute"],
+                a["steady"]["status_writes_per_minute"],
+                ".1f",
+            ),
+            (
+                f"{n} backends, steady: probes/s",
+                b["steady"]["probes_per_second"],
+                a["steady"]["probes_per_second"],
+                ".1f",
+            ),
+            (
+                f"{n} backends, steady: CPU (% of one core)",
+                b["steady"]["cpu_percent"],
+                a["steady"]["cpu_percent"],
+                ".1f",
+            ),
+        ]
+    if "ready" in base and "ready" in results:
+        rows += [
+            ("Ready detection median (s)", base["ready"]["median"], results["ready"]["median"], ".2f"),
+            ("Ready detection p95 (s)", base["ready"]["p95"], results["ready"]["p95"], ".2f"),
+        ]
+    out = [
+        "",
+        "## Before and after",
+        "",
+        f"The same scenarios against the operator as it was before these changes (commit {base.get('commit')},",
+        f"run {base.get('started')}, load at start {_load(base.get('load_at_start'))}; made with",
+        "`bench/run.py --baseline <checkout of that commit> --only scale --only ready --sizes 100,1000`).",
+        "That operator did not yet post Normal Events, so it made one request fewer per backend.",
+        "",
+        "| | before | after | after / before |",
+        "|---|---|---|---|",
+    ]
+    for what, b, a, fmt in rows:
+        ratio = f"{a / b:.2f}" if a is not None and b else "—"
+        out.append(f"| {what} | {format(b, fmt)} | {format(a, fmt)} | {ratio} |")
+    return out

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""llmop's benchmarks: how fast it sees the truth, how far it scales, what it costs.
+
+Runs every scenario on a local cluster of its own (LocalCluster("bench")), writes the figures as
+JSON (bench/results.json) and the report, docs/benchmarks.md, with its plots (docs/benchmarks/).
+
+    make bench                                   # everything, as the report was made
+    .venv/bin/python bench/run.py --only scale --sizes 100
+    .venv/bin/python bench/run.py --report-only  # the report again, from bench/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import (
+    REPO,
+    BenchCluster,
+    api,
+    load_average,
+    machine_facts,
+    start_vllm_standin,
+    versions,
+    wait_serving,
+)
+
+SCENARIOS = ("scale", "ready", "reconcile", "pull")
+RESULTS = REPO / "bench" / "results.json"
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="llmop-bench-"))
+    print(f"bench: work files in {workdir}", flush=True)
+    cluster = BenchCluster.up()
+    kube = api(cluster.kubeconfig)
+    existing: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    only = args.only or list(SCENARIOS)
+    saved: dict[str, Any] = {}
+    if args.baseline:
+        # The same scenarios against another checkout's operator (e.g. the commit before a change),
+        # kept apart in results["baseline"] for the before/after table.
+        os.environ["LLMOP_BENCH_OPERATOR_SRC"] = str(Path(args.baseline).resolve() / "operator")
+        commit = subprocess.run(
+            ["git", "-C", args.baseline, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip()
+        saved = existing
+        results: dict[str, Any] = {
+            "commit": commit,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "load_at_start": load_average(),
+        }
+    else:
+        results = existing if args.keep else {}
+        results.update(
+            machine=machine_facts(),
+            versions=versions(cluster.kubectl, cluster.kubeconfig),
+            command=" ".join(["make bench"] if args.make else [shlex.quote(a) for a in sys.argv]),
+            started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            load_at_start=load_average(),
+        )
+
+    def save(current: dict[str, Any]) -> None:
+        whole = {**saved, "baseline": current} if args.baseline else current
+        RESULTS.write_text(json.dumps(whole, indent=1, default=str))
+
+    try:
+        if "scale" in only:
+            from scale import run_reference, run_scale
+
+            shared = start_vllm_standin(workdir / "standins", "bench")
+            try:
+                await wait_serving(shared.url)
+                results["scale"] = []
+                for n in args.sizes:
+                    print(f"bench: scale, {n} backends", flush=True)
+                    ours = await run_scale(kube, cluster, workdir, n, shared.url, args.quiet_seconds)
+                    print(f"bench: reference, {n} backends", flush=True)
+                    ref = await run_reference(
+                        kube, cluster, n, shared.url, ours["status_writes"], ours["sample_status"] or {}
+                    )
+                    ours["reference"] = ref
+                    ours["ratio"] = ours["seconds_to_all_ready"] / ref["seconds_to_all_ready"]
+                    results["scale"].append(ours)
+                    _summary_scale(ours)
+                    save(results)
+            finally:
+                shared.stop()
+        if "ready" in only:
+            from detection import run_detection
+
+            print("bench: ready detection", flush=True)
+            results["ready"] = await run_detection(kube, cluster, workdir, args.ready_runs)
+            save(results)
+        if "reconcile" in only:
+            from reconcile import run_reconcile
+
+            print("bench: reconcile latency", flush=True)
+            results["reconcile"] = await run_reconcile(kube, cluster, workdir, args.reconcile_runs)
+            save(results)
+        if "pull" in only:
+            from pull import run_pull
+
+            print("bench: pull overhead", flush=True)
+            results["pull"] = await run_pull(kube, cluster, workdir, args.pull_mib, args.pull_repeats)
+            save(results)
+    finally:
+        await kube.close()
+        if not args.keep_cluster:
+            BenchCluster.down()
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    results["load_at_end"] = load_average()
+    save(results)
+    return results
+
+
+def _summary_scale(r: dict[str, Any]) -> None:
+    s = r["steady"]
+    print(
+        f"  N={r['n']}: all Ready in {r['seconds_to_all_ready']:.1f}s "
+        f"(reference {r['reference']['seconds_to_all_ready']:.1f}s, ratio {r['ratio']:.2f}); "
+        f"requests {r['requests']}; peak RSS {r['peak_rss_mib']:.0f} MiB; CPU {r['cpu_seconds']:.1f}s; "
+        f"steady: {s['status_writes_per_minute']:.1f} status writes/min, {s['cpu_percent']:.1f}% CPU, "
+        f"{s['probes_per_second']:.1f} probes/s, RSS {s['rss_mib']:.0f} MiB; load {r['load_before']}",
+        flush=True,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", action="append", choices=SCENARIOS, help="run only this scenario (repeatable)"
+    )
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 300, 1000])
+    parser.add_argument("--quiet-seconds", type=float, default=60.0, help="steady-state window")
+    parser.add_argument("--ready-runs", type=int, default=40)
+    parser.add_argument("--reconcile-runs", type=int, default=30)
+    parser.add_argument("--pull-mib", type=int, default=1024)
+    parser.add_argument("--pull-repeats", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep other scenarios' results in results.json")
+    parser.add_argument("--keep-cluster", action="store_true", help="leave the bench cluster running")
+    parser.add_argument("--make", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="measure the operator of another checkout (kept in results.baseline)",
+    )
+    args = parser.parse_args()
+    if not args.report_only:
+        asyncio.run(run(args))
+    from report import write_report
+
+    write_report(json.loads(RESULTS.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
