@@ -268,13 +268,15 @@ async def _pause(stopped: kopf.DaemonStopped, waker: asyncio.Event, seconds: flo
     return waker.is_set()
 
 
+# Async, so kopf runs them on the event loop: a sync handler runs in a thread, where setting an
+# asyncio.Event is not safe.
 @kopf.on.event("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT})
-def wake_on_pod_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_pod_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
     wake_backend(memo, (namespace or "", labels[LABEL_BACKEND]))
 
 
 @kopf.on.event(API_GROUP, API_VERSION, "modelpulls")
-def wake_on_pull_change(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_pull_change(namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> None:
     backend = spec.get("backendRef", {}).get("name")
     if backend:
         wake_backend(memo, (namespace or "", backend))
