@@ -198,14 +198,39 @@ def api(kubeconfig: Path) -> KubeClient:
 
 
 async def ensure_namespace(kube: KubeClient, name: str) -> None:
-    if await kube.get(NAMESPACES, name) is None:
-        await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    """A new, empty namespace: one left over by an interrupted run is emptied and deleted first."""
+    if await kube.get(NAMESPACES, name) is not None:
+        for resource in (LLMBACKENDS, MODELPULLS):
+            await strip_finalizers(kube, resource, name)
+        with contextlib.suppress(Exception):
+            await kube.delete(NAMESPACES, name)
+        deadline = time.monotonic() + 180
+        while await kube.get(NAMESPACES, name) is not None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"namespace {name} left over from an earlier run does not go away")
+            await asyncio.sleep(1)
+    await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+
+BENCH_NAMESPACES = re.compile(r"^(scale-\d+|reference-\d+|ready-detection|reconcile|pull)$")
+
+
+async def remove_leftovers(kube: KubeClient) -> None:
+    """Namespaces an interrupted run left behind: the next operator would observe their backends."""
+    for item in await kube.list(NAMESPACES):
+        name = item["metadata"]["name"]
+        if BENCH_NAMESPACES.match(name):
+            print(f"bench: removing namespace {name} left by an earlier run", flush=True)
+            for resource in (LLMBACKENDS, MODELPULLS):
+                await strip_finalizers(kube, resource, name)
+            await delete_namespace(kube, name, timeout=180)
 
 
 async def delete_namespace(kube: KubeClient, name: str, timeout: float = 300.0) -> float:
     """Delete and wait until it is gone; seconds it took (inf when it did not go in time)."""
     started = time.monotonic()
-    await kube.delete(NAMESPACES, name)
+    with contextlib.suppress(Exception):  # already terminating
+        await kube.delete(NAMESPACES, name)
     while time.monotonic() - started < timeout:
         if await kube.get(NAMESPACES, name) is None:
             return time.monotonic() - started

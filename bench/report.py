@@ -413,10 +413,25 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
     if not base:
         return []
     rows: list[tuple[str, float | None, float | None, str]] = []
+    notes: list[str] = []
     before = {r["n"]: r for r in base.get("scale", [])}
     after = {r["n"]: r for r in results.get("scale", [])}
     for n in sorted(set(before) & set(after)):
         b, a = before[n], after[n]
+        if "not_all_ready" in b:
+            phases = ", ".join(f"{count} {phase}" for phase, count in sorted(b["not_all_ready"].items()))
+            rows += [
+                (f"{n} backends: all Ready (s)", None, a["seconds_to_all_ready"], ".1f"),
+                (f"{n} backends: operator CPU (s)", b["cpu_seconds"], a["cpu_seconds"], ".1f"),
+                (f"{n} backends: peak RSS (MiB)", b["peak_rss_mib"], a["peak_rss_mib"], ".0f"),
+            ]
+            notes.append(
+                f"Before, {n} backends were not all Ready after {b['deadline']:.0f} s: {phases}; the operator "
+                f"had made {b['requests']['total']} API requests and {b['requests']['probes']} runtime "
+                "requests, with probe after probe failing in its own saturated connection pool "
+                "(httpx PoolTimeout) and reported as runtimes that do not answer."
+            )
+            continue
         rows += [
             (f"{n} backends: all Ready (s)", b["seconds_to_all_ready"], a["seconds_to_all_ready"], ".1f"),
             (f"{n} backends: API requests to Ready", b["requests"]["total"], a["requests"]["total"], ".0f"),
@@ -461,5 +476,9 @@ def _baseline_section(results: dict[str, Any]) -> list[str]:
     ]
     for what, b, a, fmt in rows:
         ratio = f"{a / b:.2f}" if a is not None and b else "—"
-        out.append(f"| {what} | {format(b, fmt)} | {format(a, fmt)} | {ratio} |")
+        shown_b = format(b, fmt) if b is not None else "not reached"
+        shown_a = format(a, fmt) if a is not None else "not reached"
+        out.append(f"| {what} | {shown_b} | {shown_a} | {ratio} |")
+    for note in notes:
+        out += ["", note]
     return out

@@ -31,6 +31,7 @@ from harness import (
     api,
     load_average,
     machine_facts,
+    remove_leftovers,
     start_vllm_standin,
     versions,
     wait_serving,
@@ -45,6 +46,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"bench: work files in {workdir}", flush=True)
     cluster = BenchCluster.up()
     kube = api(cluster.kubeconfig)
+    await remove_leftovers(kube)
     existing: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     only = args.only or list(SCENARIOS)
     saved: dict[str, Any] = {}
@@ -62,7 +64,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_at_start": load_average(),
         }
     else:
-        results = existing if args.keep else {}
+        # A baseline (--baseline) is measured on its own; a full run keeps it for the before/after table.
+        results = existing if args.keep else {key: existing[key] for key in ("baseline",) if key in existing}
         results.update(
             machine=machine_facts(),
             versions=versions(cluster.kubectl, cluster.kubeconfig),
@@ -85,7 +88,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["scale"] = []
                 for n in args.sizes:
                     print(f"bench: scale, {n} backends", flush=True)
-                    ours = await run_scale(kube, cluster, workdir, n, shared.url, args.quiet_seconds)
+                    ours = await run_scale(
+                        kube, cluster, workdir, n, shared.url, args.quiet_seconds, args.ready_deadline
+                    )
+                    if "not_all_ready" in ours:
+                        print(f"  N={n}: not all Ready after {args.ready_deadline:.0f}s: {ours}", flush=True)
+                        results["scale"].append(ours)
+                        save(results)
+                        continue
                     print(f"bench: reference, {n} backends", flush=True)
                     ref = await run_reference(
                         kube, cluster, n, shared.url, ours["status_writes"], ours["sample_status"] or {}
@@ -146,6 +156,9 @@ def main() -> int:
     )
     parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100, 300, 1000])
     parser.add_argument("--quiet-seconds", type=float, default=60.0, help="steady-state window")
+    parser.add_argument(
+        "--ready-deadline", type=float, default=600.0, help="scale: give up on all Ready after"
+    )
     parser.add_argument("--ready-runs", type=int, default=40)
     parser.add_argument("--reconcile-runs", type=int, default=30)
     parser.add_argument("--pull-mib", type=int, default=1024)
