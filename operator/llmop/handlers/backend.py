@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -221,30 +220,37 @@ def status_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 # How often a backend is probed: every `startup.probeInterval` while it is not Ready (starting,
-# loading, failing), so that Ready and failures show within one interval. Once Ready and unchanged,
-# the interval doubles each quiet round up to STEADY_INTERVAL; with many backends the steady
+# loading, failing), so that Ready and failures show within one interval, and once more right after
+# any change. Once Ready and unchanged, every STEADY_INTERVAL; with many backends the steady
 # rounds of all of them together stay within STEADY_PROBES_PER_SECOND, so one operator's cost
 # does not grow with the number of healthy backends (1000 backends: each every 40 s). A steady
-# round asks only the health endpoint; every FULL_ROUND_EVERY-th lists models again. Anything that
-# changes (the spec, the backend's pods or pulls, the runtime's answer) brings back the fast pace.
+# round asks only the health endpoint; every FULL_ROUND_EVERY-th lists models again. An event that
+# may matter (the spec, the backend's pods or pulls) wakes the daemon for a full round at once; a
+# round that finds a change brings back the fast pace.
 STEADY_INTERVAL = 8.0
 STEADY_PROBES_PER_SECOND = 25.0
 FULL_ROUND_EVERY = 5
 #: Probes in flight at once across all backends: a burst (a thousand backends created together,
 #: an operator restart) queues here instead of timing out in the HTTP client's pool.
 PROBE_CONCURRENCY = 64
-#: How long a written status stands for the stored one while kopf's view has not caught up.
-WRITE_HOLD_SECONDS = 10.0
 
 
-def steady_interval(fast: float, quiet_rounds: int, observed: int) -> float:
-    """Seconds until the next probe of a Ready backend that changed nothing for `quiet_rounds`:
-    doubling from `fast` while below STEADY_INTERVAL (a few quick looks right after a change),
-    then the steady interval, stretched when many backends share the probe budget."""
-    ramp = fast * 2 ** min(quiet_rounds, 16)
-    if ramp < STEADY_INTERVAL:
-        return ramp
+def steady_interval(fast: float, observed: int) -> float:
+    """Seconds between probes of a Ready backend that changed nothing: STEADY_INTERVAL, stretched
+    when many backends share the probe budget, never shorter than the backend's probeInterval."""
     return max(STEADY_INTERVAL, observed / STEADY_PROBES_PER_SECOND, fast)
+
+
+def _caught_up(seen: str | None, written: str | None, stored: dict[str, Any], ours: dict[str, Any]) -> bool:
+    """Whether kopf's view of a backend includes the status llmop last wrote: it carries that
+    resourceVersion or a later one (etcd revisions, compared as numbers where they are numbers),
+    or already shows that status."""
+    if seen == written or stored == ours:
+        return True
+    try:
+        return int(seen or "") > int(written or "")
+    except ValueError:
+        return False
 
 
 def wake_backend(memo: kopf.Memo, key: BackendKey) -> None:
@@ -306,19 +312,21 @@ async def observe_backend(
     seen: dict[str, RuntimeObservation] = {}  # the last full observation of each target
     quiet_rounds = 0  # rounds in a row that found a Ready backend unchanged
     doubted = False  # a Ready backend's probe failed once: look again before reporting it
-    written: tuple[str | None, dict[str, Any], float] | None = None  # resourceVersion, status, until
+    written: tuple[str | None, dict[str, Any]] | None = None  # resourceVersion and status we wrote
+    woken = False  # something changed elsewhere: the next round asks for every listing
     try:
         while not stopped:
             waker.clear()
             # `body` is a live view: it always holds the latest spec and status kopf has seen.
             spec_raw, stored = dict(body.get("spec", {})), dict(body.get("status", {}))
             if written is not None:
-                version, status_written, hold_until = written
-                if body.metadata.get("resourceVersion") == version or time.monotonic() > hold_until:
-                    written = None  # kopf has seen our last write (or should have by now)
+                version, status_written = written
+                if _caught_up(body.metadata.get("resourceVersion"), version, stored, status_written):
+                    written = None
                 else:
-                    # kopf has not seen our last write yet: compare with what we wrote, not with
-                    # the status before it, or the same change is written (and announced) twice.
+                    # kopf has not seen our last write yet (a busy operator's view can lag by many
+                    # seconds): compare with what we wrote, not with the status before it, or the
+                    # same change is written (and announced) again.
                     stored = status_written
             try:
                 spec = LLMBackendSpec.model_validate(spec_raw)
@@ -332,7 +340,7 @@ async def observe_backend(
                 quiet_rounds = 0
             fast = parse_duration(spec.startup.probe_interval)
             previous = LLMBackendStatus.model_validate(stored)
-            steady = previous.phase == "Ready" and quiet_rounds > 0
+            steady = previous.phase == "Ready" and quiet_rounds > 0 and not woken
             before = seen
             snapshot, targets = await _snapshot(
                 name,
@@ -367,7 +375,6 @@ async def observe_backend(
                 written = (
                     response.get("metadata", {}).get("resourceVersion"),
                     dict(response.get("status") or new),
-                    time.monotonic() + WRITE_HOLD_SECONDS,
                 )
                 _post_phase_event(body, previous, status)
             metrics.observe_backend(body, previous.phase, status.phase, written=new != old)
@@ -379,9 +386,9 @@ async def observe_backend(
             else:
                 quiet_rounds += 1
                 # Spread out: backends that became Ready together do not stay in step.
-                interval = steady_interval(fast, quiet_rounds, len(memo.observers)) * random.uniform(0.9, 1.0)
-            if await _pause(stopped, waker, interval):
-                quiet_rounds = 0
+                interval = steady_interval(fast, len(memo.observers)) * random.uniform(0.9, 1.0)
+            # A wake-up asks again at once, with every listing; the pace follows what that finds.
+            woken = await _pause(stopped, waker, interval)
     finally:
         if memo.observers.get(key) is waker:
             del memo.observers[key]

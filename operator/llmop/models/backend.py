@@ -109,7 +109,7 @@ class StartupSpec(ApiModel):
         "1s",
         "How often llmop probes the runtime's API while the backend is not Ready (starting, loading, "
         "failing), so Ready shows within one interval of the runtime answering. Once Ready and unchanged, "
-        "probes slow down step by step to every 8s (longer when one operator observes more than 200 "
+        "probes slow down to every 8s (longer when one operator observes more than 200 "
         "backends: 25 probes per second in all); any change brings back this pace.",
     )
 
