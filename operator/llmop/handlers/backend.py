@@ -80,6 +80,7 @@ def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
         phase=status.get("phase", "Pending"),
         deleting=meta.get("deletionTimestamp") is not None,
         unschedulable=unschedulable,
+        scheduled=scheduled.get("status") == "True",
         waiting=waiting,
     )
 

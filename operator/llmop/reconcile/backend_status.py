@@ -40,6 +40,7 @@ class PodFacts:
     phase: str = "Pending"
     deleting: bool = False
     unschedulable: str | None = None  # the scheduler's message while PodScheduled=False
+    scheduled: bool = True  # PodScheduled=True: placed on a node (a pod just made is not yet)
     waiting: str | None = None  # a container's waiting reason and message, e.g. ImagePullBackOff
 
 
@@ -274,7 +275,9 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
             gpu = spec.gpu.resource_name
             scheduled_reason = "InsufficientGPU" if gpu in unschedulable[0] else "Unschedulable"
             conditions.append(condition("Scheduled", False, scheduled_reason, unschedulable[0], gen))
-        elif units:
+        elif units and all(pod.scheduled for pod in units):
+            # Only once the scheduler has placed every pod: a pod it has not decided on yet may
+            # still turn out unschedulable.
             conditions.append(
                 condition("Scheduled", True, "PodsScheduled", "all pods are placed on nodes", gen)
             )

@@ -197,3 +197,11 @@ def test_a_pull_in_flight_is_the_cold_start_and_shows_its_progress() -> None:
     ready = find(status.conditions, "Ready")
     assert status.phase == "Loading"
     assert ready and ready.reason == "PullingModels" and "tiny 45%" in ready.message
+
+
+def test_a_pod_the_scheduler_has_not_placed_yet_is_not_called_scheduled() -> None:
+    waiting = PodFacts(name="b-1", phase="Pending", scheduled=False)
+    status = compute_backend_status(snapshot(pods=[waiting], runtimes={}))
+    assert "Scheduled" not in conditions(status)
+    placed = PodFacts(name="b-1", phase="Pending", scheduled=True)
+    assert conditions(compute_backend_status(snapshot(pods=[placed], runtimes={})))["Scheduled"] == "True"
