@@ -1,10 +1,12 @@
 """One file: a resumable transfer into `<file>.partial`, its sha256 verified, then an atomic rename.
 
 The sha256 is computed while the bytes arrive (after re-reading what a partial already holds),
-so a verified file costs no second pass over tens of gigabytes. Memory stays bounded: the body
-is written to disk, unbuffered, in the chunks the network delivers (tens of kilobytes),
-so a killed process leaves on disk every byte it received and the next pull resumes from there.
-Disk writes and hashing run in a worker thread.
+so a verified file costs no second pass over tens of gigabytes. Received bytes are gathered into
+batches of WRITE_BATCH_BYTES (or whatever arrived in WRITE_BATCH_SECONDS); one worker thread
+per file writes (unbuffered) and hashes each batch while the event loop receives the next.
+Memory stays bounded (two batches), a killed process loses at most the two batches not yet
+written (fetched again on resume), and a cancelled or failed transfer writes what it received
+before the partial is closed.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal, TypeVar
 
-import httpx
+import aiohttp
 
 from llmop.agent.errors import (
     DigestMismatch,
@@ -31,7 +34,12 @@ from llmop.agent.errors import (
 from llmop.agent.plan import FileToFetch
 from llmop.agent.store import partial_path, validator_path
 
-CHUNK_BYTES = 1 << 20
+#: Bytes handed to the file's worker thread at once: large enough that the hop to the thread is
+#: rare (one per MiB, not one per 64 KiB network read), small enough to lose little on a kill.
+WRITE_BATCH_BYTES = 1 << 20
+#: ...or sooner, once the first bytes of a batch have waited this long: on a slow link the file
+#: (and so progress, and what a resume keeps) still grows several times a second.
+WRITE_BATCH_SECONDS = 0.2
 _HASH_READ_BYTES = 8 << 20
 _ERROR_BODY_BYTES = 4096
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)\s*$")
@@ -39,6 +47,7 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P
 #: Called with (bytes completed, total bytes if known).
 ProgressReport = Callable[[int, int | None], None]
 _Outcome = Literal["received", "restart"]
+_Result = TypeVar("_Result")
 
 
 class ProgressThrottle:
@@ -67,7 +76,7 @@ def parse_content_range(header: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
-def range_validator(headers: httpx.Headers) -> str | None:
+def range_validator(headers: Mapping[str, str]) -> str | None:
     """A strong ETag, else Last-Modified: what If-Range may carry (weak ETags may not)."""
     etag = headers.get("etag")
     if etag and not etag.startswith("W/"):
@@ -86,7 +95,7 @@ def hash_file(path: Path) -> str:
 class PartialFile:
     """The `.partial` file of one download and the running sha256 of the bytes in it.
 
-    Its methods block; async code calls them through asyncio.to_thread.
+    Its methods block; async code calls them through the file's DiskQueue.
     """
 
     def __init__(self, destination: Path) -> None:
@@ -167,8 +176,27 @@ class PartialFile:
             self.validator_path.unlink()
 
 
+class DiskQueue:
+    """One worker thread for one file's disk work: the event loop never blocks on it, and the
+    calls run in the order they were queued, even when the task that queued them is cancelled
+    while one runs (a close queued after an append never overtakes it)."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmop-disk")
+
+    def submit(self, call: Callable[..., _Result], *args: Any) -> asyncio.Future[_Result]:
+        return asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+
+    async def run(self, call: Callable[..., _Result], *args: Any) -> _Result:
+        return await self.submit(call, *args)
+
+    def shutdown(self) -> None:
+        """Let the queued calls finish in the thread, then end it; returns at once."""
+        self._executor.shutdown(wait=False)
+
+
 async def transfer_file(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     file: FileToFetch,
     *,
     headers: dict[str, str],
@@ -179,28 +207,33 @@ async def transfer_file(
     closed and hashed, not yet verified or landed. On failure the partial stays for a resume."""
     partial = PartialFile(file.destination)
     throttle = ProgressThrottle(progress_interval)
-    # A 416 for a partial that is not the whole file means the source changed under it; the
-    # second attempt starts from zero.
-    for _attempt in range(2):
-        await asyncio.to_thread(partial.open_for_resume, file.size)
-        try:
-            on_progress(partial.size, file.size)
-            if file.size is not None and partial.size == file.size:
-                break  # every byte is here already; only the rename was missing
-            outcome = await _receive(client, file, partial, headers, on_progress, throttle)
-        finally:
-            await asyncio.to_thread(partial.close)
-        if outcome == "received":
-            break
-        await asyncio.to_thread(partial.discard)
+    disk = DiskQueue()
+    try:
+        # A 416 for a partial that is not the whole file means the source changed under it;
+        # the second attempt starts from zero.
+        for _attempt in range(2):
+            await disk.run(partial.open_for_resume, file.size)
+            try:
+                on_progress(partial.size, file.size)
+                if file.size is not None and partial.size == file.size:
+                    break  # every byte is here already; only the rename was missing
+                outcome = await _receive(client, file, partial, disk, headers, on_progress, throttle)
+            finally:
+                await disk.run(partial.close)
+            if outcome == "received":
+                break
+            await disk.run(partial.discard)
+    finally:
+        disk.shutdown()
     on_progress(partial.size, file.size if file.size is not None else partial.size)
     return partial
 
 
 async def _receive(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     file: FileToFetch,
     partial: PartialFile,
+    disk: DiskQueue,
     headers: dict[str, str],
     on_progress: ProgressReport,
     throttle: ProgressThrottle,
@@ -209,24 +242,26 @@ async def _receive(
     request_headers = {**headers, "Accept-Encoding": "identity"}
     if partial.size:
         request_headers["Range"] = f"bytes={partial.size}-"
-        validator = await asyncio.to_thread(partial.remembered_validator)
+        validator = await disk.run(partial.remembered_validator)
         if validator:
             request_headers["If-Range"] = validator
     total = file.size
+    received = partial.size  # on disk, or queued for the disk thread
+    batch = bytearray()
+    batch_started = 0.0
+    writing: asyncio.Future[None] | None = None
     answered = False
     try:
-        async with client.stream("GET", file.url, headers=request_headers) as response:
+        async with client.get(file.url, headers=request_headers) as response:
             answered = True
-            status = response.status_code
+            status = response.status
             if status == 416 and partial.size:
                 _, source_size = parse_content_range(response.headers.get("content-range"))
                 known_size = source_size if source_size is not None else file.size
                 return "received" if known_size == partial.size else "restart"
             if status >= 400:
                 body = await _read_excerpt(response)
-                raise SourceError(
-                    describe_http_failure("GET", file.url, status, response.reason_phrase, body)
-                )
+                raise SourceError(describe_http_failure("GET", file.url, status, response.reason or "", body))
             if status == 206:
                 start, _ = parse_content_range(response.headers.get("content-range"))
                 if start != partial.size:
@@ -237,30 +272,50 @@ async def _receive(
             else:
                 # The whole file, from its first byte: a fresh start, or the source ignoring
                 # (or, through If-Range, refusing) the range because the file changed.
-                await asyncio.to_thread(partial.restart, range_validator(response.headers))
+                await disk.run(partial.restart, range_validator(response.headers))
+                received = 0
             total = _expected_total(file, partial, response)
             on_progress(partial.size, total)
-            async for chunk in response.aiter_bytes():
-                if total is not None and partial.size + len(chunk) > total:
-                    await asyncio.to_thread(partial.discard)
+            async for chunk in response.content.iter_any():
+                if total is not None and received + len(chunk) > total:
+                    batch.clear()
+                    if writing is not None:
+                        await writing
+                    await disk.run(partial.discard)
                     raise SourceError(f"GET {file.url}: the source sent more than the {total} bytes expected")
-                await asyncio.to_thread(partial.append, chunk)
-                if throttle.due():
-                    on_progress(partial.size, total)
-    except httpx.ConnectTimeout as error:
-        raise SourceError(f"GET {file.url}: could not connect within {client.timeout.connect:g}s") from error
-    except httpx.TimeoutException as error:
+                if not batch:
+                    batch_started = time.monotonic()
+                batch += chunk
+                received += len(chunk)
+                if len(batch) >= WRITE_BATCH_BYTES or time.monotonic() - batch_started >= WRITE_BATCH_SECONDS:
+                    if writing is not None:
+                        await writing  # one batch on its way to disk while the next arrives
+                    writing = disk.submit(partial.append, bytes(batch))
+                    batch.clear()
+                    if throttle.due():
+                        on_progress(partial.size, total)
+            if batch:
+                writing = disk.submit(partial.append, bytes(batch))
+                batch.clear()
+            if writing is not None:
+                await writing
+    except aiohttp.ConnectionTimeoutError as error:
         raise SourceError(
-            f"GET {file.url}: the source sent nothing for {client.timeout.read:g}s after "
-            f"{_bytes_of(partial.size, total)}; {_KEPT}"
+            f"GET {file.url}: could not connect within {client.timeout.sock_connect:g}s"
         ) from error
-    except httpx.HTTPError as error:
+    except TimeoutError as error:
+        raise SourceError(
+            f"GET {file.url}: the source sent nothing for {client.timeout.sock_read:g}s after "
+            f"{_bytes_of(received, total)}; {_KEPT}"
+        ) from error
+    except aiohttp.ClientError as error:
         reason = transport_reason(error)
         if not answered:
             raise SourceError(f"GET {file.url}: {reason}") from error
-        raise SourceError(
-            f"GET {file.url}: {reason} after {_bytes_of(partial.size, total)}; {_KEPT}"
-        ) from error
+        raise SourceError(f"GET {file.url}: {reason} after {_bytes_of(received, total)}; {_KEPT}") from error
+    finally:
+        if batch:  # failed or cancelled midway: keep what arrived for the resume
+            disk.submit(partial.append, bytes(batch))
     if total is not None and partial.size != total:
         raise SourceError(f"GET {file.url}: the source ended after {_bytes_of(partial.size, total)}; {_KEPT}")
     return "received"
@@ -273,10 +328,10 @@ def _bytes_of(completed: int, total: int | None) -> str:
     return f"{completed} of {total} bytes" if total is not None else f"{completed} bytes"
 
 
-def _expected_total(file: FileToFetch, partial: PartialFile, response: httpx.Response) -> int | None:
+def _expected_total(file: FileToFetch, partial: PartialFile, response: aiohttp.ClientResponse) -> int | None:
     if file.size is not None:
         return file.size
-    if response.status_code == 206:
+    if response.status == 206:
         _, total = parse_content_range(response.headers.get("content-range"))
         if total is not None:
             return total
@@ -284,9 +339,9 @@ def _expected_total(file: FileToFetch, partial: PartialFile, response: httpx.Res
     return partial.size + int(length) if length.isdigit() else None
 
 
-async def _read_excerpt(response: httpx.Response) -> bytes:
+async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:
     body = bytearray()
-    async for chunk in response.aiter_bytes():
+    async for chunk in response.content.iter_any():
         body += chunk
         if len(body) >= _ERROR_BODY_BYTES:
             break

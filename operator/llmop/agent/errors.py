@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
+
+import aiohttp
 
 #: How much of a failing source's answer is quoted: enough for "Repository not found" or an
 #: nginx error page's title, not a whole HTML page.
@@ -45,5 +49,13 @@ def digest_mismatch_message(label: str, expected: str, actual: str) -> str:
 
 
 def transport_reason(error: BaseException) -> str:
-    """What went wrong on the wire, in words; some httpx errors carry an empty message."""
+    """What went wrong on the wire, in words: `cannot connect to host:port: Connection refused`
+    rather than aiohttp's `Cannot connect to host ... ssl:default [Connect call failed ...]`."""
+    if isinstance(error, aiohttp.ClientConnectorError):
+        cause = error.os_error
+        if isinstance(cause, socket.gaierror) or not cause.errno:
+            why = cause.strerror or str(cause)
+        else:
+            why = os.strerror(cause.errno)
+        return f"cannot connect to {error.host}:{error.port}: {why}"
     return str(error) or type(error).__name__

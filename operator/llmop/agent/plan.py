@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmop.agent.errors import (
@@ -153,22 +153,20 @@ def url_file(source: ModelSource, models_dir: Path, expected_sha256: str | None)
 
 
 async def fetch_hf_listing(
-    client: httpx.AsyncClient, source: ModelSource, settings: AgentSettings, headers: dict[str, str]
+    client: aiohttp.ClientSession, source: ModelSource, settings: AgentSettings, headers: dict[str, str]
 ) -> HfRepoListing:
     assert source.repo_id is not None
     url = hf_listing_url(settings.hf_endpoint, source.repo_id, source.revision)
     shown = url.removesuffix("?blobs=true")
     try:
-        response = await client.get(url, headers=headers)
-    except httpx.HTTPError as error:
+        async with client.get(url, headers=headers) as response:
+            status, reason, body = response.status, response.reason or "", await response.read()
+    except (aiohttp.ClientError, TimeoutError) as error:
         raise SourceError(f"GET {shown}: {transport_reason(error)}") from error
-    if response.status_code >= 400:
-        failure = describe_http_failure(
-            "GET", shown, response.status_code, response.reason_phrase, response.content
-        )
-        raise SourceError(failure)
+    if status >= 400:
+        raise SourceError(describe_http_failure("GET", shown, status, reason, body))
     try:
-        return HfRepoListing.model_validate_json(response.content)
+        return HfRepoListing.model_validate_json(body)
     except ValidationError as error:
         raise SourceError(
             f"GET {shown}: the answer is not a Hugging Face model listing: {error.errors()[0]['msg']}"
@@ -176,7 +174,7 @@ async def fetch_hf_listing(
 
 
 async def plan_pull(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     source: ModelSource,
     expected_sha256: str | None,
     settings: AgentSettings,

@@ -17,7 +17,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from llmop.agent.download import hash_file, land_partial, transfer_file, verify_partial
 from llmop.agent.plan import FileToFetch, PullPlan, plan_pull
@@ -89,7 +89,7 @@ def present_single_file(destination: Path, recorded_sha256: str | None) -> tuple
 
 
 class ModelPuller:
-    def __init__(self, settings: AgentSettings, client: httpx.AsyncClient, store: ModelStore) -> None:
+    def __init__(self, settings: AgentSettings, client: aiohttp.ClientSession, store: ModelStore) -> None:
         self._settings = settings
         self._client = client
         self._store = store

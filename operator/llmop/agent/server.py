@@ -19,7 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -207,9 +207,16 @@ def build_app(settings: AgentSettings) -> web.Application:
     app = web.Application(middlewares=[bad_requests_as_400])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        timeout = httpx.Timeout(settings.read_timeout, connect=settings.connect_timeout)
-        async with httpx.AsyncClient(
-            follow_redirects=True, timeout=timeout, headers={"User-Agent": f"llmop-agent/{__version__}"}
+        # No total limit: a model takes as long as it takes; silence is what fails it.
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        # aiohttp, not httpx, for the sources: its C parser receives a large body about four
+        # times faster (docs/benchmarks.md, pull overhead), and the agent already serves with it.
+        async with aiohttp.ClientSession(
+            timeout=timeout,
+            auto_decompress=False,  # the bytes on disk are the file's bytes
+            headers={"User-Agent": f"llmop-agent/{__version__}"},
         ) as client:
             store = ModelStore(settings.models_dir)
             transfers = TransferRegistry()

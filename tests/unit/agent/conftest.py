@@ -35,7 +35,8 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[StartAgent]:
 
     async def start(**settings: Any) -> RunningAgent:
         models_dir = settings.pop("models_dir", tmp_path / "models")
-        app = build_app(AgentSettings(models_dir=models_dir, connect_timeout=5, read_timeout=5, **settings))
+        settings = {"connect_timeout": 5, "read_timeout": 5, **settings}
+        app = build_app(AgentSettings(models_dir=models_dir, **settings))
         url = await serve(app, runners)
         runner = runners[-1]
         http = httpx.AsyncClient(timeout=30)

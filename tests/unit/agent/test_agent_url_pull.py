@@ -82,6 +82,32 @@ async def test_a_dropped_connection_fails_the_pull_and_the_next_pull_resumes_wit
     assert (await agent.startup()).status_code == 200
 
 
+async def test_a_silent_source_fails_after_the_read_timeout_keeping_every_byte_it_sent(
+    source: SourceServer, start_agent: StartAgent
+) -> None:
+    body = random_bytes(2 * MiB)
+    # Less than a write batch: bytes still gathering for the disk when the source fell silent.
+    sent = MiB // 2 + 12345
+    held = SourceFile(body, hold_at=sent)
+    source.files["m.gguf"] = held
+    model = source.file_url("m.gguf")
+    agent = await start_agent(read_timeout=1)
+    partial = local_file(agent.models_dir, model).with_name("m.gguf.partial")
+
+    failed = await agent.pull(model)
+
+    assert failed[-1] == {
+        "error": f"GET {model}: the source sent nothing for 1s after {sent} of {len(body)} bytes; "
+        "the partial file is kept and the next pull resumes from it"
+    }
+    assert partial.read_bytes() == body[:sent]
+    held.release.set()
+    held.hold_at = None
+    assert (await agent.pull(model))[-1] == {"status": "success"}
+    assert source.ranges_asked("/files/m.gguf") == [None, f"bytes={sent}-"]
+    assert local_file(agent.models_dir, model).read_bytes() == body
+
+
 async def test_a_source_that_changed_since_the_partial_restarts_the_file(
     source: SourceServer, start_agent: StartAgent
 ) -> None:
@@ -170,7 +196,7 @@ async def test_an_unreachable_source_is_named_in_the_error(start_agent: StartAge
 
     lines = await agent.pull(model)
 
-    assert lines[-1] == {"error": f"GET {model}: All connection attempts failed"}
+    assert lines[-1] == {"error": f"GET {model}: cannot connect to 127.0.0.1:9: Connection refused"}
 
 
 async def test_startup_answers_503_naming_what_is_missing_until_the_model_is_complete(
