@@ -3,15 +3,16 @@
 The sha256 is computed while the bytes arrive (after re-reading what a partial already holds),
 so a verified file costs no second pass over tens of gigabytes. Received bytes are gathered into
 batches of WRITE_BATCH_BYTES (or whatever arrived in WRITE_BATCH_SECONDS); one worker thread
-per file writes (unbuffered) and hashes each batch while the event loop receives the next.
-Memory stays bounded (two batches), a killed process loses at most the two batches not yet
-written (fetched again on resume), and a cancelled or failed transfer writes what it received
-before the partial is closed.
+per file writes (unbuffered), hashes and now and then syncs each batch while the event loop
+receives the next. Memory stays bounded (a few batches), a killed process loses at most the
+batches not yet written (fetched again on resume), and a cancelled or failed transfer writes
+what it received before the partial is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
@@ -40,6 +41,13 @@ WRITE_BATCH_BYTES = 1 << 20
 #: ...or sooner, once the first bytes of a batch have waited this long: on a slow link the file
 #: (and so progress, and what a resume keeps) still grows several times a second.
 WRITE_BATCH_SECONDS = 0.2
+#: Batches queued for the disk thread at most; the receiving loop waits beyond that. Room for a
+#: few lets the network keep going while the thread syncs.
+BATCHES_IN_FLIGHT = 4
+#: The disk thread syncs the partial after every this many bytes, so the sync before the rename
+#: finds little left to write: on a link slower than the disk, the file is on disk when the last
+#: byte arrives instead of a gigabyte later.
+SYNC_EVERY_BYTES = 64 << 20
 _HASH_READ_BYTES = 8 << 20
 _ERROR_BODY_BYTES = 4096
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)\s*$")
@@ -105,6 +113,7 @@ class PartialFile:
         self.size = 0
         self.hasher = hashlib.sha256()
         self._file: IO[bytes] | None = None
+        self._unsynced = 0
 
     def open_for_resume(self, expected_size: int | None) -> None:
         """Open for appending after hashing what is already there; a partial longer than the
@@ -149,6 +158,10 @@ class PartialFile:
         self._file.write(chunk)
         self.hasher.update(chunk)
         self.size += len(chunk)
+        self._unsynced += len(chunk)
+        if self._unsynced >= SYNC_EVERY_BYTES:
+            os.fdatasync(self._file.fileno())
+            self._unsynced = 0
 
     def close(self) -> None:
         if self._file is not None:
@@ -249,7 +262,7 @@ async def _receive(
     received = partial.size  # on disk, or queued for the disk thread
     batch = bytearray()
     batch_started = 0.0
-    writing: asyncio.Future[None] | None = None
+    writing: collections.deque[asyncio.Future[None]] = collections.deque()
     answered = False
     try:
         async with client.get(file.url, headers=request_headers) as response:
@@ -279,8 +292,8 @@ async def _receive(
             async for chunk in response.content.iter_any():
                 if total is not None and received + len(chunk) > total:
                     batch.clear()
-                    if writing is not None:
-                        await writing
+                    while writing:
+                        await writing.popleft()
                     await disk.run(partial.discard)
                     raise SourceError(f"GET {file.url}: the source sent more than the {total} bytes expected")
                 if not batch:
@@ -288,17 +301,17 @@ async def _receive(
                 batch += chunk
                 received += len(chunk)
                 if len(batch) >= WRITE_BATCH_BYTES or time.monotonic() - batch_started >= WRITE_BATCH_SECONDS:
-                    if writing is not None:
-                        await writing  # one batch on its way to disk while the next arrives
-                    writing = disk.submit(partial.append, bytes(batch))
+                    if len(writing) >= BATCHES_IN_FLIGHT:
+                        await writing.popleft()  # the disk is behind: let the source wait
+                    writing.append(disk.submit(partial.append, bytes(batch)))
                     batch.clear()
                     if throttle.due():
                         on_progress(partial.size, total)
             if batch:
-                writing = disk.submit(partial.append, bytes(batch))
+                writing.append(disk.submit(partial.append, bytes(batch)))
                 batch.clear()
-            if writing is not None:
-                await writing
+            while writing:
+                await writing.popleft()
     except aiohttp.ConnectionTimeoutError as error:
         raise SourceError(
             f"GET {file.url}: could not connect within {client.timeout.sock_connect:g}s"
