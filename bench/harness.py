@@ -30,7 +30,7 @@ for _path in (REPO / "hack", REPO / "tests", REPO / "operator"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from llmop.k8s.client import DEPLOYMENTS, LLMBACKENDS, MODELPULLS, KubeClient, Resource  # noqa: E402
+from llmop.k8s.client import DEPLOYMENTS, LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient, Resource  # noqa: E402
 
 NAMESPACES = Resource("v1", "namespaces", namespaced=False)
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
@@ -299,6 +299,18 @@ class Watcher:
         self._task = asyncio.create_task(self._run())
         await asyncio.wait_for(self._started.wait(), 30)
 
+    async def _first_list(self) -> httpx.Response:
+        # Right after a CRD is Established, the API server may still answer 429 "storage is
+        # (re)initializing" for a few seconds and asks the client to retry.
+        for _ in range(60):
+            try:
+                return await self.kube._request("GET", self.resource.path(self.namespace))
+            except KubeAPIError as error:
+                if error.status_code != 429:
+                    raise
+                await asyncio.sleep(0.5)
+        return await self.kube._request("GET", self.resource.path(self.namespace))
+
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
@@ -306,7 +318,7 @@ class Watcher:
                 await self._task
 
     async def _run(self) -> None:
-        response = await self.kube._request("GET", self.resource.path(self.namespace))
+        response = await self._first_list()
         version = response.json()["metadata"]["resourceVersion"]
         while True:
             params = {"watch": "1", "resourceVersion": version, "timeoutSeconds": "3600"}

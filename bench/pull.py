@@ -1,10 +1,13 @@
 """Scenario 4: what a ModelPull costs over fetching the same bytes yourself.
 
 One local model source (hack/modelsource.py) serves a file of random bytes (1 GiB by default).
-Each repetition fetches it twice, in turn, under two names that are hard links of one file (the
-same bytes, the same page cache, two URLs, so nothing is "already there"):
+Each repetition fetches it three ways, each going first in turn, under names that are hard links of
+one file (the same bytes, the same page cache, other URLs, so nothing is "already there"):
 
 - direct: `curl -o` into a folder beside the pod volumes;
+- verified: the same, then `openssl dgst -sha256` of the file: a direct download checked as the
+  agent checks every pull (openssl's sha256 is the fastest at hand; coreutils' sha256sum takes
+  five times as long here);
 - llmop: a ModelPull of the URL into a running vLLM backend; the pod's llmop agent (started by
   hack/podrunner.py, as the kubelet would) downloads it, hashing as it goes. Timed from just before
   the ModelPull is created to the watch event that says Succeeded.
@@ -50,7 +53,19 @@ def _write_random(path: Path, mib: int) -> None:
 
 
 def _phase(obj: dict[str, Any]) -> dict[str, Any]:
-    return {"phase": (obj.get("status") or {}).get("phase")}
+    status = obj.get("status") or {}
+    return {"phase": status.get("phase"), "status": status}
+
+
+def _status_writes(events: list[Any]) -> int:
+    """MODIFIED events that changed the status; kopf's own patches (its finalizer, its
+    annotations) modify the object too, but are not status writes."""
+    writes, last = 0, None
+    for event in events:
+        if event.type == "MODIFIED" and event.object["status"] != last:
+            writes += 1
+        last = event.object["status"]
+    return writes
 
 
 async def run_pull(
@@ -68,6 +83,7 @@ async def run_pull(
     pulls = Watcher(kube, MODELPULLS, NAMESPACE, _phase)
     backends = Watcher(kube, LLMBACKENDS, NAMESPACE, _phase)
     direct: list[float] = []
+    verified: list[float] = []
     ours: list[float] = []
     writes: list[dict[str, Any]] = []
     loads = [load_average()]
@@ -87,28 +103,26 @@ async def run_pull(
             }
             await kube.create(LLMBACKENDS, backend)
             await backends.wait_for(lambda: "puller" in backends.ready_at, 180)
+            kinds = ["direct", "verified", "llmop"]
             for rep in range(repeats):
                 name = f"big-{rep}"
-                for kind in ("direct", "llmop") if rep % 2 == 0 else ("llmop", "direct"):
+                for kind in kinds[rep % 3 :] + kinds[: rep % 3]:  # each goes first in turn
                     link = root / "files" / "bench" / f"{name}-{kind}.bin"
                     link.unlink(missing_ok=True)
                     os.link(original, link)
                     url = f"{source.url}/files/bench/{link.name}"
-                    if kind == "direct":
-                        target = direct_dir / link.name
-                        started = time.monotonic()
-                        await asyncio.to_thread(
-                            subprocess.run, ["curl", "-sSf", "-o", str(target), url], check=True
-                        )
-                        direct.append(time.monotonic() - started)
-                        target.unlink()
-                    else:
+                    if kind == "llmop":
                         seconds, counted = await _model_pull(kube, pulls, backends, name, url)
                         ours.append(seconds)
                         writes.append(counted)
                         for landed in podrunner.workdir.rglob(link.name):
                             with contextlib.suppress(OSError):
                                 landed.unlink()
+                    else:
+                        seconds = await asyncio.to_thread(
+                            _download, url, direct_dir / link.name, verify=kind == "verified"
+                        )
+                        (direct if kind == "direct" else verified).append(seconds)
                     link.unlink()
                 loads.append(load_average())
             # A source slower than the machine, as a network link is: what the pull adds then.
@@ -120,13 +134,9 @@ async def run_pull(
                 os.link(original, link)
                 url = f"{source.url}/files/bench/{link.name}"
                 if kind == "direct":
-                    target = direct_dir / link.name
-                    started = time.monotonic()
-                    await asyncio.to_thread(
-                        subprocess.run, ["curl", "-sSf", "-o", str(target), url], check=True
+                    throttled["direct_seconds"] = await asyncio.to_thread(
+                        _download, url, direct_dir / link.name, verify=False
                     )
-                    throttled["direct_seconds"] = time.monotonic() - started
-                    target.unlink()
                 else:
                     seconds, counted = await _model_pull(kube, pulls, backends, "throttled", url)
                     throttled["llmop_seconds"] = seconds
@@ -149,8 +159,10 @@ async def run_pull(
         "mib": mib,
         "repeats": repeats,
         "direct_seconds": direct,
+        "verified_seconds": verified,
         "llmop_seconds": ours,
         "ratio_of_medians": median(ours) / median(direct),
+        "ratio_to_verified": median(ours) / median(verified),
         "ratios": ratios,
         "direct_mib_per_second": mib / median(direct),
         "llmop_mib_per_second": mib / median(ours),
@@ -159,6 +171,17 @@ async def run_pull(
         "loads": loads,
         "throttled": throttled,
     }
+
+
+def _download(url: str, target: Path, *, verify: bool) -> float:
+    """Seconds for `curl -o` (and, verifying, `openssl dgst -sha256` of the file)."""
+    started = time.monotonic()
+    subprocess.run(["curl", "-sSf", "-o", str(target), url], check=True)
+    if verify:
+        subprocess.run(["openssl", "dgst", "-sha256", str(target)], check=True, stdout=subprocess.DEVNULL)
+    seconds = time.monotonic() - started
+    target.unlink()
+    return seconds
 
 
 async def _model_pull(
@@ -184,12 +207,17 @@ async def _model_pull(
 
     finished = await pulls.wait_for(done, 1800)
     await asyncio.sleep(0.5)
-    pull_writes = len([e for e in pulls.modified_between(sent, finished + 0.001) if e.name == name])
-    backend_writes = len(backends.modified_between(sent, finished + 0.001))
+    pull_events = [e for e in pulls.events if e.name == name and e.at < finished + 0.001]
+    pull_writes = _status_writes(pull_events)
+    object_writes = len([e for e in pulls.modified_between(sent, finished + 0.001) if e.name == name])
+    backend_writes = _status_writes([e for e in backends.events if e.at < finished + 0.001]) - _status_writes(
+        [e for e in backends.events if e.at < sent]
+    )
     seconds = finished - sent
     await kube.delete(MODELPULLS, name, NAMESPACE)
     return seconds, {
         "modelpull": pull_writes,
+        "modelpull_object_writes": object_writes,
         "backend": backend_writes,
         "per_second": (pull_writes + backend_writes) / seconds,
     }
