@@ -18,6 +18,9 @@ in the tests moves real data from this server instead. It serves, from `--root D
         the file, with Range, `ETag`, `X-Repo-Commit`, and for LFS files `X-Linked-Size` and
         `X-Linked-Etag`, as the Hub sends them. (The Hub redirects LFS downloads to its CDN;
         this server answers them directly, which clients following redirects cannot tell.)
+  A repo with a file `DIR/hf/<org>/<repo>.token` beside its folder is gated, as on the Hub: its
+  listing is public (with "gated": "manual"), its files answer 401 `GatedRepo` unless the request
+  carries `Authorization: Bearer <the file's content>`.
   Errors carry the Hub's `X-Error-Code` and `X-Error-Message` headers and JSON body:
   404 `{"error": "Repository not found"}` (RepoNotFound), 404 `{"error": "Entry not found"}`
   (EntryNotFound), 404 `{"error": "Invalid rev id: <rev>"}` (RevisionNotFound). (The Hub
@@ -293,9 +296,25 @@ class ModelSource:
             raise hub_error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
         return repo_dir, files, sha
 
+    @staticmethod
+    def _gate_token(repo_dir: Path) -> str | None:
+        token_file = repo_dir.with_name(f"{repo_dir.name}.token")
+        return token_file.read_text().strip() if token_file.is_file() else None
+
+    def _check_gate(self, request: web.Request, repo_dir: Path) -> None:
+        token = self._gate_token(repo_dir)
+        if token is not None and request.headers.get("Authorization") != f"Bearer {token}":
+            org, repo = request.match_info["org"], request.match_info["repo"]
+            raise hub_error(
+                401,
+                "GatedRepo",
+                f"Access to model {org}/{repo} is restricted. You must have access to it and be "
+                "authenticated to access it. Please log in.",
+            )
+
     async def h_model_info(self, request: web.Request) -> web.Response:
         self._count(request)
-        _, files, sha = await asyncio.to_thread(self._repo, request)
+        repo_dir, files, sha = await asyncio.to_thread(self._repo, request)
         org, repo = request.match_info["org"], request.match_info["repo"]
         blobs = request.query.get("blobs", "").lower() in ("1", "true")
         siblings = []
@@ -320,7 +339,7 @@ class ModelSource:
                 "sha": sha,
                 "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(modified)),
                 "private": False,
-                "gated": False,
+                "gated": "manual" if self._gate_token(repo_dir) is not None else False,
                 "disabled": False,
                 "downloads": 0,
                 "likes": 0,
@@ -359,6 +378,7 @@ class ModelSource:
 
     async def h_resolve(self, request: web.Request) -> web.StreamResponse:
         repo_dir, _, sha = await asyncio.to_thread(self._repo, request)
+        self._check_gate(request, repo_dir)
         path = await asyncio.to_thread(self.catalogue.safe, repo_dir, request.match_info["path"])
         if path is None:
             self._count(request)

@@ -144,11 +144,17 @@ def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: Runtime
     return container
 
 
+#: Variables of `spec.env` the agent gets too: the Hugging Face token the runtime would download
+#: with is the one the agent downloads with for it (gated and private repos).
+AGENT_SHARED_ENV = ("HF_TOKEN",)
+
+
 def agent_container(spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, Any]:
     """The llmop agent as a native sidecar: it downloads models, and its startup probe holds the
     runtime back until every model the runtime serves is complete on disk."""
     path = served_model_path(spec)
     required = [path.removeprefix(f"{MODELS_DIR}/")] if path else []
+    shared = [deepcopy(var) for var in spec.env or [] if var.get("name") in AGENT_SHARED_ENV]
     return {
         "name": AGENT_CONTAINER,
         "image": config.agent_image,
@@ -157,6 +163,8 @@ def agent_container(spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, A
             {"name": "LLMOP_REQUIRED_MODELS", "value": ",".join(required)},
             # A Hugging Face mirror for clusters that cannot reach the Hub (HF_ENDPOINT convention).
             *([{"name": "HF_ENDPOINT", "value": config.hf_endpoint}] if config.hf_endpoint else []),
+            # As the user wrote it: a secretKeyRef stays a reference, never a value.
+            *shared,
         ],
         "ports": [{"name": AGENT_PORT_NAME, "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "volumeMounts": [_models_mount()],

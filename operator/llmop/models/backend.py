@@ -154,7 +154,12 @@ class LLMBackendSpec(ApiModel):
         default=None, description="A persistent model volume; an emptyDir when unset."
     )
     args: list[str] | None = Field(default=None, description="Extra arguments for the runtime.")
-    env: list[EnvVar] | None = Field(default=None, description="Extra environment, as in a container.")
+    env: list[EnvVar] | None = Field(
+        default=None,
+        description="Extra environment of the runtime container, as in a container. An HF_TOKEN entry "
+        "(a Hugging Face token, best from a Secret with valueFrom.secretKeyRef) is given to the llmop "
+        "agent too, which downloads vLLM's and llama.cpp's models from gated or private repos with it.",
+    )
     port: int = Field(
         default=0,
         description="Port the runtime listens on; 0 means the runtime's default "

@@ -12,7 +12,6 @@ from llmop.models.base import (
     ApiModel,
     Condition,
     LocalObjectReference,
-    SecretKeyReference,
     cel,
     duration_field,
     validations,
@@ -47,9 +46,6 @@ class ModelPullSpec(ApiModel):
         pattern=r"^[a-f0-9]{64}$",
     )
     insecure: bool = Field(default=False, description="Allow a plain-HTTP registry (Ollama).")
-    token_secret_ref: SecretKeyReference | None = Field(
-        default=None, description="Secret key holding a Hugging Face token for gated or private repos."
-    )
     retry: RetrySpec = Field(default_factory=RetrySpec, description="Retries with exponential backoff.")
 
 

@@ -303,6 +303,18 @@ def test_the_agent_waits_for_the_model_the_runtime_serves(
     assert f"/models/{required}" in runtime(backend)["args"]
 
 
+@pytest.mark.parametrize("runtime_name", ["vllm", "llamacpp"])
+def test_the_hugging_face_token_of_spec_env_reaches_the_agent_as_a_reference(runtime_name: str) -> None:
+    token = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    other = {"name": "VLLM_LOGGING_LEVEL", "value": "DEBUG"}
+    backend = spec(runtime_name, env=[token, other])
+
+    assert env_of(agent(backend))["HF_TOKEN"] == token
+    assert "VLLM_LOGGING_LEVEL" not in env_of(agent(backend))  # the runtime's settings stay its own
+    assert env_of(runtime(backend))["HF_TOKEN"] == token
+    assert "HF_TOKEN" not in env_of(agent(spec(runtime_name)))
+
+
 def test_ollama_pulls_by_itself_and_gets_no_agent() -> None:
     assert "initContainers" not in pod(spec("ollama"))
 
