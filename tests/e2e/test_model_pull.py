@@ -657,3 +657,69 @@ def test_a_pull_for_a_missing_backend_waits_and_starts_when_it_appears(
     assert status["digest"] == f"sha256:{model.sha256}"
     assert condition_of(status, "Ready")["status"] == "True"
     assert model.model in agent_tags(agent_url(kube, "later", pull_ns))
+
+
+def test_a_pod_that_replaces_a_pulled_one_gets_the_model_and_the_backend_serves_again(
+    kube: Kube, pull_ns: str, source: ModelSource
+) -> None:
+    model = publish_hf(source, "again")
+    backend = llamacpp_backend("again", model.model)
+    del backend["spec"]["storage"]  # an emptyDir: each pod has a model volume of its own
+    kube.apply(backend, pull_ns)
+    name = backend_pull(kube, "again", pull_ns)
+    wait_phase(kube, name, pull_ns, "Succeeded")
+    wait_backend_ready(kube, "again", pull_ns)
+    first = backend_pod(kube, "again", pull_ns)["metadata"]["name"]
+
+    # A rescheduled pod, as after a node failure: a new pod with an empty model volume (emptyDir).
+    kube.run("delete", "pod", first, "-n", pull_ns, "--wait=false")
+
+    def serving_from_a_new_pod() -> dict[str, Any] | None:
+        status = pull_status(kube, name, pull_ns)
+        pods = [r["pod"] for r in status.get("replicas") or [] if r["phase"] == "Succeeded"]
+        fresh = [pod for pod in pods if pod != first]
+        ready = backend_ready(kube, "again", pull_ns) == "True"
+        return status if fresh and ready and status.get("phase") == "Succeeded" else None
+
+    status = eventually(serving_from_a_new_pod, timeout=120, interval=0.5, message="the new pod serving")
+    assert status["digest"] == f"sha256:{model.sha256}"
+    assert first not in [r["pod"] for r in status["replicas"]], status["replicas"]
+    stats = source.stats(model.stats_path)
+    assert stats["completed"] == 2, f"the new pod's volume was not filled from the source: {stats}"
+
+
+def test_a_gated_repo_pulls_once_the_backend_has_a_token_from_a_secret(
+    kube: Kube, pull_ns: str, source: ModelSource
+) -> None:
+    model = publish_hf(source, "gated")
+    token = uuid.uuid4().hex
+    repo = model.model.removeprefix("hf://").rsplit("/", 1)[0]  # llmop-e2e/gated-xxxxxx
+    (source.root / "hf" / f"{repo}.token").write_text(token)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "hf-token"},
+        "stringData": {"token": token},
+    }
+    kube.apply(secret, pull_ns)
+    backend = llamacpp_backend("gated", model.model)
+    kube.apply(backend, pull_ns)
+    name = backend_pull(kube, "gated", pull_ns)
+
+    def refused() -> dict[str, Any] | None:
+        status = pull_status(kube, name, pull_ns)
+        return status if "401" in (status.get("lastError") or "") else None
+
+    status = eventually(refused, timeout=60, interval=0.5, message="the pull refused without a token")
+    assert f"Access to model {repo} is restricted" in status["lastError"], status["lastError"]
+
+    backend["spec"]["env"] = [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+    ]
+    kube.apply(backend, pull_ns)
+
+    status = wait_phase(kube, name, pull_ns, "Succeeded", timeout=180)
+    assert status["digest"] == f"sha256:{model.sha256}"
+    wait_backend_ready(kube, "gated", pull_ns)
+    deployment = kube.get("deployment", "gated", pull_ns)
+    assert token not in yaml.safe_dump(deployment), "the token is a reference, never a value"

@@ -69,7 +69,8 @@ def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
     scheduled = conditions.get("PodScheduled", {})
     unschedulable = scheduled.get("message") if scheduled.get("status") == "False" else None
     waiting = None
-    for container in [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]:
+    containers = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
+    for container in containers:
         state = container.get("state", {}).get("waiting")
         if state:
             waiting = f"{container.get('name')}: {state.get('reason', 'Waiting')} {state.get('message', '')}".strip()
@@ -82,6 +83,7 @@ def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
         unschedulable=unschedulable,
         scheduled=scheduled.get("status") == "True",
         waiting=waiting,
+        running=tuple(c.get("name", "") for c in containers if "running" in c.get("state", {})),
     )
 
 

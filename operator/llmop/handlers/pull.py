@@ -19,10 +19,10 @@ from pydantic import ValidationError
 from llmop import API_GROUP, API_VERSION, metrics
 from llmop.handlers.backend import BackendKey, status_patch
 from llmop.k8s.client import LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient
-from llmop.manifests import AGENT_PORT
+from llmop.manifests import AGENT_CONTAINER, AGENT_PORT, RUNTIME_CONTAINER
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.duration import parse_duration
-from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase
+from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase, ReplicaPull
 from llmop.reconcile.backend_status import PodFacts
 from llmop.reconcile.pull_status import (
     IN_FLIGHT_REASON,
@@ -37,6 +37,8 @@ from llmop.runtimes import RuntimeAdapter, RuntimeAPIError, connect
 from llmop.runtimes.agent import connect_agent
 
 logger = logging.getLogger(__name__)
+#: How often a finished pull looks for backend pods that came after it (in memory, no requests).
+NEW_POD_CHECK_SECONDS = 5.0
 
 
 def _now() -> datetime:
@@ -75,10 +77,27 @@ def _pull_api(runtime: str | None, url: str, client: httpx.AsyncClient, timeout:
     return connect_agent(url, client=client, timeout=timeout)
 
 
-def _targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
-    """Pod name -> base URL of the API that pulls into that pod."""
+def pods_without_the_model(spec: LLMBackendSpec, pods: list[PodFacts], status: ModelPullStatus) -> list[str]:
+    """Pods the pull would go to that are not among those it succeeded on."""
+    done = {replica.pod for replica in status.replicas or [] if replica.phase == "Succeeded"}
+    return [pod for pod in pull_targets(spec, pods) if pod not in done]
+
+
+def pull_targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
+    """Pod name -> base URL of the API that pulls into that pod: every pod whose pull API runs.
+
+    Not only Running pods: the agent is a native sidecar whose startup probe passes once the
+    model is on disk, and until then the kubelet reports the pod Pending (its getPhase counts a
+    running sidecar that has not started as pending), so waiting for Running would wait forever.
+    """
+    pull_container = RUNTIME_CONTAINER if spec.runtime == "ollama" else AGENT_CONTAINER
     running = sorted(
-        (p for p in pods if p.phase == "Running" and p.ip and not p.deleting), key=lambda p: p.name
+        (
+            p
+            for p in pods
+            if p.ip and not p.deleting and (p.phase == "Running" or pull_container in p.running)
+        ),
+        key=lambda p: p.name,
     )
     port = spec.effective_port if spec.runtime == "ollama" else AGENT_PORT
     targets = {pod.name: f"http://{pod.ip}:{port}" for pod in running}
@@ -171,6 +190,7 @@ async def run_model_pull(
     kube: KubeClient = memo.kube
     writer = StatusWriter(kube, name, namespace, body, memo.config.pull_progress_interval)
     resuming = True  # the first attempt of this daemon may be one a previous operator began
+    known_backend: LLMBackendSpec | None = None  # as last read, to look for new pods cheaply
     while not stopped:
         generation = int(body.metadata.get("generation") or 0)
         try:
@@ -182,13 +202,26 @@ async def run_model_pull(
             await stopped.wait(30)
             continue
         current = writer.written
-        if current.observed_generation == generation and current.phase in ("Succeeded", "Failed"):
-            await stopped.wait(30)  # settled for this generation: a finished pull is never repeated
+        backend_pods = list(pods_by_backend.get((namespace, spec.backend_ref.name), []))
+        settled = current.observed_generation == generation and current.phase in ("Succeeded", "Failed")
+        if settled and (
+            current.phase == "Failed"
+            or (
+                known_backend is not None and not pods_without_the_model(known_backend, backend_pods, current)
+            )
+        ):
+            # A finished pull is never repeated; a pod that came after it (a rollout, a rescheduled
+            # pod, a scale-up) starts with an empty model volume and is pulled into on its own.
+            await stopped.wait(30 if current.phase == "Failed" else NEW_POD_CHECK_SECONDS)
             continue
         if current.observed_generation != generation:
             current = ModelPullStatus()  # a spec change starts over
 
         backend = await kube.get(LLMBACKENDS, spec.backend_ref.name, namespace)
+        if settled and (backend is None or "external" in backend.get("spec", {})):
+            known_backend = None  # nothing to pull into; what was pulled stays Succeeded
+            await stopped.wait(30)
+            continue
         if backend is None:
             await writer.write(
                 _waiting(
@@ -202,13 +235,24 @@ async def run_model_pull(
             await stopped.wait(5)
             continue
         backend_spec = LLMBackendSpec.model_validate(backend.get("spec", {}))
+        known_backend = backend_spec
         if backend_spec.external is not None:
             message = f"LLMBackend {spec.backend_ref.name!r} is external: llmop cannot pull into a server it does not run"
             await writer.write(
                 _settled(current, "Failed", "ExternalBackend", message, generation, stalled=True)
             )
             continue
-        targets = _targets(backend_spec, list(pods_by_backend.get((namespace, spec.backend_ref.name), [])))
+        targets = pull_targets(backend_spec, backend_pods)
+        kept: list[ReplicaPull] = []
+        if settled:  # Succeeded: only the pods that came since
+            fresh = pods_without_the_model(backend_spec, backend_pods, current)
+            if not fresh:
+                await stopped.wait(NEW_POD_CHECK_SECONDS)
+                continue
+            alive = {pod.name for pod in backend_pods if not pod.deleting}
+            kept = [r for r in current.replicas or [] if r.phase == "Succeeded" and r.pod in alive]
+            targets = {pod: url for pod, url in targets.items() if pod in fresh}
+            current = current.model_copy(update={"attempts": 0})  # a new round, counted from 1
         if not targets:
             await writer.write(
                 _waiting(
@@ -223,6 +267,9 @@ async def run_model_pull(
         # A pod whose pull API does not answer yet (a runtime or agent still starting, or
         # restarting) is waited for: that is no failed attempt.
         silent = await _silent_targets(targets, backend_spec.runtime, memo.runtime_http)
+        if silent and settled:
+            await stopped.wait(2)  # a new pod still starting; the pull stays Succeeded meanwhile
+            continue
         if silent:
             await writer.write(
                 _waiting(current, "WaitingForRuntime", f"waiting for the pull API of {silent}", generation)
@@ -268,7 +315,7 @@ async def run_model_pull(
                 update={
                     "phase": "Succeeded",
                     "progress": tracker.progress(),
-                    "replicas": tracker.replica_states(),
+                    "replicas": sorted([*kept, *tracker.replica_states()], key=lambda r: r.pod),
                     "digest": digest,
                     "size_bytes": size,
                     "completed_at": _now(),

@@ -42,6 +42,10 @@ class PodFacts:
     unschedulable: str | None = None  # the scheduler's message while PodScheduled=False
     scheduled: bool = True  # PodScheduled=True: placed on a node (a pod just made is not yet)
     waiting: str | None = None  # a container's waiting reason and message, e.g. ImagePullBackOff
+    #: Containers (native sidecars included) in state running. The kubelet keeps a pod Pending
+    #: until its sidecars' startup probes pass, and the agent's passes only once the model is on
+    #: disk: its pull API answers in a pod that is still Pending.
+    running: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
