@@ -464,6 +464,18 @@ def _method_section() -> list[str]:
         "Found with py-spy (`py-spy record -p <operator pid> -f raw`) on the operator during the steady",
         "window: before these changes httpx was over 60% of the operator's CPU, a failed import 12%, the",
         "pool's idle-connection checks 11%, a second /v1/models request per round 13%.",
+        "",
+        "And in the agent, for the pull (measured alone against the same source, 1 GiB, on a quiet",
+        "machine: 6.6-7.5 s before, about 2.2 s after, curl 0.7-0.9 s):",
+        "",
+        "- **aiohttp for the body.** httpx parses HTTP in Python (h11) and reads 64 KiB at a time:",
+        "  about 450 MiB/s here; aiohttp's C parser, 1.7 GiB/s. The agent already served with aiohttp.",
+        "- **Batches on a thread of their own.** Every 64 KiB read used to hop to a worker thread and",
+        "  back before the next read. Now the bytes gather into 1 MiB (or 0.2 s) batches that one thread",
+        "  per file writes and hashes while the next batch arrives, up to four queued.",
+        "- **Syncs along the way.** The partial is synced every 64 MiB, so the sync before the rename",
+        "  finds little left: on a link slower than the disk the file is on disk when its last byte",
+        "  arrives (the 100 MiB/s pull went from 1.06x to 1.00x curl's time).",
     ]
 
 
