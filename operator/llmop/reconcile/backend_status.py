@@ -227,7 +227,11 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         message = f"waiting for model{'s' if len(missing) > 1 else ''} {', '.join(missing)}" + (
             f" ({'; '.join(progress)})" if progress else ""
         )
-    elif not snapshot.external and not any(pod.phase == "Running" and pod.ip for pod in units):
+    elif not snapshot.external and not any(
+        pod.ip and (pod.phase == "Running" or pod.running) for pod in units
+    ):
+        # A pod whose agent runs is Pending to the kubelet until the model is in place: it has
+        # started, and the pull below is what it waits for.
         phase, reason = "Deploying", "PodsStarting"
         message = waiting[0] if waiting else f"waiting for {desired} pod{'s' if desired > 1 else ''} to start"
     elif pulling := [

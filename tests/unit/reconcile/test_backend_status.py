@@ -199,6 +199,19 @@ def test_a_pull_in_flight_is_the_cold_start_and_shows_its_progress() -> None:
     assert ready and ready.reason == "PullingModels" and "tiny 45%" in ready.message
 
 
+def test_a_pull_into_a_pod_the_kubelet_still_calls_pending_shows_its_progress() -> None:
+    # The kubelet keeps the pod Pending until the agent's startup probe passes (the model is on
+    # disk); the runtime waits for it, and the pull is what the backend waits for.
+    pod = PodFacts(
+        name="b-1", ip="127.1.0.5", phase="Pending", waiting="runtime: PodInitializing", running=("agent",)
+    )
+    pulls = {"tiny": PullFacts(phase="Pulling", summary="45% 270.0KiB/600.0KiB")}
+    status = compute_backend_status(snapshot(pods=[pod], runtimes={}, pulls=pulls))
+    ready = find(status.conditions, "Ready")
+    assert status.phase == "Loading"
+    assert ready and ready.reason == "PullingModels" and "tiny 45%" in ready.message
+
+
 def test_a_pod_the_scheduler_has_not_placed_yet_is_not_called_scheduled() -> None:
     waiting = PodFacts(name="b-1", phase="Pending", scheduled=False)
     status = compute_backend_status(snapshot(pods=[waiting], runtimes={}))
