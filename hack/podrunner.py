@@ -29,6 +29,10 @@ What it does, as the kubelet would:
   after 10 min of running), one log line per restart. A pod that is deleted or stops Running
   has its process groups terminated (main containers first, then sidecars).
 - each container's output goes to `<workdir>/logs/<ns>_<pod>_<container>.log`, across restarts.
+- pod status: kwok marks a pod Running with its IP once it is bound; from then on this runner
+  writes the status as the kubelet would (phase, conditions, init and main container statuses with
+  `started`, `ready`, `restartCount`): Pending while the agent sidecar has not passed its startup
+  probe, Running once every container ran, Ready only when every readiness probe passes.
 
 Pods are listed every 0.5 s with the Kubernetes Python client (a list, not a watch: nothing to
 resume after the API server restarts, and processes keep running while it is down, as they do
@@ -609,6 +613,70 @@ class PodState:
     phase: str = "starting"  # starting | running | stopping | stopped
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
+    #: Every sidecar had started and every main container had run, once: the kubelet's
+    #: "initialized", after which restarts no longer make the pod Pending.
+    initialized_once: bool = False
+    reported: dict[str, Any] | None = None  # the status last written to the API
+
+    def kubelet_status(self) -> dict[str, Any]:
+        """Phase, conditions and container statuses as the kubelet reports them.
+
+        From pkg/kubelet/kubelet_pods.go (getPhase) and the status manager: the pod is Pending
+        while a native sidecar runs but has not started (its startup probe has not passed) or a
+        main container has not run yet; Running from then on, through container restarts. A
+        container is ready when its readiness probe passes (or it has none and has started); the
+        pod is Ready when all of them are.
+        """
+        sidecars = [c for c in self.containers if c.role == "sidecar"]
+        mains = [c for c in self.containers if c.role == "main"]
+        sidecars_started = all(c.started for c in sidecars)
+        mains_ran = bool(mains) and all(c.state in ("running", "delayed") or c.restarts for c in mains)
+        if sidecars_started and mains_ran:
+            self.initialized_once = True
+        initialized = self.initialized_once or sidecars_started
+        ready = self.initialized_once and all(c.ready for c in self.containers)
+
+        def condition(kind: str, true: bool, reason: str = "") -> dict[str, Any]:
+            found: dict[str, Any] = {"type": kind, "status": "True" if true else "False"}
+            if not true and reason:
+                found["reason"] = reason
+            return found
+
+        def container(c: Container) -> dict[str, Any]:
+            if c.state in ("running", "delayed"):
+                state: dict[str, Any] = {"running": {}}
+            elif c.state == "backoff":
+                state = {"waiting": {"reason": "CrashLoopBackOff", "message": c.message}}
+            elif c.state == "error":
+                state = {"waiting": {"reason": "CreateContainerError", "message": c.message}}
+            elif c.role == "main" and not initialized:
+                state = {"waiting": {"reason": "PodInitializing"}}
+            else:
+                state = {"waiting": {"reason": "ContainerCreating"}}
+            status: dict[str, Any] = {
+                "name": c.name,
+                "image": str(c.spec.get("image", "")),
+                "imageID": "",
+                "ready": c.ready,
+                "started": c.started,
+                "restartCount": c.restarts,
+                "state": state,
+            }
+            if c.last_exit_code is not None:
+                status["lastState"] = {"terminated": {"exitCode": c.last_exit_code, "reason": "Error"}}
+            return status
+
+        return {
+            "phase": "Running" if self.initialized_once else "Pending",
+            "conditions": [
+                condition("PodReadyToStartContainers", True),
+                condition("Initialized", initialized, "ContainersNotInitialized"),
+                condition("ContainersReady", ready, "ContainersNotReady"),
+                condition("Ready", ready, "ContainersNotReady"),
+            ],
+            "initContainerStatuses": [container(c) for c in sidecars],
+            "containerStatuses": [container(c) for c in mains],
+        }
 
     @property
     def namespace(self) -> str:
@@ -980,13 +1048,40 @@ class PodRunner:
                 self._api_error = None
                 self._last_list_ok = time.time()
                 self._reconcile(items)
+                await self._report_statuses()
             await asyncio.sleep(self.poll_interval)
 
+    async def _report_statuses(self) -> None:
+        """Write each pod's status where it changed, as the kubelet's status manager does."""
+        for state in list(self.pods.values()):
+            if state.phase not in ("starting", "running") or not state.containers:
+                continue
+            status = state.kubelet_status()
+            if status == state.reported:
+                continue
+            try:
+                await asyncio.to_thread(self._patch_status, state.namespace, state.name, status)
+            except Exception as error:  # gone meanwhile, or the API server restarting: next round
+                log.debug("%s: status not written: %s", state.key, error)
+                continue
+            state.reported = status
+
+    def _patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._api.patch_namespaced_pod_status(
+            name,
+            namespace,
+            {"status": status},
+            _content_type="application/strategic-merge-patch+json",
+            _request_timeout=(3, 10),
+        )
+
     def _reconcile(self, items: list[dict[str, Any]]) -> None:
+        # kwok reports a pod Running with its IP at once; from then on the status is what this
+        # runner writes (Pending while a sidecar starts), so a Pending pod with an IP is one it runs.
         running = {
             pod["metadata"]["uid"]: pod
             for pod in items
-            if pod.get("status", {}).get("phase") == "Running"
+            if pod.get("status", {}).get("phase") in ("Running", "Pending")
             and pod["status"].get("podIP")
             and not pod["metadata"].get("deletionTimestamp")
         }

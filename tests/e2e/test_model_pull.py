@@ -227,7 +227,9 @@ def backend_pod(kube: Kube, backend: str, namespace: str) -> dict[str, Any]:
         lambda: [
             p
             for p in kube.list("pods", namespace, f"llmop.dev/backend={backend}")
-            if p["status"].get("podIP") and p["status"].get("phase") == "Running"
+            # Pending too: the kubelet (here hack/podrunner.py) reports a pod Pending until its
+            # agent has the model, and a pull goes on in it meanwhile.
+            if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")
         ],
         timeout=60,
         message=f"a running pod of {backend}",

@@ -329,6 +329,13 @@ def test_agent_sidecar_pulls_the_model_before_llama_server_starts(
         waiting = runner.container(namespace, name, "runtime") or {}
         assert waiting.get("state") == "waiting" and waiting.get("pid") is None, waiting
         assert not port_open(ip, RUNTIME_PORT)
+        # What the API says meanwhile, as a kubelet would: Pending, the agent running but not started.
+        status = kube.get("pod", name, namespace)["status"]
+        assert status["phase"] == "Pending", status
+        (agent,) = status["initContainerStatuses"]
+        assert agent["name"] == "agent" and "running" in agent["state"] and agent["started"] is False
+        (main,) = status["containerStatuses"]
+        assert main["state"] == {"waiting": {"reason": "PodInitializing"}} and main["ready"] is False
 
         with (
             http() as client,
@@ -344,6 +351,17 @@ def test_agent_sidecar_pulls_the_model_before_llama_server_starts(
         pod = runner.wait_running(namespace, "runtime", timeout=60)
         wait_healthy(ip)
         assert_serves_tiny(ip)
+
+        def reported_ready() -> dict[str, Any] | None:
+            status = kube.get("pod", name, namespace)["status"]
+            ready = {c["type"]: c["status"] for c in status.get("conditions", [])}.get("Ready")
+            return status if status["phase"] == "Running" and ready == "True" else None
+
+        status = eventually(reported_ready, timeout=30, message="the pod Running and Ready in the API")
+        assert [c["started"] for c in status["initContainerStatuses"] + status["containerStatuses"]] == [
+            True,
+            True,
+        ]
         assert time.monotonic() - pulled_at < 30
         model = Path(pod["volumes"]["models"]) / TINY.local_path
         assert model.is_relative_to(runner.workdir / "pods" / namespace / name)
