@@ -309,7 +309,8 @@ async def observe_backend(
     key = (namespace, name)
     waker = memo.observers.setdefault(key, asyncio.Event())
     generation = -1
-    observing_since = _now()
+    # Not _now(): a start cut to the second would spend up to a second of startup.timeout early.
+    observing_since = datetime.now(UTC)
     api_key: str | None = None
     warmed: set[str] = set()
     seen: dict[str, RuntimeObservation] = {}  # the last full observation of each target
@@ -338,7 +339,7 @@ async def observe_backend(
                 continue
             if body.metadata.get("generation") != generation:
                 generation = body.metadata.get("generation", 0)
-                observing_since = _now()
+                observing_since = datetime.now(UTC)
                 api_key = await _api_key(kube, namespace, spec)
                 quiet_rounds = 0
             fast = parse_duration(spec.startup.probe_interval)

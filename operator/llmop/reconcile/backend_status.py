@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from llmop.models.backend import (
@@ -261,7 +261,9 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         old_ready = find(previous.conditions, "Ready")
         since = snapshot.observing_since
         if old_ready and old_ready.status == "False" and old_ready.last_transition_time:
-            since = max(since, old_ready.last_transition_time)
+            # Stored to the second, cut down: the flip came up to a second later than it says,
+            # and the budget must not end early.
+            since = max(since, old_ready.last_transition_time + timedelta(seconds=1))
         if (snapshot.now - since).total_seconds() >= timeout:
             stalled_reason = "StartupTimeout"
             stalled_message = f"not serving after {format_duration(timeout)} (startup.timeout): {message}"

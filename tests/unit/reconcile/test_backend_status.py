@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
+from llmop.models.base import Condition
 from llmop.reconcile.backend_status import (
     BackendSnapshot,
     PodFacts,
@@ -119,6 +120,26 @@ def test_cold_start_past_the_timeout_is_stalled_with_the_last_error() -> None:
     assert "not serving after 5m" in stalled.message and "connection refused" in stalled.message
     assert conditions(status)["Reconciling"] == "False"
     assert status.last_error == stalled.message
+
+
+def test_the_startup_budget_never_ends_early_on_a_time_stored_to_the_second() -> None:
+    # Ready turned False at some moment within T0+10s .. T0+11s; the API keeps T0+10s.
+    flipped = Condition(
+        type="Ready",
+        status="False",
+        reason="RuntimeStarting",
+        last_transition_time=T0 + timedelta(seconds=10),
+    )
+    previous = LLMBackendStatus(conditions=[flipped])
+    budget_end = T0 + timedelta(seconds=10, minutes=5)
+
+    early = compute_backend_status(snapshot(runtimes={"b-1": REFUSED}, previous=previous, now=budget_end))
+    late = compute_backend_status(
+        snapshot(runtimes={"b-1": REFUSED}, previous=previous, now=budget_end + timedelta(seconds=1))
+    )
+
+    assert conditions(early)["Stalled"] == "False"
+    assert conditions(late)["Stalled"] == "True"
 
 
 def test_unschedulable_pod_explains_itself_with_the_schedulers_words() -> None:
