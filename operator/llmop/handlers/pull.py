@@ -77,10 +77,12 @@ def _pull_api(runtime: str | None, url: str, client: httpx.AsyncClient, timeout:
     return connect_agent(url, client=client, timeout=timeout)
 
 
-def pods_without_the_model(spec: LLMBackendSpec, pods: list[PodFacts], status: ModelPullStatus) -> list[str]:
-    """Pods the pull would go to that are not among those it succeeded on."""
+def targets_without_the_model(
+    spec: LLMBackendSpec, pods: list[PodFacts], status: ModelPullStatus
+) -> dict[str, str]:
+    """The pull targets that are not among the pods it succeeded on."""
     done = {replica.pod for replica in status.replicas or [] if replica.phase == "Succeeded"}
-    return [pod for pod in pull_targets(spec, pods) if pod not in done]
+    return {pod: url for pod, url in pull_targets(spec, pods).items() if pod not in done}
 
 
 def pull_targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
@@ -207,7 +209,8 @@ async def run_model_pull(
         if settled and (
             current.phase == "Failed"
             or (
-                known_backend is not None and not pods_without_the_model(known_backend, backend_pods, current)
+                known_backend is not None
+                and not targets_without_the_model(known_backend, backend_pods, current)
             )
         ):
             # A finished pull is never repeated; a pod that came after it (a rollout, a rescheduled
@@ -218,11 +221,12 @@ async def run_model_pull(
             current = ModelPullStatus()  # a spec change starts over
 
         backend = await kube.get(LLMBACKENDS, spec.backend_ref.name, namespace)
-        if settled and (backend is None or "external" in backend.get("spec", {})):
-            known_backend = None  # nothing to pull into; what was pulled stays Succeeded
-            await stopped.wait(30)
+        backend_spec = LLMBackendSpec.model_validate(backend.get("spec", {})) if backend else None
+        known_backend = backend_spec
+        if settled and (backend_spec is None or backend_spec.external is not None):
+            await stopped.wait(30)  # nothing to pull into; what was pulled stays Succeeded
             continue
-        if backend is None:
+        if backend_spec is None:
             await writer.write(
                 _waiting(
                     current,
@@ -234,25 +238,23 @@ async def run_model_pull(
             )
             await stopped.wait(5)
             continue
-        backend_spec = LLMBackendSpec.model_validate(backend.get("spec", {}))
-        known_backend = backend_spec
         if backend_spec.external is not None:
             message = f"LLMBackend {spec.backend_ref.name!r} is external: llmop cannot pull into a server it does not run"
             await writer.write(
                 _settled(current, "Failed", "ExternalBackend", message, generation, stalled=True)
             )
             continue
-        targets = pull_targets(backend_spec, backend_pods)
         kept: list[ReplicaPull] = []
         if settled:  # Succeeded: only the pods that came since
-            fresh = pods_without_the_model(backend_spec, backend_pods, current)
-            if not fresh:
+            targets = targets_without_the_model(backend_spec, backend_pods, current)
+            if not targets:
                 await stopped.wait(NEW_POD_CHECK_SECONDS)
                 continue
             alive = {pod.name for pod in backend_pods if not pod.deleting}
             kept = [r for r in current.replicas or [] if r.phase == "Succeeded" and r.pod in alive]
-            targets = {pod: url for pod, url in targets.items() if pod in fresh}
             current = current.model_copy(update={"attempts": 0})  # a new round, counted from 1
+        else:
+            targets = pull_targets(backend_spec, backend_pods)
         if not targets:
             await writer.write(
                 _waiting(
