@@ -31,6 +31,7 @@ for _path in (REPO / "hack", REPO / "tests", REPO / "operator"):
         sys.path.insert(0, str(_path))
 
 from llmop.k8s.client import DEPLOYMENTS, LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient, Resource  # noqa: E402
+from support.runtimes import vllm_standin_command  # noqa: E402
 
 NAMESPACES = Resource("v1", "namespaces", namespaced=False)
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
@@ -508,20 +509,7 @@ def start_vllm_standin(workdir: Path, name: str, *, bind_delay: float = 0.0) -> 
     log = workdir / f"vllm-{name}-{port}.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [
-                PYTHON,
-                str(REPO / "hack" / "standins" / "vllm_server.py"),
-                "--model",
-                f"/models/{name}",
-                "--served-model-name",
-                name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--bind-delay",
-                str(bind_delay),
-            ],
+            vllm_standin_command(name, port, "--bind-delay", str(bind_delay)),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

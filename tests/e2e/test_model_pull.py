@@ -255,20 +255,7 @@ class WriteWatch:
     def __init__(self, kube: Kube, kind: str, name: str, namespace: str) -> None:
         template = '{.type} {.object.metadata.resourceVersion}{"\\n"}'
         self.process = subprocess.Popen(
-            [
-                str(kube.kubectl_path),
-                "--kubeconfig",
-                str(kube.kubeconfig),
-                "get",
-                kind,
-                name,
-                "-n",
-                namespace,
-                "--watch-only",
-                "--output-watch-events",
-                "-o",
-                f"jsonpath={template}",
-            ],
+            kube.watch_command(kind, namespace, template, name),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

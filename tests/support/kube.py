@@ -64,23 +64,28 @@ class Kube:
             args += ["-l", selector]
         return list(json.loads(self.run(*args).stdout)["items"])
 
+    def watch_command(self, kind: str, namespace: str, template: str, name: str | None = None) -> list[str]:
+        """`kubectl get --watch-only` printing one jsonpath `template` line per watch event."""
+        return [
+            str(self.kubectl_path),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "get",
+            kind,
+            *([name] if name else []),
+            "-n",
+            namespace,
+            "--watch-only",
+            "--output-watch-events",
+            "-o",
+            f"jsonpath={template}",
+        ]
+
     def watch_changes(self, kind: str, namespace: str, seconds: float) -> list[str]:
         """Every change kubectl's watch sees in `seconds` (one line each: type, name, resourceVersion)."""
         template = '{.type} {.object.metadata.name} {.object.metadata.resourceVersion}{"\\n"}'
         process = subprocess.Popen(
-            [
-                str(self.kubectl_path),
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "get",
-                kind,
-                "-n",
-                namespace,
-                "--watch-only",
-                "--output-watch-events",
-                "-o",
-                f"jsonpath={template}",
-            ],
+            self.watch_command(kind, namespace, template),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

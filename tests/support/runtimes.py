@@ -327,6 +327,23 @@ def run_podrunner(
         _stop(process)
 
 
+def vllm_standin_command(served_model_name: str, port: int, *extra: str) -> list[str]:
+    """hack/standins/vllm_server.py serving `served_model_name` on 127.0.0.1:`port`."""
+    return [
+        PYTHON,
+        str(HACK / "standins" / "vllm_server.py"),
+        "--model",
+        f"/models/{served_model_name}",
+        "--served-model-name",
+        served_model_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
 @contextmanager
 def run_vllm_standin(
     workdir: Path, *, served_model_name: str = "tiny", max_model_len: int = 2048
@@ -340,20 +357,7 @@ def run_vllm_standin(
     log = workdir / f"vllm-{port}.log"
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [
-                PYTHON,
-                str(HACK / "standins" / "vllm_server.py"),
-                "--model",
-                f"/models/{served_model_name}",
-                "--served-model-name",
-                served_model_name,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--max-model-len",
-                str(max_model_len),
-            ],
+            vllm_standin_command(served_model_name, port, "--max-model-len", str(max_model_len)),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
