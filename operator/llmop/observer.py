@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import replace
+from typing import TypeVar
 
 import httpx
 
 from llmop.reconcile.backend_status import RuntimeObservation
-from llmop.runtimes import ProbeResult, ProbeState, RuntimeAPIError, connect
+from llmop.runtimes import AuthFailed, ProbeResult, ProbeState, RuntimeAPIError, Unsupported, connect
+
+Listing = TypeVar("Listing")
 
 
 async def observe_runtime(
@@ -33,14 +37,29 @@ async def observe_runtime(
         return replace(previous, probe=probe)
     try:
         models, running, capabilities = await asyncio.gather(
-            runtime.list_models(), runtime.list_running(), runtime.capabilities()
+            _unless_unsupported(runtime.list_models()),
+            _unless_unsupported(runtime.list_running()),
+            _unless_unsupported(runtime.capabilities()),
         )
     except RuntimeAPIError as error:
-        # It answered the health check but not the model list: not serving yet, say why.
+        # It answered the health check but not the model list: not serving, say why. A refused
+        # key stays a refused key (vLLM's and llama.cpp's health endpoints need none).
+        state = ProbeState.UNAUTHORIZED if isinstance(error, AuthFailed) else ProbeState.ERROR
         failed = ProbeResult(
-            state=ProbeState.ERROR, reason=str(error), url=probe.url, latency_seconds=probe.latency_seconds
+            state=state, reason=str(error), url=probe.url, latency_seconds=probe.latency_seconds
         )
         return RuntimeObservation(probe=failed)
     return RuntimeObservation(
-        probe=probe, models=tuple(models), running=tuple(running), capabilities=capabilities
+        probe=probe,
+        models=tuple(models or ()),
+        running=tuple(running) if running is not None else None,
+        capabilities=capabilities,
     )
+
+
+async def _unless_unsupported(listing: Awaitable[Listing]) -> Listing | None:
+    """What a runtime's API cannot tell is absent from status, never an error."""
+    try:
+        return await listing
+    except Unsupported:
+        return None

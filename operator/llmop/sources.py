@@ -87,6 +87,23 @@ def parse_model_source(name: str) -> ModelSource:
     return ModelSource(kind="ollama", name=text)
 
 
+def served_model_name(name: str) -> str:
+    """The name a runtime serves `name` under, which is what clients send as `model`: the id the
+    Hugging Face world uses (`org/repo`, or `org/repo/file.gguf` for one file of a repo, without
+    the `hf://` scheme or a revision), a URL's file name, an Ollama name as written."""
+    try:
+        source = parse_model_source(name)
+    except InvalidModelSource:
+        return name.strip()
+    if source.kind == "huggingface":
+        assert source.repo_id is not None
+        return f"{source.repo_id}/{source.path_in_repo}" if source.path_in_repo else source.repo_id
+    if source.kind == "url":
+        assert source.url is not None
+        return urlsplit(source.url).path.rstrip("/").rsplit("/", 1)[-1]
+    return source.name
+
+
 def model_slug(name: str) -> str:
     """A DNS-label-safe fragment naming a model, for object names (`qwen3-0-6b`)."""
     tail = name.split("://", 1)[-1]

@@ -11,7 +11,7 @@ from typing import Any
 
 from llmop.manifests.storage import MODELS_DIR
 from llmop.models.backend import LLMBackendSpec
-from llmop.sources import parse_model_source
+from llmop.sources import parse_model_source, served_model_name
 
 
 def served_models(spec: LLMBackendSpec) -> list[str]:
@@ -35,13 +35,14 @@ def _vllm_args(spec: LLMBackendSpec) -> list[str]:
     # With no model, --model is left out rather than invented; the status reports the backend as
     # serving nothing instead of the operator guessing a model.
     path = served_model_path(spec)
-    model = ["--model", path, "--served-model-name", spec.models[0].name] if path else []
+    # Served under the name clients send (`org/repo`), not the spec's `hf://org/repo`.
+    model = ["--model", path, "--served-model-name", served_model_name(spec.models[0].name)] if path else []
     return [*model, "--host", "0.0.0.0", "--port", str(spec.effective_port)]
 
 
 def _llamacpp_args(spec: LLMBackendSpec) -> list[str]:
     path = served_model_path(spec)
-    model = ["--model", path, "--alias", spec.models[0].name] if path else []
+    model = ["--model", path, "--alias", served_model_name(spec.models[0].name)] if path else []
     return ["--host", "0.0.0.0", "--port", str(spec.effective_port), *model]
 
 

@@ -204,16 +204,33 @@ class ReplicaCounts(ApiModel):
 
 
 class ObservedModel(ApiModel):
-    """A model as the runtime itself reports it."""
+    """A model as the runtime itself reports it; a figure the runtime does not report is absent."""
 
-    name: str = Field(description="Name the runtime lists.")
+    name: str = Field(description="Name the runtime lists: what a client sends as `model`.")
     digest: str | None = Field(default=None, description="Content digest, where the runtime reports one.")
     size_bytes: int | None = Field(default=None, description="Size on disk in bytes.")
-    context_length: int | None = Field(default=None, description="Maximum context length in tokens.")
-    capabilities: list[str] = Field(
-        default_factory=list, description="chat, completion, embeddings, tools, vision."
+    modified_at: datetime | None = Field(default=None, description="When the runtime's copy last changed.")
+    context_length: int | None = Field(
+        default=None,
+        description="Context the server runs the model with, in tokens (Ollama: /api/ps once loaded, "
+        "else the Modelfile's num_ctx; llama.cpp: n_ctx; vLLM: max_model_len).",
     )
-    loaded: bool = Field(default=False, description="Whether the model is loaded in memory.")
+    trained_context_length: int | None = Field(
+        default=None, description="Longest context the model was trained for, from its metadata."
+    )
+    max_output_tokens: int | None = Field(
+        default=None, description="Most tokens one answer may have, where the server caps it."
+    )
+    capabilities: list[str] = Field(
+        default_factory=list, description="chat, completion, embeddings, tools, vision, thinking, insert."
+    )
+    loaded: bool | None = Field(
+        default=None,
+        description="Whether the model is loaded in memory; absent where the runtime cannot tell.",
+    )
+    family: str | None = Field(default=None, description="Architecture family (Ollama's details).")
+    parameter_size: str | None = Field(default=None, description="Parameter count as the runtime words it.")
+    quantization: str | None = Field(default=None, description="Quantization level, e.g. Q4_K_M.")
 
 
 class BackendCapabilities(ApiModel):
@@ -232,7 +249,9 @@ class PodState(ApiModel):
     name: str = Field(description="Pod name.")
     ready: bool = Field(default=False, description="Whether its runtime API answers.")
     ip: str | None = Field(default=None, description="Pod IP llmop probes.")
-    phase: str | None = Field(default=None, description="Runtime state: Starting, Loading, Serving, Failing.")
+    phase: str | None = Field(
+        default=None, description="Runtime state: Pending, Starting, Loading, Serving, Failing, Refused."
+    )
     models: list[str] = Field(default_factory=list, description="Models this pod's runtime lists.")
     message: str | None = Field(default=None, description="Why the pod is not serving, if it is not.")
     last_probe: datetime | None = Field(

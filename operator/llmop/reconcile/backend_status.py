@@ -26,7 +26,7 @@ from llmop.models.duration import format_duration, parse_duration
 from llmop.reconcile.conditions import carry_transition_times, condition, find
 from llmop.runtimes import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
-PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing"]
+PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
 EXTERNAL = "external"
 _SUMMARY_LIMIT = 60
 
@@ -54,7 +54,8 @@ class RuntimeObservation:
 
     probe: ProbeResult
     models: tuple[ModelInfo, ...] = ()
-    running: tuple[RunningModel, ...] = ()
+    #: None: the runtime's API cannot tell which models are loaded (then status leaves it out).
+    running: tuple[RunningModel, ...] | None = None
     capabilities: RuntimeCapabilities | None = None
 
 
@@ -96,6 +97,8 @@ def _pod_state(
         return "Starting", "waiting for the first probe"
     if seen.probe.serving:
         return "Serving", ""
+    if seen.probe.state is ProbeState.UNAUTHORIZED:
+        return "Refused", seen.probe.reason
     # A pod that served before and stopped answering has failed, not started slowly.
     if before is not None and before.phase in ("Serving", "Failing"):
         return "Failing", seen.probe.reason
@@ -105,22 +108,37 @@ def _pod_state(
 
 
 def _observed_models(snapshot: BackendSnapshot, serving: list[str]) -> list[ObservedModel]:
-    loaded = {snapshot.normalize(m.name) for key in serving for m in snapshot.runtimes[key].running}
     models: dict[str, ObservedModel] = {}
     for key in serving:
-        for info in snapshot.runtimes[key].models:
-            models.setdefault(
-                info.name,
-                ObservedModel(
-                    name=info.name,
-                    digest=info.digest,
-                    size_bytes=info.size_bytes,
-                    context_length=info.context_length,
-                    capabilities=sorted(str(c) for c in info.capabilities),
-                    loaded=snapshot.normalize(info.name) in loaded,
-                ),
-            )
+        seen = snapshot.runtimes[key]
+        running = {snapshot.normalize(m.name): m for m in seen.running or ()}
+        for info in seen.models:
+            models.setdefault(info.name, _observed_model(snapshot, info, running, seen.running is not None))
     return sorted(models.values(), key=lambda m: m.name)
+
+
+def _observed_model(
+    snapshot: BackendSnapshot, info: ModelInfo, running: dict[str, RunningModel], knows_running: bool
+) -> ObservedModel:
+    in_memory = running.get(snapshot.normalize(info.name))
+    loaded = info.loaded if info.loaded is not None else (in_memory is not None if knows_running else None)
+    # A loaded model runs with the context it was loaded with (Ollama's /api/ps), whatever its
+    # Modelfile or training says.
+    context = (in_memory.context_length if in_memory else None) or info.context_length
+    return ObservedModel(
+        name=info.name,
+        digest=info.digest,
+        size_bytes=info.size_bytes,
+        modified_at=info.modified_at,
+        context_length=context,
+        trained_context_length=info.trained_context_length,
+        max_output_tokens=info.max_output_tokens,
+        capabilities=sorted(str(c) for c in info.capabilities),
+        loaded=loaded,
+        family=info.family,
+        parameter_size=info.parameter_size,
+        quantization=info.quantization,
+    )
 
 
 def _capabilities(
@@ -191,6 +209,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
     missing = [m.name for m in spec.models if snapshot.normalize(m.name) not in present]
     unschedulable = [text for pod_phase, text in phases.values() if pod_phase == "Pending"]
     failing = [text for pod_phase, text in phases.values() if pod_phase == "Failing"]
+    refused = [text for pod_phase, text in phases.values() if pod_phase == "Refused"]
     waiting = [text for pod_phase, text in phases.values() if pod_phase in ("Starting", "Loading") and text]
     failed_pulls = {name: pull for name, pull in snapshot.pulls.items() if pull.phase == "Failed"}
 
@@ -206,6 +225,9 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         message = f"{len(serving)}/{desired} replicas serving " + (
             f"{len(models)} model{'s' if len(models) != 1 else ''}" if models else "(no models listed)"
         )
+    elif refused:
+        # A key the runtime refuses stays refused however long llmop waits: say so at once.
+        phase, reason, message = "Failed", "Unauthorized", refused[0]
     elif failing:
         phase, reason, message = "Degraded", "RuntimeUnavailable", failing[0]
     elif unschedulable:

@@ -1,4 +1,4 @@
-"""`llmop probe`, `llmop models`, `llmop pull`: ask a runtime what the operator would ask it.
+"""`llmop probe|models|pull|warmup`: ask a runtime what the operator would ask it.
 
 Tables for people by default, `--json` for scripts. Exit status: 0 on success (for `probe`:
 serving), 1 when the runtime is not serving or the operation failed, 2 for a usage error.
@@ -35,6 +35,8 @@ EXIT_USAGE = 2
 _WAIT_MAX_INTERVAL_SECONDS = 2.0
 #: `pull` prints a layer's progress at most this often; Ollama sends many lines a second.
 _PULL_PRINT_INTERVAL_SECONDS = 1.0
+#: `warmup` may load gigabytes of weights: its request gets minutes, not the probes' seconds.
+_WARMUP_TIMEOUT = "5m"
 
 
 class UsageError(Exception):
@@ -42,7 +44,7 @@ class UsageError(Exception):
 
 
 def add_subcommands(subparsers: Any) -> None:
-    """Add `probe`, `models` and `pull` to the `llmop` command's subparsers."""
+    """Add `probe`, `models`, `pull` and `warmup` to the `llmop` command's subparsers."""
     probe = subparsers.add_parser(
         "probe",
         help="ask a runtime whether it serves",
@@ -84,8 +86,23 @@ def add_subcommands(subparsers: Any) -> None:
     )
     pull.set_defaults(func=_as_command(_pull))
 
+    warmup = subparsers.add_parser(
+        "warmup",
+        help="load a model with the smallest real request",
+        description="Load MODEL into memory as the operator's warmup does (one token; Ollama: an "
+        "empty prompt) and print how long it took. Exit 0 once the model answered.",
+    )
+    _add_connection_arguments(warmup, timeout=_WARMUP_TIMEOUT)
+    warmup.add_argument(
+        "--model", required=True, help="model to load, as the backend names it (hf://org/repo, qwen3:0.6b)"
+    )
+    warmup.add_argument(
+        "--unload-others", action="store_true", help="unload every other model first (Ollama)"
+    )
+    warmup.set_defaults(func=_as_command(_warmup))
 
-def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+
+def _add_connection_arguments(parser: argparse.ArgumentParser, timeout: str = "5s") -> None:
     parser.add_argument("--url", required=True, help="runtime base URL, e.g. http://127.0.0.1:11434")
     parser.add_argument(
         "--runtime", required=True, metavar="KIND", help=f"runtime kind: {', '.join(KNOWN_KINDS)}"
@@ -99,9 +116,9 @@ def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=_duration,
-        default=5.0,
+        default=parse_duration(timeout),
         metavar="DURATION",
-        help="limit for each request (default: 5s)",
+        help=f"limit for each request (default: {timeout})",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -218,6 +235,24 @@ async def _pull(args: argparse.Namespace) -> int:
                 print(json.dumps(progress.model_dump(mode="json")), flush=True)
             else:
                 show(progress)
+    return EXIT_OK
+
+
+async def _warmup(args: argparse.Namespace) -> int:
+    async with _connect(args) as runtime:
+        try:
+            model = runtime.normalize_model_name(args.model)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        result = await runtime.warmup(model, timeout=args.timeout, unload_others=args.unload_others)
+    if args.json:
+        print(json.dumps(result.model_dump(mode="json")))
+        return EXIT_OK
+    load = f"{result.load_seconds:.2f}s" if result.load_seconds is not None else None
+    _print_table(
+        ["MODEL", "ELAPSED", "LOAD", "UNLOADED"],
+        [[result.model, f"{result.elapsed_seconds:.2f}s", load, ",".join(result.unloaded) or None]],
+    )
     return EXIT_OK
 
 

@@ -1,8 +1,11 @@
 """llama.cpp's `llama-server`: one GGUF model, an OpenAI-compatible API, and its own `/props`.
 
-/health answers 503 "Loading model" while weights load. /v1/models gives the model's trained
-context (`meta.n_ctx_train`) and size; /props gives the context each request gets (`n_ctx`), the
-chat template (tool calling works when the template handles tools) and the modalities.
+/health answers 503 "Loading model" while weights load. /v1/models gives, per model, the context
+each request gets (`meta.n_ctx`), the trained context (`meta.n_ctx_train`) and the size; /props
+gives the chat template (tool calling works when the template handles tools), the modalities and
+the default output cap (`n_predict`). Started without `--model` it is a router over several
+models: each /v1/models entry then has `status.value` (loaded, unloaded, ...), and /props
+describes the router (`role: router`), not a model (tools/server/server-models.cpp).
 
 API reference: https://github.com/ggml-org/llama.cpp/blob/master/tools/server/README.md
 """
@@ -39,25 +42,45 @@ class _Wire(BaseModel):
 
 
 class _Meta(_Wire):
+    #: The context each request (slot) gets; the trained context of the model.
+    n_ctx: int | None = None
     n_ctx_train: int | None = None
     size: int | None = None
 
 
+class _Status(_Wire):
+    #: Router mode only: downloading, downloaded, unloaded, loading, loaded, sleeping.
+    value: str | None = None
+
+
+class _Architecture(_Wire):
+    input_modalities: list[str] | None = None
+
+
 class _Model(_Wire):
     id: str
-    #: null while the model is still loading.
+    #: null while the model is still loading; in router mode, present once loaded.
     meta: _Meta | None = None
+    status: _Status | None = None
+    architecture: _Architecture | None = None
 
 
 class _Models(_Wire):
     data: list[_Model]
 
 
+class _SamplingParams(_Wire):
+    n_predict: int | None = None
+
+
 class _GenerationSettings(_Wire):
     n_ctx: int | None = None
+    params: _SamplingParams | None = None
 
 
 class _Props(_Wire):
+    #: "router" when llama-server serves several models (started without --model).
+    role: str | None = None
     default_generation_settings: _GenerationSettings | None = None
     chat_template: str | None = None
     chat_template_caps: dict[str, Any] | None = None
@@ -81,32 +104,49 @@ class LlamaCppAdapter(OpenAICompatibleAdapter):
         models, props = await asyncio.gather(
             self.http.call_wire(_Models, "GET", "/v1/models"), self.http.call_wire(_Props, "GET", "/props")
         )
-        capabilities = set(self.profile.model_capabilities)
-        if _template_handles_tools(props):
-            capabilities.add(ModelCapability.TOOLS)
-        if (props.modalities or {}).get("vision"):
-            capabilities.add(ModelCapability.VISION)
+        # A router's /props describes the router, not a model: its n_ctx is 0, its template none.
+        router = props.role == "router"
+        shared = set(self.profile.model_capabilities)
+        if not router and _template_handles_tools(props):
+            shared.add(ModelCapability.TOOLS)
+        if not router and (props.modalities or {}).get("vision"):
+            shared.add(ModelCapability.VISION)
         settings = props.default_generation_settings
-        served_context = settings.n_ctx if settings and settings.n_ctx else None
-        infos = []
-        for model in models.data:
-            trained = model.meta.n_ctx_train if model.meta else None
-            infos.append(
-                ModelInfo(
-                    name=model.id,
-                    size_bytes=model.meta.size if model.meta else None,
-                    context_length=served_context or trained,
-                    trained_context_length=trained,
-                    capabilities=frozenset(capabilities),
-                )
-            )
-        return infos
+        fallback_context = settings.n_ctx if settings and settings.n_ctx and not router else None
+        return [_model_info(model, shared, fallback_context, _max_output(props)) for model in models.data]
 
     async def capabilities(self) -> RuntimeCapabilities:
         found: set[ModelCapability] = set()
         for model in await self.list_models():
             found |= model.capabilities
         return self.profile.capabilities.model_copy(update={"tools": ModelCapability.TOOLS in found})
+
+
+def _model_info(
+    model: _Model, shared: set[ModelCapability], fallback_context: int | None, max_output: int | None
+) -> ModelInfo:
+    meta = model.meta or _Meta()
+    capabilities = set(shared)
+    if "image" in ((model.architecture and model.architecture.input_modalities) or []):
+        capabilities.add(ModelCapability.VISION)
+    # One model: loaded whenever the server answers. A router says per model.
+    loaded = model.status.value == "loaded" if model.status and model.status.value else None
+    return ModelInfo(
+        name=model.id,
+        size_bytes=meta.size,
+        context_length=meta.n_ctx or fallback_context,
+        trained_context_length=meta.n_ctx_train,
+        max_output_tokens=max_output,
+        capabilities=frozenset(capabilities),
+        loaded=loaded,
+    )
+
+
+def _max_output(props: _Props) -> int | None:
+    """The server's default cap on generated tokens (-n, --n-predict); -1 means none."""
+    settings = props.default_generation_settings
+    limit = settings.params.n_predict if settings and settings.params else None
+    return limit if limit is not None and limit > 0 else None
 
 
 def _template_handles_tools(props: _Props) -> bool:

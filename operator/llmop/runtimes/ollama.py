@@ -53,6 +53,8 @@ _CAPABILITIES: dict[str, tuple[ModelCapability, ...]] = {
     "embedding": (ModelCapability.EMBEDDINGS,),
     "tools": (ModelCapability.TOOLS,),
     "vision": (ModelCapability.VISION,),
+    "thinking": (ModelCapability.THINKING,),
+    "insert": (ModelCapability.INSERT,),
 }
 
 
@@ -64,11 +66,18 @@ class _Version(_Wire):
     version: str
 
 
+class _Details(_Wire):
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization_level: str | None = None
+
+
 class _Tag(_Wire):
     name: str
     size: int | None = None
     digest: str | None = None
     modified_at: datetime | None = None
+    details: _Details | None = None
 
 
 class _Tags(_Wire):
@@ -162,7 +171,9 @@ class OllamaAdapter(HTTPRuntimeAdapter):
                 except RuntimeHTTPError as error:
                     if error.status_code == 404:
                         return None  # deleted between the two requests
-                    raise
+                    # One model Ollama cannot describe (a broken manifest) is still listed, with
+                    # what /api/tags says of it; the others keep their details.
+                    show = _Show()
             return _model_info(tag, show)
 
         described = await asyncio.gather(*(describe(tag) for tag in tags.models or []))
@@ -306,18 +317,23 @@ def _model_info(tag: _Tag, show: _Show) -> ModelInfo:
     info = show.model_info or {}
     architecture = info.get("general.architecture")
     trained = info.get(f"{architecture}.context_length") if architecture else None
-    trained = trained if isinstance(trained, int) else None
-    configured = _num_ctx(show.parameters or "")
+    trained = trained if isinstance(trained, int) and not isinstance(trained, bool) else None
     words = show.capabilities if show.capabilities is not None else ["completion"]
     capabilities = {ours for word in words for ours in _CAPABILITIES.get(word, ())}
+    details = tag.details or _Details()
     return ModelInfo(
         name=tag.name,
         size_bytes=tag.size,
         digest=_prefixed_digest(tag.digest),
         modified_at=tag.modified_at,
-        context_length=configured or trained,
+        # Ollama runs a model with its Modelfile's num_ctx, else the server's default (4096, or
+        # OLLAMA_CONTEXT_LENGTH), never the trained context; /api/ps tells it once loaded.
+        context_length=_num_ctx(show.parameters or ""),
         trained_context_length=trained,
         capabilities=frozenset(capabilities),
+        family=details.family or None,
+        parameter_size=details.parameter_size or None,
+        quantization=details.quantization_level or None,
     )
 
 

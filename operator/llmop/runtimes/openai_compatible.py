@@ -23,8 +23,9 @@ from llmop.runtimes.results import (
     WarmupResult,
 )
 from llmop.runtimes.transport import Endpoint, is_route_missing
+from llmop.sources import served_model_name
 
-_HF_PREFIXES = ("hf://", "https://huggingface.co/", "huggingface.co/")
+_HF_URL_PREFIXES = ("https://huggingface.co/", "huggingface.co/")
 
 
 @dataclass(frozen=True)
@@ -125,14 +126,15 @@ class OpenAICompatibleAdapter(HTTPRuntimeAdapter):
         super().__init__(endpoint)
 
     def normalize_model_name(self, name: str) -> str:
-        """Hugging Face ids stay as written (`org/repo`, `org/repo@revision`); an `hf://` or
-        huggingface.co prefix is dropped, as servers report the bare id."""
+        """The name the server lists for `name`: a Hugging Face id as clients send it (`org/repo`;
+        `hf://org/repo@rev` and huggingface.co URLs become `org/repo`), anything else as written."""
         text = name.strip()
         if not text:
             raise ValueError("a model name cannot be empty")
-        for prefix in _HF_PREFIXES:
-            text = text.removeprefix(prefix)
-        return text
+        for prefix in _HF_URL_PREFIXES:
+            if text.startswith(prefix):
+                text = "hf://" + text.removeprefix(prefix)
+        return served_model_name(text)
 
     async def list_models(self) -> list[ModelInfo]:
         """The model list; callers asking at the same time (list_models and list_running of one
@@ -175,9 +177,11 @@ class OpenAICompatibleAdapter(HTTPRuntimeAdapter):
                 "listing loaded models",
                 "its model list also holds models it loads on demand",
             )
+        # A listing that tells per model (llama.cpp's router) leaves out what is not loaded.
         return [
             RunningModel(name=model.name, context_length=model.context_length)
             for model in await self.list_models()
+            if model.loaded is not False
         ]
 
     async def capabilities(self) -> RuntimeCapabilities:

@@ -28,6 +28,10 @@ class ModelCapability(enum.StrEnum):
     EMBEDDINGS = "embeddings"
     TOOLS = "tools"
     VISION = "vision"
+    #: Reasoning output kept apart from the answer (Ollama's `think`).
+    THINKING = "thinking"
+    #: Fill-in-the-middle: a suffix after the prompt (Ollama's `insert`).
+    INSERT = "insert"
 
 
 class _Result(BaseModel):
@@ -55,12 +59,21 @@ class ModelInfo(_Result):
     size_bytes: int | None = None
     digest: str | None = None
     modified_at: datetime | None = None
-    #: The context the runtime serves the model with when its API says so (vLLM's max_model_len,
-    #: llama-server's n_ctx, an Ollama Modelfile's num_ctx), otherwise the model's trained context.
+    #: The context the runtime serves the model with, only when its API says so (vLLM's
+    #: max_model_len, llama-server's n_ctx, an Ollama Modelfile's num_ctx); never the trained one.
     context_length: int | None = None
     #: The longest context the model was trained for, from its own metadata, when known.
     trained_context_length: int | None = None
+    #: The most tokens one answer may have, where the server caps it.
+    max_output_tokens: int | None = None
     capabilities: frozenset[ModelCapability] = frozenset()
+    #: Whether it is in memory, when the listing itself tells (llama.cpp's router, LM Studio);
+    #: None: ask `list_running`.
+    loaded: bool | None = None
+    #: Ollama's details: architecture family, parameter count and quantization as it words them.
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
 
     @field_serializer("capabilities")
     def _sorted_capabilities(self, capabilities: frozenset[ModelCapability]) -> list[str]:

@@ -133,13 +133,13 @@ def test_gpu_spec_wins_over_a_gpu_count_written_in_resources() -> None:
 # --- runtime container ---------------------------------------------------------------------------
 
 
-def test_vllm_serves_the_first_model_from_the_volume_under_its_own_name() -> None:
+def test_vllm_serves_the_first_model_from_the_volume_under_the_name_clients_send() -> None:
     backend = spec("vllm", models=[{"name": "hf://Qwen/Qwen3-0.6B@abc123"}, {"name": "hf://other/model"}])
     assert runtime(backend)["args"] == [
         "--model",
         "/models/hf/Qwen/Qwen3-0.6B/abc123",
         "--served-model-name",
-        "hf://Qwen/Qwen3-0.6B@abc123",
+        "Qwen/Qwen3-0.6B",
         "--host",
         "0.0.0.0",
         "--port",
@@ -147,7 +147,7 @@ def test_vllm_serves_the_first_model_from_the_volume_under_its_own_name() -> Non
     ]
 
 
-def test_llamacpp_serves_the_gguf_file_under_its_model_name() -> None:
+def test_llamacpp_serves_the_gguf_file_under_its_file_name() -> None:
     backend = spec("llamacpp", models=[{"name": "https://example.com/files/tiny.gguf"}])
     assert runtime(backend)["args"] == [
         "--host",
@@ -157,7 +157,7 @@ def test_llamacpp_serves_the_gguf_file_under_its_model_name() -> None:
         "--model",
         "/models/url/example.com/files/tiny.gguf",
         "--alias",
-        "https://example.com/files/tiny.gguf",
+        "tiny.gguf",
     ]
 
 

@@ -239,3 +239,55 @@ def test_a_pod_the_scheduler_has_not_placed_yet_is_not_called_scheduled() -> Non
     assert "Scheduled" not in conditions(status)
     placed = PodFacts(name="b-1", phase="Pending", scheduled=True)
     assert conditions(compute_backend_status(snapshot(pods=[placed], runtimes={})))["Scheduled"] == "True"
+
+
+# --- truth of the figures ------------------------------------------------------------------------
+
+
+def test_an_external_server_that_cannot_list_loaded_models_is_ready_and_says_nothing_of_loading() -> None:
+    spec = {"external": {"url": URL, "kind": "openai"}, "models": [{"name": "tiny"}]}
+    unknown = RuntimeObservation(probe=SERVING.probe, models=SERVING.models, running=None)
+    status = compute_backend_status(snapshot(spec, runtimes={"external": unknown}, pods=[]))
+    assert status.phase == "Ready"
+    assert [m.name for m in status.models or []] == ["tiny"]
+    assert status.models is not None and status.models[0].loaded is None
+    assert "loaded" not in status.model_dump(by_alias=True, exclude_none=True)["models"][0]
+
+
+def test_a_loaded_ollama_model_shows_the_context_it_runs_with_not_the_trained_one() -> None:
+    listed = ModelInfo(name="qwen3:0.6b", context_length=None, trained_context_length=40960)
+    other = ModelInfo(name="smollm2:135m", context_length=None, trained_context_length=8192)
+    seen = RuntimeObservation(
+        probe=SERVING.probe,
+        models=(listed, other),
+        running=(RunningModel(name="qwen3:0.6b", context_length=4096),),
+    )
+    spec = {"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}]}
+    status = compute_backend_status(snapshot(spec, runtimes={"b-1": seen}, normalize=str))
+    models = {m.name: m for m in status.models or []}
+    assert (models["qwen3:0.6b"].context_length, models["qwen3:0.6b"].loaded) == (4096, True)
+    assert models["qwen3:0.6b"].trained_context_length == 40960
+    assert (models["smollm2:135m"].context_length, models["smollm2:135m"].loaded) == (None, False)
+
+
+def test_a_router_listing_that_tells_per_model_wins_over_the_running_list() -> None:
+    seen = RuntimeObservation(
+        probe=SERVING.probe,
+        models=(ModelInfo(name="tiny", loaded=True), ModelInfo(name="other", loaded=False)),
+        running=(RunningModel(name="tiny"),),
+    )
+    status = compute_backend_status(snapshot(runtimes={"b-1": seen}))
+    assert {m.name: m.loaded for m in status.models or []} == {"other": False, "tiny": True}
+
+
+def test_a_refused_api_key_fails_the_backend_at_once_with_the_servers_words() -> None:
+    said = "vLLM at 127.1.0.5:8000 answered GET /v1/models with 401 Unauthorized: Unauthorized"
+    refused = RuntimeObservation(probe=probe(ProbeState.UNAUTHORIZED, said))
+    status = compute_backend_status(snapshot(runtimes={"b-1": refused}))
+    assert status.phase == "Failed"
+    ready = find(status.conditions, "Ready")
+    assert ready is not None and (ready.reason, ready.message) == ("Unauthorized", said)
+    stalled = find(status.conditions, "Stalled")
+    assert stalled is not None and (stalled.status, stalled.reason) == ("True", "Unauthorized")
+    assert status.last_error == said
+    assert status.pods is not None and status.pods[0].phase == "Refused"

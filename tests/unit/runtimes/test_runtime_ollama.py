@@ -30,7 +30,12 @@ TAGS = {
             "modified_at": "2025-05-01T10:00:00.123456789+02:00",
             "size": 522653767,
             "digest": QWEN_DIGEST,
-            "details": {"format": "gguf", "family": "qwen3", "parameter_size": "751.63M"},
+            "details": {
+                "format": "gguf",
+                "family": "qwen3",
+                "parameter_size": "751.63M",
+                "quantization_level": "Q4_K_M",
+            },
         },
         {
             "name": "all-minilm:latest",
@@ -77,9 +82,17 @@ async def test_models_combine_tags_and_show(ollama) -> None:
     assert qwen.size_bytes == 522653767
     assert qwen.digest == f"sha256:{QWEN_DIGEST}"
     assert qwen.modified_at == datetime(2025, 5, 1, 8, 0, 0, 123456, tzinfo=UTC)
-    assert qwen.context_length == 40960
+    # Ollama runs it at its default context (or OLLAMA_CONTEXT_LENGTH), never the trained 40960:
+    # unknown until /api/ps tells it, not overstated.
+    assert qwen.context_length is None
     assert qwen.trained_context_length == 40960
-    assert qwen.capabilities == {ModelCapability.CHAT, ModelCapability.COMPLETION, ModelCapability.TOOLS}
+    assert qwen.capabilities == {
+        ModelCapability.CHAT,
+        ModelCapability.COMPLETION,
+        ModelCapability.TOOLS,
+        ModelCapability.THINKING,
+    }
+    assert (qwen.family, qwen.parameter_size, qwen.quantization) == ("qwen3", "751.63M", "Q4_K_M")
     minilm = models["all-minilm:latest"]
     assert minilm.capabilities == {ModelCapability.EMBEDDINGS}
     # num_ctx in the Modelfile is the context the model is served with.
@@ -102,6 +115,22 @@ async def test_old_ollama_without_capabilities_means_chat_and_completion(fake_ru
         (model,) = await runtime.list_models()
     assert model.capabilities == {ModelCapability.CHAT, ModelCapability.COMPLETION}
     assert model.context_length is None
+
+
+async def test_a_model_ollama_cannot_describe_is_still_listed_and_the_others_keep_details(
+    fake_runtime,
+) -> None:
+    async def broken_show(request: web.Request) -> web.Response:
+        if (await request.json())["model"] == "all-minilm:latest":
+            return json_reply({"error": "invalid manifest"}, 500)
+        return await show(request)
+
+    server = await fake_runtime({"GET /api/tags": TAGS, "POST /api/show": broken_show})
+    async with connect("ollama", server.url) as runtime:
+        models = {model.name: model for model in await runtime.list_models()}
+    assert models["all-minilm:latest"].size_bytes == 45960996
+    assert models["all-minilm:latest"].family == "bert"
+    assert models["qwen3:0.6b"].trained_context_length == 40960
 
 
 async def test_model_deleted_between_tags_and_show_is_left_out(fake_runtime) -> None:

@@ -276,7 +276,10 @@ async def test_pull_and_delete_are_unsupported_naming_runtime_and_operation(kind
     [
         ("Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B"),
         ("hf://Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B"),
-        ("hf://Qwen/Qwen3-0.6B@a1b2c3", "Qwen/Qwen3-0.6B@a1b2c3"),
+        # llmop serves a pinned revision under the repo id, which is what clients send.
+        ("hf://Qwen/Qwen3-0.6B@a1b2c3", "Qwen/Qwen3-0.6B"),
+        ("hf://Qwen/Qwen3-0.6B-GGUF/qwen3-0.6b-q8_0.gguf", "Qwen/Qwen3-0.6B-GGUF/qwen3-0.6b-q8_0.gguf"),
+        ("https://files.example/models/tiny.gguf", "tiny.gguf"),
         ("Qwen/Qwen3-0.6B@main", "Qwen/Qwen3-0.6B@main"),
         ("https://huggingface.co/Qwen/Qwen3-0.6B", "Qwen/Qwen3-0.6B"),
         (" tiny ", "tiny"),
@@ -293,3 +296,49 @@ async def test_health_body_is_not_needed_for_serving(fake_runtime) -> None:
     for kind in ("tgi", "sglang", "vllm"):
         async with connect(kind, server.url) as runtime:
             assert (await runtime.probe()).serving
+
+
+#: llama-server started without --model: a router (tools/server/server-models.cpp). A loaded
+#: model's entry carries its instance's `meta`; /props describes the router.
+ROUTER_MODELS = {
+    "object": "list",
+    "data": [
+        {
+            "id": "tiny",
+            "object": "model",
+            "status": {"value": "loaded", "args": ["llama-server", "-c", "512"]},
+            "architecture": {"input_modalities": ["text", "image"], "output_modalities": ["text"]},
+            "meta": {"n_ctx": 512, "n_ctx_train": 2048, "size": 640000},
+        },
+        {"id": "other", "object": "model", "status": {"value": "unloaded"}},
+    ],
+}
+ROUTER_PROPS = {
+    "role": "router",
+    "max_instances": 4,
+    "models_autoload": True,
+    "model_path": "none",
+    "default_generation_settings": {"params": {}, "n_ctx": 0},
+}
+
+
+async def test_llamacpp_router_tells_which_models_are_loaded(fake_runtime) -> None:
+    server = await fake_runtime({"GET /v1/models": ROUTER_MODELS, "GET /props": ROUTER_PROPS})
+    async with connect("llamacpp", server.url) as runtime:
+        models = {model.name: model for model in await runtime.list_models()}
+        running = await runtime.list_running()
+    assert (models["tiny"].loaded, models["other"].loaded) == (True, False)
+    assert [model.name for model in running] == ["tiny"]
+    assert models["tiny"].context_length == 512
+    assert models["other"].context_length is None  # the router's n_ctx 0 is no model's
+    assert ModelCapability.VISION in models["tiny"].capabilities
+    assert ModelCapability.VISION not in models["other"].capabilities
+
+
+async def test_llamacpp_reports_its_output_cap_when_one_is_set(fake_runtime) -> None:
+    props = llamacpp_props()
+    props["default_generation_settings"]["params"] = {"n_predict": 256}
+    server = await fake_runtime({"GET /v1/models": LLAMACPP_MODELS, "GET /props": props})
+    async with connect("llamacpp", server.url) as runtime:
+        (model,) = await runtime.list_models()
+    assert model.max_output_tokens == 256
