@@ -8,10 +8,13 @@ from pydantic import BaseModel, Field
 
 from llmop.models.duration import parse_duration
 
+#: Exact releases, never a moving tag: the versions the tests run (hack/versions.env), so what
+#: llmop deploys is what it was tested against, and an operator upgrade that changes one is a
+#: decision in its release notes. tests/unit/test_runtime_images.py holds code, chart and docs to it.
 DEFAULT_IMAGES = {
-    "ollama": "docker.io/ollama/ollama:0.12.6",
-    "vllm": "docker.io/vllm/vllm-openai:v0.11.0",
-    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server",
+    "ollama": "docker.io/ollama/ollama:0.34.4",
+    "vllm": "docker.io/vllm/vllm-openai:v0.32.0",
+    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server-b11312",
 }
 
 
