@@ -376,3 +376,74 @@ def run_vllm_standin(
         yield url
     finally:
         _stop(process)
+
+
+#: Where each stand-in of hack/standins/openai_servers.py says it is ready (LM Studio has no health
+#: endpoint: its model list answering is the sign).
+OPENAI_STANDIN_READY_PATH = {
+    "tgi": "/health",
+    "sglang": "/health",
+    "localai": "/readyz",
+    "lmstudio": "/v1/models",
+}
+
+
+def openai_standin_command(flavor: str, models: list[str], port: int, *extra: str) -> list[str]:
+    """hack/standins/openai_servers.py as `flavor` (tgi, sglang, localai, lmstudio) on 127.0.0.1:`port`."""
+    argv = [
+        PYTHON,
+        str(HACK / "standins" / "openai_servers.py"),
+        "--flavor",
+        flavor,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    for model in models:
+        argv += ["--model", model]
+    return [*argv, *extra]
+
+
+@contextmanager
+def run_openai_standin(
+    workdir: Path,
+    flavor: str,
+    models: list[str],
+    *,
+    api_key: str | None = None,
+    max_model_len: int = 4096,
+    extra: tuple[str, ...] = (),
+) -> Iterator[str]:
+    """A stand-in for LM Studio, LocalAI, TGI or SGLang on a free loopback port; yields its URL
+    (`http://127.0.0.1:PORT`, without `/v1`) once it says it is ready."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    options = ["--max-model-len", str(max_model_len), *(["--api-key", api_key] if api_key else []), *extra]
+    log = workdir / f"{flavor}-{port}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            openai_standin_command(flavor, models, port, *options),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def serving() -> bool:
+        try:
+            answer = httpx.get(url + OPENAI_STANDIN_READY_PATH[flavor], headers=headers, timeout=1)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 200
+
+    try:
+        eventually(serving, timeout=30, message=f"the {flavor} stand-in ({log})")
+        yield url
+    finally:
+        _stop(process)
