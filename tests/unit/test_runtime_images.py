@@ -40,4 +40,4 @@ def test_the_chart_and_the_docs_default_to_the_same_images() -> None:
     assert values["runtimeImages"] == DEFAULT_IMAGES
     configuration = (REPO / "docs" / "configuration.md").read_text()
     for runtime, image in DEFAULT_IMAGES.items():
-        assert f"`runtimeImages.{runtime}` | string | `\"{image}\"`" in configuration
+        assert f'`runtimeImages.{runtime}` | string | `"{image}"`' in configuration
