@@ -1,28 +1,74 @@
 """vLLM's OpenAI-compatible server (`vllm serve`).
 
 It serves the models it was started with (a base model and any LoRA adapters), all loaded; it
-cannot pull. While weights load, its port refuses connections or /health answers 503. Its
-/v1/models entries carry `max_model_len`, the context it serves with.
+cannot pull. It builds its engine (loads weights) before it accepts connections: the port
+refuses connections for the whole load, then /health answers 200 at once. When the engine dies
+/health answers 503 and the server exits a few seconds later. Its /v1/models entries carry
+`max_model_len`, the context it serves with.
+
+What a server does depends on its model's runner: a generating model gets /v1/completions and
+/v1/chat/completions, a pooling model (`--runner pooling`, embeddings) /v1/embeddings; the other
+routes are not registered at all (vllm/entrypoints/openai/api_server.py, `build_app`), so an
+empty request to each tells which it is without generating anything.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import ClassVar
 
 from llmop.runtimes.openai_compatible import OpenAICompatibleAdapter, OpenAIProfile
-from llmop.runtimes.results import RuntimeCapabilities
+from llmop.runtimes.results import ModelCapability, ModelInfo, RuntimeCapabilities
+from llmop.runtimes.transport import is_route_missing, runtime_error_text
 
 VLLM = OpenAIProfile(
     kind="vllm",
     display_name="vLLM",
     health_path="/health",
-    # Tool calling needs --enable-auto-tool-choice and embeddings a pooling model; neither shows
-    # in the API, so neither is claimed.
+    # Tool calling needs --enable-auto-tool-choice, which the API does not show: not claimed.
     capabilities=RuntimeCapabilities(chat=True, completions=True, streaming=True),
     context_length_keys=("max_model_len",),
     lists_loaded_models=True,
 )
+_GENERATE_ROUTE = "/v1/completions"
+_EMBED_ROUTE = "/v1/embeddings"
 
 
 class VLLMAdapter(OpenAICompatibleAdapter):
     default_profile: ClassVar[OpenAIProfile] = VLLM
+    #: Asked once per adapter: list_models and capabilities of one observation share the answer.
+    _served: asyncio.Task[frozenset[ModelCapability]] | None = None
+
+    async def list_models(self) -> list[ModelInfo]:
+        models, served = await asyncio.gather(super().list_models(), self._served_capabilities())
+        return [model.model_copy(update={"capabilities": served}) for model in models]
+
+    async def capabilities(self) -> RuntimeCapabilities:
+        served = await self._served_capabilities()
+        generates = ModelCapability.COMPLETION in served
+        return RuntimeCapabilities(
+            chat=generates,
+            completions=generates,
+            embeddings=ModelCapability.EMBEDDINGS in served,
+            streaming=generates,
+        )
+
+    async def _served_capabilities(self) -> frozenset[ModelCapability]:
+        if self._served is None:
+            self._served = asyncio.ensure_future(self._ask_served_capabilities())
+        return await asyncio.shield(self._served)
+
+    async def _ask_served_capabilities(self) -> frozenset[ModelCapability]:
+        generates, embeds = await asyncio.gather(
+            self._route_exists(_GENERATE_ROUTE), self._route_exists(_EMBED_ROUTE)
+        )
+        found = {ModelCapability.COMPLETION, ModelCapability.CHAT} if generates else set()
+        return frozenset(found | ({ModelCapability.EMBEDDINGS} if embeds else set()))
+
+    async def _route_exists(self, path: str) -> bool:
+        """An empty body is refused by the route's validation (400/422) if the route exists; the
+        web framework's own 404 says it does not. A refused key raises, as for any request."""
+        answer = await self.http.exchange("POST", path, json_body={})
+        if answer.status_code in (401, 403):
+            raise self.http.status_error(answer, "POST", path)
+        return not (answer.status_code == 404 and is_route_missing(runtime_error_text(answer.body)))

@@ -33,10 +33,13 @@ async def test_a_steady_round_asks_only_for_health_and_keeps_the_model_listing(f
         steady = await observe_runtime("vllm", server.url, client=client, previous=full)
     assert [m.name for m in full.models] == ["tiny"]
     assert [m.name for m in full.running] == ["tiny"]
-    # vLLM's loaded models are its listed models: one request serves both.
-    assert [(r.method, r.path) for r in server.requests[:asked]] == [
+    # vLLM's loaded models are its listed models: one request serves both; two empty requests
+    # tell a generating server from a pooling one, once for the listing and the capabilities.
+    assert sorted((r.method, r.path) for r in server.requests[:asked]) == [
         ("GET", "/health"),
         ("GET", "/v1/models"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
     ]
     assert [(r.method, r.path) for r in server.requests[asked:]] == [("GET", "/health")]
     assert steady.models == full.models and steady.running == full.running

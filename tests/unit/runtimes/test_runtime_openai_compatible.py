@@ -65,6 +65,11 @@ CHATML_TEMPLATE = "{% for message in messages %}<|im_start|>{{ message['content'
 TOOLS_TEMPLATE = "{% if tools %}You may call: {{ tools | tojson }}{% endif %}" + CHATML_TEMPLATE
 
 
+def refuses_empty(request: web.Request) -> web.Response:
+    """vLLM's answer to a request without fields on a route it has: a validation error."""
+    return json_reply({"error": {"message": "Field required", "type": "BadRequestError", "code": 400}}, 400)
+
+
 def llamacpp_props(**overrides: object) -> dict:
     props: dict = {
         "default_generation_settings": {"id": 0, "n_ctx": 512, "params": {"n_predict": -1}},
@@ -79,7 +84,7 @@ def llamacpp_props(**overrides: object) -> dict:
 
 
 async def test_vllm_models_with_served_context_length(fake_runtime) -> None:
-    server = await fake_runtime({"GET /v1/models": VLLM_MODELS})
+    server = await fake_runtime({"GET /v1/models": VLLM_MODELS, "POST /v1/completions": refuses_empty})
     async with connect("vllm", server.url) as runtime:
         base, lora = await runtime.list_models()
     assert base.name == "Qwen/Qwen3-0.6B"
@@ -90,7 +95,7 @@ async def test_vllm_models_with_served_context_length(fake_runtime) -> None:
 
 
 async def test_vllm_running_models_are_the_served_ones(fake_runtime) -> None:
-    server = await fake_runtime({"GET /v1/models": VLLM_MODELS})
+    server = await fake_runtime({"GET /v1/models": VLLM_MODELS, "POST /v1/completions": refuses_empty})
     async with connect("vllm", server.url) as runtime:
         running = await runtime.list_running()
     assert [(model.name, model.context_length) for model in running] == [
@@ -99,8 +104,11 @@ async def test_vllm_running_models_are_the_served_ones(fake_runtime) -> None:
     ]
 
 
-async def test_vllm_capabilities_claim_only_what_the_api_shows() -> None:
-    async with connect("vllm", "http://127.0.0.1:1") as runtime:
+async def test_vllm_capabilities_claim_only_what_the_api_shows(fake_runtime) -> None:
+    server = await fake_runtime(
+        {"POST /v1/completions": refuses_empty, "POST /v1/chat/completions": refuses_empty}
+    )
+    async with connect("vllm", server.url) as runtime:
         capabilities = await runtime.capabilities()
     assert capabilities.chat and capabilities.completions and capabilities.streaming
     assert not capabilities.tools and not capabilities.embeddings
@@ -342,3 +350,31 @@ async def test_llamacpp_reports_its_output_cap_when_one_is_set(fake_runtime) -> 
     async with connect("llamacpp", server.url) as runtime:
         (model,) = await runtime.list_models()
     assert model.max_output_tokens == 256
+
+
+async def test_vllm_generating_model_serves_chat_and_completions_not_embeddings(fake_runtime) -> None:
+    models = {"object": "list", "data": [{"id": "org/chat", "object": "model", "max_model_len": 4096}]}
+    server = await fake_runtime(
+        {
+            "GET /v1/models": models,
+            "POST /v1/completions": refuses_empty,
+            "POST /v1/chat/completions": refuses_empty,
+        }
+    )
+    async with connect("vllm", server.url) as runtime:
+        (model,) = await runtime.list_models()
+        capabilities = await runtime.capabilities()
+    assert model.capabilities == {ModelCapability.CHAT, ModelCapability.COMPLETION}
+    assert (capabilities.chat, capabilities.completions, capabilities.embeddings) == (True, True, False)
+
+
+async def test_vllm_pooling_model_serves_embeddings_only(fake_runtime) -> None:
+    models = {"object": "list", "data": [{"id": "org/embed", "object": "model", "max_model_len": 512}]}
+    server = await fake_runtime({"GET /v1/models": models, "POST /v1/embeddings": refuses_empty})
+    async with connect("vllm", server.url) as runtime:
+        (model,) = await runtime.list_models()
+        capabilities = await runtime.capabilities()
+    assert model.capabilities == {ModelCapability.EMBEDDINGS}
+    assert (capabilities.chat, capabilities.completions, capabilities.embeddings) == (False, False, True)
+    # Asking is free of side effects: the empty requests were refused, nothing was generated.
+    assert server.bodies("/v1/embeddings") == [{}]
