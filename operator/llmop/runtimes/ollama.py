@@ -326,8 +326,9 @@ def _model_info(tag: _Tag, show: _Show) -> ModelInfo:
         size_bytes=tag.size,
         digest=_prefixed_digest(tag.digest),
         modified_at=tag.modified_at,
-        # Ollama runs a model with its Modelfile's num_ctx, else the server's default (4096, or
-        # OLLAMA_CONTEXT_LENGTH), never the trained context; /api/ps tells it once loaded.
+        # Ollama runs a model with its Modelfile's num_ctx, else OLLAMA_CONTEXT_LENGTH, else a
+        # default it picks by VRAM (4k/32k/256k, envconfig/config.go), never the trained
+        # context: unknown until /api/ps tells it (`context_length`) once loaded.
         context_length=_num_ctx(show.parameters or ""),
         trained_context_length=trained,
         capabilities=frozenset(capabilities),

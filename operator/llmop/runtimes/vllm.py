@@ -18,8 +18,8 @@ import asyncio
 from typing import ClassVar
 
 from llmop.runtimes.openai_compatible import OpenAICompatibleAdapter, OpenAIProfile
-from llmop.runtimes.results import ModelCapability, ModelInfo, RuntimeCapabilities
-from llmop.runtimes.transport import is_route_missing, runtime_error_text
+from llmop.runtimes.results import ModelCapability, ModelInfo, ProbeResult, ProbeState, RuntimeCapabilities
+from llmop.runtimes.transport import HTTPAnswer, is_route_missing, runtime_error_text
 
 VLLM = OpenAIProfile(
     kind="vllm",
@@ -38,6 +38,17 @@ class VLLMAdapter(OpenAICompatibleAdapter):
     default_profile: ClassVar[OpenAIProfile] = VLLM
     #: Asked once per adapter: list_models and capabilities of one observation share the answer.
     _served: asyncio.Task[frozenset[ModelCapability]] | None = None
+
+    def interpret_health(self, answer: HTTPAnswer) -> ProbeResult:
+        result = super().interpret_health(answer)
+        if answer.status_code == 503:
+            # vLLM never answers while it loads (its port is closed): a 503 is its engine gone.
+            reason = (
+                f"{self.http.where} answered GET /health with 503: its engine is dead "
+                "(the server exits and its container restarts)"
+            )
+            return result.model_copy(update={"state": ProbeState.ERROR, "reason": reason})
+        return result
 
     async def list_models(self) -> list[ModelInfo]:
         models, served = await asyncio.gather(super().list_models(), self._served_capabilities())

@@ -11,6 +11,7 @@ from llmop.runtimes import (
     MalformedResponse,
     ModelCapability,
     ModelNotFound,
+    ProbeState,
     RuntimeHTTPError,
     Unsupported,
     connect,
@@ -378,3 +379,12 @@ async def test_vllm_pooling_model_serves_embeddings_only(fake_runtime) -> None:
     assert (capabilities.chat, capabilities.completions, capabilities.embeddings) == (False, False, True)
     # Asking is free of side effects: the empty requests were refused, nothing was generated.
     assert server.bodies("/v1/embeddings") == [{}]
+
+
+async def test_vllm_health_503_is_a_dead_engine_not_a_load(fake_runtime) -> None:
+    """vLLM keeps its port closed while it loads; /health answers 503 only once its engine died."""
+    server = await fake_runtime({"GET /health": lambda request: web.Response(status=503)})
+    async with connect("vllm", server.url) as runtime:
+        result = await runtime.probe()
+    assert result.state is ProbeState.ERROR
+    assert "engine is dead" in result.reason and "503" in result.reason
