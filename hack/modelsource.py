@@ -44,9 +44,11 @@ in the tests moves real data from this server instead. It serves, from `--root D
 - `hf/Qwen/Qwen3-0.6B/`: config.json, tokenizer.json, tokenizer_config.json,
   generation_config.json and a small model.safetensors (random bf16 weights in Qwen3's tensor
   layout, a few hundred KB), under the name examples/vllm.yaml uses: again a local mirror of
-  the name, not Qwen's weights. vLLM itself is a stand-in here and does not read the weights.
+  the name, not Qwen's weights. The real vLLM loads and serves it (head size 32, the smallest
+  its CPU attention takes); its answers are noise.
 
     python hack/modelsource.py --root DIR [--port P] [--populate] [--throttle-bytes-per-second N]
+    python hack/modelsource.py --write-tiny-repo DIR    # the Qwen3-layout repo alone, then exit
 
 It prints its base URL (http://127.0.0.1:PORT) as the first line of standard output.
 """
@@ -546,7 +548,7 @@ GITATTRIBUTES = (
 )
 
 # Qwen3's layout at toy size; the names and shapes follow transformers' Qwen3ForCausalLM.
-QWEN_HIDDEN, QWEN_HEADS, QWEN_KV_HEADS, QWEN_HEAD_DIM, QWEN_FF, QWEN_LAYERS = 32, 2, 1, 16, 64, 2
+QWEN_HIDDEN, QWEN_HEADS, QWEN_KV_HEADS, QWEN_HEAD_DIM, QWEN_FF, QWEN_LAYERS = 64, 2, 1, 32, 128, 2
 QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 QWEN_VOCAB = 320  # 256 byte tokens, the special tokens, padding (the Hub's configs pad too)
 CHATML = (
@@ -769,7 +771,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--root", required=True, type=Path, help="files/ and hf/<org>/<repo>/ live here")
+    parser.add_argument("--root", type=Path, help="files/ and hf/<org>/<repo>/ live here")
+    parser.add_argument(
+        "--write-tiny-repo",
+        type=Path,
+        metavar="DIR",
+        help="write the tiny Qwen3-layout repo into DIR and exit",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: any free port (default)")
     parser.add_argument("--populate", action="store_true", help="write the default catalogue first")
@@ -781,6 +789,13 @@ def main(argv: list[str] | None = None) -> int:
         help="send every body at most this fast (0: unthrottled)",
     )
     args = parser.parse_args(argv)
+    if args.write_tiny_repo:
+        args.write_tiny_repo.mkdir(parents=True, exist_ok=True)
+        for name, data in tiny_safetensors_repo().items():
+            (args.write_tiny_repo / name).write_bytes(data)
+        return 0
+    if args.root is None:
+        parser.error("--root is required")
     args.root.mkdir(parents=True, exist_ok=True)
     if args.populate:
         for path in populate(args.root):

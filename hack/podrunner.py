@@ -20,9 +20,8 @@ What it does, as the kubelet would:
   failureThreshold). Startup and liveness probe failures kill the container, like the kubelet.
 - containers: `agent` runs `llmop agent` from the project's venv with `--host <podIP>`; the
   main container `runtime` runs the runtime named by the pod's `llmop.dev/runtime` label:
-  llamacpp -> the real `llama-server` built by hack/build-runtimes.sh; vllm -> the vLLM
-  stand-in hack/standins/vllm_server.py (real vLLM does not install here); ollama -> whatever
-  build-runtimes.sh reports (the real `ollama` binary, or the stand-in, which it names as one).
+  llamacpp -> the real `llama-server`, vllm -> the real `vllm serve` (its CPU build), ollama ->
+  the real `ollama`, each as hack/build-runtimes.sh reports it (or `--runtime` names it).
   Listen addresses (`0.0.0.0`, `--host X`, `OLLAMA_HOST`) become the pod IP; env is passed
   through (`value`, `fieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`), `$(VAR)` expanded.
 - a process that exits is restarted with the kubelet's back-off (10 s doubling to 5 min, reset
@@ -99,9 +98,11 @@ BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0
 MAX_TERMINATION_GRACE = 10.0
 #: build-runtimes.sh names runtimes by their program; pods name them by the label. It runs (at
-#: most once) only for a runtime that neither --runtime nor a stand-in below provides.
+#: most once) only for a runtime that --runtime does not provide.
 RUNTIME_PROGRAMS = {"llama-server": "llamacpp", "vllm": "vllm", "ollama": "ollama"}
-DEFAULT_STANDINS = {"vllm": HACK_DIR / "standins" / "vllm_server.py"}
+#: What the runtime's image runs before the pod's args: vllm/vllm-openai's entrypoint is
+#: `vllm serve` (a stand-in given with --runtime takes the args alone).
+ENTRYPOINT_ARGS = {"vllm": ["serve"]}
 
 log = logging.getLogger("podrunner")
 
@@ -552,6 +553,8 @@ class Container:
             if runtime == "vllm":
                 # vLLM images start `python3 -m vllm.entrypoints.openai.api_server` or `vllm serve`.
                 extra = [a for a in extra if a not in ("-m", "vllm") and not a.startswith("vllm.")]
+                if Path(program[-1]).name == "vllm":
+                    extra = [*ENTRYPOINT_ARGS["vllm"], *[a for a in extra if a != "serve"]]
             elif runtime == "ollama":
                 env["OLLAMA_HOST"] = ollama_host(env.get("OLLAMA_HOST"), pod.ip, self._first_port(11434))
             argv = [*program, *extra, *args]
@@ -949,9 +952,7 @@ class PodRunner:
         self.pods: dict[str, PodState] = {}  # by uid
         self.delays: list[DelayRule] = []
         self.control_url: str | None = None
-        # Real vLLM does not install here: its stand-in needs no build, so no build-runtimes.sh run.
-        self._programs: dict[str, list[str]] = {k: program_argv(str(v)) for k, v in DEFAULT_STANDINS.items()}
-        self._programs.update({k: program_argv(v) for k, v in (runtimes or {}).items()})
+        self._programs: dict[str, list[str]] = {k: program_argv(v) for k, v in (runtimes or {}).items()}
         self._discovered = False
         self._discovery_error: str | None = None
         self._discover_lock = asyncio.Lock()
