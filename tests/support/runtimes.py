@@ -11,6 +11,7 @@ build or find fails the test that needs it: these tiers are never skipped for a 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import select
@@ -447,3 +448,107 @@ def run_openai_standin(
         yield url
     finally:
         _stop(process)
+
+
+# --- real runtimes outside the cluster ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def real_runtime_command(runtime: str, port: int, model: str, served_name: str, *extra: str) -> list[str]:
+    """The real runtime (hack/build-runtimes.sh's build) serving `model` on 127.0.0.1:`port`."""
+    program = runtime_program(runtime)
+    listen = ["--host", "127.0.0.1", "--port", str(port)]
+    if runtime == "llamacpp":
+        return [program, "-m", model, "--alias", served_name, *listen, "-c", "1024", "--threads", "1", *extra]
+    if runtime == "vllm":
+        return [
+            program,
+            "serve",
+            model,
+            "--served-model-name",
+            served_name,
+            *listen,
+            "--enforce-eager",
+            *extra,
+        ]
+    raise ValueError(f"no command for {runtime!r}; Ollama pulls its models: use run_real_ollama")
+
+
+@contextmanager
+def _running(
+    argv: list[str], log: Path, ready_url: str, what: str, timeout: float, env: dict[str, str]
+) -> Iterator[None]:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        # Its own session: vLLM's engine and Ollama's runners are children, stopped with it.
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            env={**os.environ, **env},
+            start_new_session=True,
+        )
+
+    def answering() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"{what} exited ({process.returncode}):\n{log.read_text(errors='replace')[-3000:]}"
+            )
+        try:
+            return httpx.get(ready_url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        eventually(answering, timeout=timeout, interval=0.5, message=f"{what} answering {ready_url}")
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def run_real_runtime(
+    workdir: Path, runtime: str, model: str, served_name: str, *extra: str, timeout: float = 300
+) -> Iterator[str]:
+    """Real llama-server or vLLM on a free loopback port, as a server outside the cluster; yields
+    its URL once /health answers 200 (vLLM: once its model is loaded, a minute on 2 cores)."""
+    port = _free_port()
+    argv = real_runtime_command(runtime, port, model, served_name, *extra)
+    url = f"http://127.0.0.1:{port}"
+    with _running(argv, workdir / f"{runtime}-{port}.log", f"{url}/health", runtime, timeout, {}):
+        yield url
+
+
+@contextmanager
+def run_real_ollama(workdir: Path, models: list[str]) -> Iterator[str]:
+    """Real Ollama on a free loopback port with `models` pulled (from a registry that allows
+    plain HTTP); yields its URL."""
+    port = _free_port()
+    home = workdir / f"ollama-{port}"
+    env = {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(home / "models"), "HOME": str(home)}
+    url = f"http://127.0.0.1:{port}"
+    with _running(
+        [runtime_program("ollama"), "serve"], home / "log", f"{url}/api/version", "ollama", 60, env
+    ):
+        for model in models:
+            pulled = httpx.post(
+                f"{url}/api/pull", json={"model": model, "insecure": True, "stream": False}, timeout=120
+            )
+            assert pulled.status_code == 200 and pulled.json().get("status") == "success", pulled.text
+        yield url
