@@ -1,4 +1,5 @@
-"""Real runtimes for the adapter tests: llama-server built from source, the vLLM stand-in, Ollama.
+"""Real runtimes for the adapter tests: llama-server built from source, vLLM (its CPU build) and its
+stand-in, Ollama.
 
 A runtime that cannot be built or found fails the tests that need it; nothing is skipped.
 """
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from runtime_processes import HACK, TINY_CONTEXT_LENGTH, VENV_BIN, RuntimeProcess, free_port
+from vllm_servers import VLLMServers
 
 #: A cold build of llama-server takes tens of minutes on 2 cores; cached, it takes a second.
 COLD_BUILD_TIMEOUT_SECONDS = 3600
@@ -68,6 +70,33 @@ def runtime_binary(request: pytest.FixtureRequest, name: str, version_variable: 
 @pytest.fixture(scope="session")
 def llama_server_binary(request: pytest.FixtureRequest) -> Path:
     return runtime_binary(request, "llama-server", "LLAMA_CPP_PYTHON_VERSION")
+
+
+@pytest.fixture(scope="session")
+def vllm_binary(request: pytest.FixtureRequest) -> Path:
+    """The real vLLM's launcher (`vllm serve ...`), its CPU build in a venv."""
+    return runtime_binary(request, "vllm", "VLLM_VERSION")
+
+
+@pytest.fixture(scope="session")
+def tiny_vllm_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen3-layout Hugging Face repo (safetensors, tokenizer) that vLLM loads in seconds."""
+    out = tmp_path_factory.mktemp("models") / "tiny-qwen3"
+    subprocess.run(
+        [str(VENV_BIN / "python"), str(HACK / "modelsource.py"), "--write-tiny-repo", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def vllm_servers(tiny_vllm_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServers]:
+    """Real and stand-in vLLM servers serving the tiny repo, shared by the session's tests (a real
+    one takes a minute and 3.7 GB to start); at most two real ones run at once."""
+    servers = VLLMServers(tiny_vllm_repo, tmp_path_factory.mktemp("vllm"))
+    yield servers
+    servers.close()
 
 
 @pytest.fixture(scope="session")
