@@ -72,6 +72,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -706,6 +707,12 @@ class PodState:
         return str((self.pod["metadata"].get("labels") or {}).get(RUNTIME_LABEL, ""))
 
     @property
+    def tmp_dir(self) -> Path:
+        """The pod's /tmp: short, as in a container, because programs put Unix sockets there
+        (vLLM's engine does), and a socket's path may not pass 107 bytes."""
+        return Path(tempfile.gettempdir()) / f"llmop-pod-{self.uid[:13]}"
+
+    @property
     def dir(self) -> Path:
         return self.runner.workdir / "pods" / self.namespace / self.name
 
@@ -800,6 +807,7 @@ class PodState:
                 shutil.rmtree(path, ignore_errors=True)
                 log.debug("%s: removed volume %s", self.key, name)
         shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
         self.phase = "stopped"
         self.done.set()
         log.info("%s: stopped", self.key)
@@ -807,7 +815,7 @@ class PodState:
     async def container_env(self, spec: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
         runner = self.runner
         home = self.dir / "home"
-        tmp = self.dir / "tmp"
+        tmp = self.tmp_dir
         home.mkdir(parents=True, exist_ok=True)
         tmp.mkdir(parents=True, exist_ok=True)
         env = {

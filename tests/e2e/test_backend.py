@@ -7,12 +7,15 @@ own words when GPUs run out, Degraded when a runtime dies, nothing written when 
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import pytest
 import yaml
 
@@ -58,6 +61,7 @@ def backend_ns(kube: Kube, operator: OperatorProcess, podrunner: PodRunner) -> A
         yield name
 
 
+@pytest.mark.timeout(600)  # the real vLLM loads for a minute or two on 2 cores
 def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
     kube: Kube, backend_ns: str, podrunner: PodRunner, ollama_registry: str, tmp_path: Path
 ) -> None:
@@ -67,12 +71,14 @@ def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
     ollama["models"] = [
         {"name": f"{ollama_registry}/library/{m['name']}", "insecure": True} for m in ollama["models"]
     ]
+    # The external example needs a server outside the cluster; the stand-in is enough here (the
+    # real servers behind each external kind: test_external_kinds.py).
     with run_vllm_standin(tmp_path, served_model_name="gateway-model") as gateway:
         manifests["external"]["spec"]["external"]["url"] = gateway
         for manifest in manifests.values():
             kube.apply(manifest, backend_ns)
         for manifest in manifests.values():
-            wait_ready(kube, manifest["metadata"]["name"], backend_ns)
+            wait_ready(kube, manifest["metadata"]["name"], backend_ns, timeout="300s")
 
         table = kube.run("get", "llmb", "-n", backend_ns).stdout.splitlines()
         assert table[0].split() == ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "AGE"]
@@ -94,6 +100,21 @@ def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
             else:
                 listed = runtime_models(url)
             assert sorted(m["name"] for m in status["models"]) == sorted(listed), name
+            if manifest["spec"].get("runtime"):
+                assert_openai_client_chats(status, url)
+
+
+def assert_openai_client_chats(status: dict[str, Any], pod_url: str) -> None:
+    """A user copies the model name from status into the openai client; it answers. The base URL
+    is status.openaiBaseURL with the Service's address swapped for the pod's (no cluster DNS here)."""
+    base = status["openaiBaseURL"]
+    assert base == f"{status['endpoint']}/v1"
+    client = openai.OpenAI(base_url=base.replace(status["endpoint"], pod_url), api_key="none", timeout=60)
+    for model in status["models"]:
+        answer = client.chat.completions.create(
+            model=model["name"], messages=[{"role": "user", "content": "Hello"}], max_tokens=3
+        )
+        assert answer.choices and answer.choices[0].message.content is not None, (model["name"], answer)
 
 
 def test_ready_is_never_reported_before_the_runtime_answers(
@@ -150,6 +171,86 @@ def test_ready_is_never_reported_before_the_runtime_answers(
         f"Ready {ready_at - answered_at[0]:.1f}s after the runtime answered"
     )
     podrunner.clear_delays()
+
+
+def engine_core_of(pid: int) -> int:
+    """The pid of the real vLLM's engine process, a child of its API server (`VLLM::EngineCore`)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid and cmdline == b"VLLM::EngineCore":
+            return int(entry.name)
+    raise AssertionError(f"no VLLM::EngineCore child of {pid}")
+
+
+@pytest.mark.timeout(600)
+def test_real_vllm_is_ready_one_probe_after_it_binds_and_degraded_when_its_engine_dies(
+    kube: Kube, backend_ns: str, podrunner: PodRunner
+) -> None:
+    """vLLM keeps its port closed for the whole load: RuntimeStarting until it binds, Ready within
+    one probe interval after; a killed engine makes the server fail, and the backend Degraded."""
+    manifest = example("vllm")
+    manifest["metadata"]["name"] = "vllm-cold"
+    manifest["spec"]["startup"] = {"timeout": "10m", "probeInterval": "1s"}
+    kube.apply(manifest, backend_ns)
+    running = podrunner.wait_running(backend_ns, timeout=180)
+    url = f"http://{running['podIP']}:8000/health"
+    answered_at: list[float] = []
+
+    def watch_port() -> None:
+        while not answered_at:
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    answered_at.append(time.monotonic())
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    threading.Thread(target=watch_port, daemon=True).start()
+    seen: set[tuple[str, str]] = set()
+    while not answered_at:
+        status = kube.get("llmb", "vllm-cold", backend_ns).get("status", {})
+        ready = condition(kube, "vllm-cold", backend_ns, "Ready") or {}
+        if not answered_at:
+            assert ready.get("status") != "True", "Ready before vLLM answered"
+            seen.add((status.get("phase", ""), ready.get("reason", "")))
+        time.sleep(0.3)
+    assert ("Loading", "RuntimeStarting") in seen, seen
+    ready_at = eventually(
+        lambda: (
+            (condition(kube, "vllm-cold", backend_ns, "Ready") or {}).get("status") == "True"
+            and time.monotonic()
+        ),
+        timeout=30,
+        interval=0.1,
+        message="Ready after vLLM answered",
+    )
+    # One probe interval (1 s), plus the time kubectl takes to read it back.
+    assert ready_at - answered_at[0] <= 1.0 + 1.5, (
+        f"Ready {ready_at - answered_at[0]:.1f}s after vLLM answered"
+    )
+
+    os.kill(engine_core_of(int(running["containers"]["runtime"]["pid"])), signal.SIGKILL)
+    status = eventually(
+        lambda: (
+            (s := kube.get("llmb", "vllm-cold", backend_ns).get("status", {})).get("phase") == "Degraded"
+            and s
+        ),
+        timeout=30,
+        message="phase Degraded",
+    )
+    ready = condition(kube, "vllm-cold", backend_ns, "Ready") or {}
+    assert ready.get("reason") == "RuntimeUnavailable", ready
+    # The server says its engine is dead (/health 503) for the seconds before it exits; after that
+    # its port is closed until the container restarts.
+    said = status["lastError"]
+    assert running["podIP"] in said and ("engine is dead" in said or "refused" in said or "closed" in said), (
+        said
+    )
 
 
 def test_too_many_gpus_is_explained_in_status_without_spamming(

@@ -28,6 +28,9 @@ from support.kube import REPO, Kube, eventually
 from support.operator import OperatorProcess
 from support.runtimes import ModelSource, PodRunner, run_vllm_standin
 
+# External backends here only need some server to observe: the vLLM stand-in starts at once, where
+# the real vLLM takes a minute and 3.7 GB (the real one behind each external kind:
+# test_external_kinds.py).
 pytestmark = pytest.mark.e2e
 
 CHART = REPO / "charts" / "llmop"
