@@ -112,6 +112,14 @@ class _Completion(_Wire):
     choices: list[Any]
 
 
+class _Embeddings(_Wire):
+    data: list[Any]
+
+
+#: The smallest request that proves a model answers: where it goes, its body, the answer's shape.
+SmallestRequest = tuple[str, dict[str, Any], type[_Wire]]
+
+
 class OpenAICompatibleAdapter(HTTPRuntimeAdapter):
     """An OpenAI-compatible server, described by `profile`."""
 
@@ -197,9 +205,9 @@ class OpenAICompatibleAdapter(HTTPRuntimeAdapter):
         if unload_others and not self.profile.lists_loaded_models:
             raise Unsupported(self.display_name, "unloading models")
         started = time.monotonic()
-        path, request = self._one_token_request(model)
+        path, request, answer = await self._smallest_request(model)
         try:
-            await self.http.call_wire(_Completion, "POST", path, json_body=request, limit_seconds=timeout)
+            await self.http.call_wire(answer, "POST", path, json_body=request, limit_seconds=timeout)
         except RuntimeHTTPError as error:
             if error.status_code == 404 and not is_route_missing(error.runtime_message):
                 raise ModelNotFound(
@@ -211,12 +219,18 @@ class OpenAICompatibleAdapter(HTTPRuntimeAdapter):
         # A single-model server has nothing else loaded, so unload_others is already true.
         return WarmupResult(model=model, elapsed_seconds=time.monotonic() - started)
 
-    def _one_token_request(self, model: str) -> tuple[str, dict[str, Any]]:
-        if self.profile.capabilities.completions:
-            return "/v1/completions", {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
-        return "/v1/chat/completions", {
-            "model": model,
-            "messages": [{"role": "user", "content": "Hello"}],
-            "max_tokens": 1,
-            "temperature": 0,
-        }
+    async def _smallest_request(self, model: str) -> SmallestRequest:
+        return one_token_request(model, completions=self.profile.capabilities.completions)
+
+
+def one_token_request(model: str, *, completions: bool) -> SmallestRequest:
+    if completions:
+        body = {"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+        return "/v1/completions", body, _Completion
+    messages = [{"role": "user", "content": "Hello"}]
+    body = {"model": model, "messages": messages, "max_tokens": 1, "temperature": 0}
+    return "/v1/chat/completions", body, _Completion
+
+
+def one_embedding_request(model: str) -> SmallestRequest:
+    return "/v1/embeddings", {"model": model, "input": "Hello"}, _Embeddings

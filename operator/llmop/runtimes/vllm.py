@@ -17,7 +17,13 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
-from llmop.runtimes.openai_compatible import OpenAICompatibleAdapter, OpenAIProfile
+from llmop.runtimes.openai_compatible import (
+    OpenAICompatibleAdapter,
+    OpenAIProfile,
+    SmallestRequest,
+    one_embedding_request,
+    one_token_request,
+)
 from llmop.runtimes.results import ModelCapability, ModelInfo, ProbeResult, ProbeState, RuntimeCapabilities
 from llmop.runtimes.transport import HTTPAnswer, is_route_missing, runtime_error_text
 
@@ -63,6 +69,12 @@ class VLLMAdapter(OpenAICompatibleAdapter):
             embeddings=ModelCapability.EMBEDDINGS in served,
             streaming=generates,
         )
+
+    async def _smallest_request(self, model: str) -> SmallestRequest:
+        # A pooling model has no completion route: one embedding proves it answers.
+        if ModelCapability.COMPLETION in await self._served_capabilities():
+            return one_token_request(model, completions=True)
+        return one_embedding_request(model)
 
     async def _served_capabilities(self) -> frozenset[ModelCapability]:
         if self._served is None:

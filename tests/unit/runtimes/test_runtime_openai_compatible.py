@@ -126,7 +126,9 @@ async def test_warmup_is_a_one_token_completion(fake_runtime) -> None:
     server = await fake_runtime({"POST /v1/completions": completion})
     async with connect("vllm", server.url) as runtime:
         result = await runtime.warmup("Qwen/Qwen3-0.6B", timeout=10, unload_others=True)
-    (request,) = server.bodies("/v1/completions")
+    # The first, empty request asks whether the route exists (a generating model, not pooling).
+    route_check, request = server.bodies("/v1/completions")
+    assert route_check == {}
     assert request["model"] == "Qwen/Qwen3-0.6B"
     assert request["max_tokens"] == 1
     assert request["prompt"]
@@ -388,3 +390,17 @@ async def test_vllm_health_503_is_a_dead_engine_not_a_load(fake_runtime) -> None
         result = await runtime.probe()
     assert result.state is ProbeState.ERROR
     assert "engine is dead" in result.reason and "503" in result.reason
+
+
+async def test_vllm_warms_a_pooling_model_with_one_embedding(fake_runtime) -> None:
+    embedded = {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1]}]}
+
+    async def embeddings(request: web.Request) -> web.Response:
+        body = await request.json()
+        return json_reply(embedded) if body else refuses_empty(request)
+
+    server = await fake_runtime({"POST /v1/embeddings": embeddings})
+    async with connect("vllm", server.url) as runtime:
+        result = await runtime.warmup("org/embed", timeout=10)
+    assert result.model == "org/embed"
+    assert server.bodies("/v1/embeddings")[-1] == {"model": "org/embed", "input": "Hello"}
