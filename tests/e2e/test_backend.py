@@ -19,7 +19,7 @@ import openai
 import pytest
 import yaml
 
-from support.kube import REPO, Kube, eventually
+from support.kube import REPO, Kube, eventually, wait_backend_ready
 from support.operator import OperatorProcess
 from support.runtimes import PodRunner, run_vllm_standin
 
@@ -33,22 +33,6 @@ def example(name: str) -> dict[str, Any]:
 def condition(kube: Kube, name: str, namespace: str, type_: str) -> dict[str, Any] | None:
     body = kube.get_or_none("llmb", name, namespace) or {}
     return next((c for c in body.get("status", {}).get("conditions", []) if c["type"] == type_), None)
-
-
-def wait_ready(kube: Kube, name: str, namespace: str, timeout: str = "180s") -> None:
-    result = kube.run(
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Ready",
-        f"llmb/{name}",
-        f"--timeout={timeout}",
-        check=False,
-        timeout=600,
-    )
-    if result.returncode != 0:
-        status = kube.get("llmb", name, namespace).get("status")
-        raise AssertionError(f"llmb/{name} not Ready: {result.stderr}\nstatus: {yaml.safe_dump(status)}")
 
 
 def runtime_models(url: str) -> list[str]:
@@ -78,7 +62,7 @@ def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
         for manifest in manifests.values():
             kube.apply(manifest, backend_ns)
         for manifest in manifests.values():
-            wait_ready(kube, manifest["metadata"]["name"], backend_ns, timeout="300s")
+            wait_backend_ready(kube, manifest["metadata"]["name"], backend_ns, timeout="300s")
 
         table = kube.run("get", "llmb", "-n", backend_ns).stdout.splitlines()
         assert table[0].split() == ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "AGE"]
@@ -117,6 +101,43 @@ def assert_openai_client_chats(status: dict[str, Any], pod_url: str) -> None:
         assert answer.choices and answer.choices[0].message.content is not None, (model["name"], answer)
 
 
+def watch_cold_start(
+    kube: Kube, name: str, namespace: str, health_url: str
+) -> tuple[set[tuple[str, str]], float]:
+    """Watch a backend while its runtime's port is closed: Ready never True meanwhile. Returns
+    the (phase, Ready reason) pairs seen then, and how long after the runtime first answered
+    200 the backend was Ready."""
+    answered_at: list[float] = []
+
+    def watch_port() -> None:
+        while not answered_at:
+            try:
+                if httpx.get(health_url, timeout=1).status_code == 200:
+                    answered_at.append(time.monotonic())
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    threading.Thread(target=watch_port, daemon=True).start()
+    seen: set[tuple[str, str]] = set()
+    while not answered_at:
+        status = kube.get("llmb", name, namespace).get("status", {})
+        ready = condition(kube, name, namespace, "Ready") or {}
+        # Checked only while the port is closed: Ready must never be True then.
+        if not answered_at:
+            assert ready.get("status") != "True", f"{name} Ready before its runtime answered"
+            seen.add((status.get("phase", ""), ready.get("reason", "")))
+        time.sleep(0.3)
+    ready_at = eventually(
+        lambda: (
+            (condition(kube, name, namespace, "Ready") or {}).get("status") == "True" and time.monotonic()
+        ),
+        timeout=30,
+        interval=0.1,
+        message="Ready after the runtime answered",
+    )
+    return seen, ready_at - answered_at[0]
+
+
 def test_ready_is_never_reported_before_the_runtime_answers(
     kube: Kube, backend_ns: str, podrunner: PodRunner
 ) -> None:
@@ -135,41 +156,12 @@ def test_ready_is_never_reported_before_the_runtime_answers(
         timeout=60,
         message="a pod with an IP",
     )[0]
-    url = f"http://{pod['status']['podIP']}:8080/health"
-    answered_at: list[float] = []
-
-    def watch_port() -> None:
-        while not answered_at:
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    answered_at.append(time.monotonic())
-            except httpx.HTTPError:
-                time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch_port, daemon=True)
-    watcher.start()
-    phases = set()
-    while not answered_at:
-        ready = condition(kube, "slow-start", backend_ns, "Ready")
-        phases.add(kube.get("llmb", "slow-start", backend_ns).get("status", {}).get("phase"))
-        # Checked only while the port is closed: Ready must never be True then.
-        if not answered_at:
-            assert not ready or ready["status"] != "True", "Ready before the runtime answered"
-        time.sleep(0.3)
-    assert "Loading" in phases
-    ready_at = eventually(
-        lambda: (
-            (condition(kube, "slow-start", backend_ns, "Ready") or {}).get("status") == "True"
-            and time.monotonic()
-        ),
-        timeout=30,
-        interval=0.1,
-        message="Ready after the runtime answered",
+    seen, delay = watch_cold_start(
+        kube, "slow-start", backend_ns, f"http://{pod['status']['podIP']}:8080/health"
     )
+    assert "Loading" in {phase for phase, _ in seen}
     # One probe interval (2 s), plus the time kubectl takes to read it back.
-    assert ready_at - answered_at[0] <= 2.0 + 1.5, (
-        f"Ready {ready_at - answered_at[0]:.1f}s after the runtime answered"
-    )
+    assert delay <= 2.0 + 1.5, f"Ready {delay:.1f}s after the runtime answered"
     podrunner.clear_delays()
 
 
@@ -199,40 +191,10 @@ def test_real_vllm_is_ready_one_probe_after_it_binds_and_degraded_when_its_engin
     manifest["spec"]["startup"] = {"timeout": "10m", "probeInterval": "1s"}
     kube.apply(manifest, backend_ns)
     running = podrunner.wait_running(backend_ns, timeout=180)
-    url = f"http://{running['podIP']}:8000/health"
-    answered_at: list[float] = []
-
-    def watch_port() -> None:
-        while not answered_at:
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    answered_at.append(time.monotonic())
-            except httpx.HTTPError:
-                time.sleep(0.05)
-
-    threading.Thread(target=watch_port, daemon=True).start()
-    seen: set[tuple[str, str]] = set()
-    while not answered_at:
-        status = kube.get("llmb", "vllm-cold", backend_ns).get("status", {})
-        ready = condition(kube, "vllm-cold", backend_ns, "Ready") or {}
-        if not answered_at:
-            assert ready.get("status") != "True", "Ready before vLLM answered"
-            seen.add((status.get("phase", ""), ready.get("reason", "")))
-        time.sleep(0.3)
+    seen, delay = watch_cold_start(kube, "vllm-cold", backend_ns, f"http://{running['podIP']}:8000/health")
     assert ("Loading", "RuntimeStarting") in seen, seen
-    ready_at = eventually(
-        lambda: (
-            (condition(kube, "vllm-cold", backend_ns, "Ready") or {}).get("status") == "True"
-            and time.monotonic()
-        ),
-        timeout=30,
-        interval=0.1,
-        message="Ready after vLLM answered",
-    )
     # One probe interval (1 s), plus the time kubectl takes to read it back.
-    assert ready_at - answered_at[0] <= 1.0 + 1.5, (
-        f"Ready {ready_at - answered_at[0]:.1f}s after vLLM answered"
-    )
+    assert delay <= 1.0 + 1.5, f"Ready {delay:.1f}s after vLLM answered"
 
     os.kill(engine_core_of(int(running["containers"]["runtime"]["pid"])), signal.SIGKILL)
     status = eventually(
@@ -292,7 +254,7 @@ def test_a_killed_runtime_turns_the_backend_degraded_then_ready_again(
     manifest = example("llamacpp")
     manifest["metadata"]["name"] = "fragile"
     kube.apply(manifest, backend_ns)
-    wait_ready(kube, "fragile", backend_ns)
+    wait_backend_ready(kube, "fragile", backend_ns)
     pod = kube.list("pods", backend_ns, "llmop.dev/backend=fragile")[0]["metadata"]["name"]
     podrunner.kill(backend_ns, pod, "runtime", restart_after=12)
     degraded = eventually(
@@ -305,7 +267,7 @@ def test_a_killed_runtime_turns_the_backend_degraded_then_ready_again(
     )
     assert "refused" in degraded["lastError"] or "closed" in degraded["lastError"]
     assert condition(kube, "fragile", backend_ns, "Ready")["status"] == "False"  # type: ignore[index]
-    wait_ready(kube, "fragile", backend_ns, timeout="60s")
+    wait_backend_ready(kube, "fragile", backend_ns, timeout="60s")
     events = [
         (e["type"], e["reason"])
         for e in kube.list("events", backend_ns)
@@ -343,7 +305,7 @@ def test_nothing_is_written_while_nothing_changes(kube: Kube, backend_ns: str, t
             manifest["spec"]["startup"] = {"timeout": "2m", "probeInterval": "1s"}
             kube.apply(manifest, backend_ns)
         for index in range(3):
-            wait_ready(kube, f"steady-{index}", backend_ns)
+            wait_backend_ready(kube, f"steady-{index}", backend_ns)
         time.sleep(3)  # let the last transition settle
         before = {
             b["metadata"]["name"]: b["metadata"]["resourceVersion"] for b in kube.list("llmb", backend_ns)

@@ -8,7 +8,7 @@ SGLang cannot, so their stand-ins (hack/standins/openai_servers.py) answer for t
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from support.kube import Kube, eventually
+from support.kube import Kube, eventually, wait_backend_ready
 from support.operator import OperatorProcess
 from support.runtimes import (
     HACK,
@@ -66,7 +66,7 @@ def backend_ns(kube: Kube, operator: OperatorProcess) -> Iterator[str]:
         yield name
 
 
-def server_for(kind: str, request: pytest.FixtureRequest, servers_dir: Path) -> Iterator[str]:
+def server_for(kind: str, request: pytest.FixtureRequest, servers_dir: Path) -> Generator[str, None, None]:
     if kind in ("openai-llamacpp", "llamacpp"):
         yield request.getfixturevalue("llama_server")
     elif kind in ("openai-vllm", "vllm"):
@@ -82,22 +82,6 @@ def listed_names(kind: str, url: str) -> list[str]:
     if kind == "ollama":
         return [m["name"] for m in httpx.get(f"{url}/api/tags", timeout=10).json()["models"]]
     return [m["id"] for m in httpx.get(f"{url}/v1/models", timeout=10).json()["data"]]
-
-
-def wait_ready(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
-    result = kube.run(
-        "wait",
-        "-n",
-        namespace,
-        "--for=condition=Ready",
-        f"llmb/{name}",
-        "--timeout=90s",
-        check=False,
-        timeout=120,
-    )
-    status: dict[str, Any] = kube.get("llmb", name, namespace).get("status", {})
-    assert result.returncode == 0, f"llmb/{name} not Ready: {result.stderr}\nstatus: {status}"
-    return status
 
 
 @pytest.mark.parametrize(
@@ -121,7 +105,7 @@ def test_each_external_kind_is_ready_and_its_status_names_work_in_the_openai_cli
             },
             backend_ns,
         )
-        status = wait_ready(kube, name, backend_ns)
+        status = wait_backend_ready(kube, name, backend_ns, "90s")
 
         names = [model["name"] for model in status["models"]]
         assert sorted(names) == sorted(listed_names(kind, url)), status

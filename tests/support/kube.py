@@ -119,3 +119,22 @@ def eventually(
             return last
         time.sleep(interval)
     raise AssertionError(f"{message} not reached within {timeout:.0f}s; last value: {last!r}")
+
+
+def wait_backend_ready(kube: Kube, name: str, namespace: str, timeout: str = "180s") -> dict[str, Any]:
+    """`kubectl wait --for=condition=Ready llmb/NAME`, as a user waits; the status once Ready,
+    or a failure that shows the status it stopped at."""
+    result = kube.run(
+        "wait",
+        "-n",
+        namespace,
+        "--for=condition=Ready",
+        f"llmb/{name}",
+        f"--timeout={timeout}",
+        check=False,
+        timeout=660,
+    )
+    status: dict[str, Any] = kube.get("llmb", name, namespace).get("status", {})
+    if result.returncode != 0:
+        raise AssertionError(f"llmb/{name} not Ready: {result.stderr}\nstatus: {yaml.safe_dump(status)}")
+    return status
