@@ -5,6 +5,7 @@ the real vLLM."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -131,7 +132,11 @@ async def test_a_dead_engine_core_fails_health_and_generation_but_not_the_model_
     engine = vllm_standin.start_engine_core()
     client = await client_for(engine=engine)
     try:
-        argv0 = vllm_standin.Path(f"/proc/{engine.pid}/cmdline").read_bytes().split(b"\0")[0]
+        cmdline = vllm_standin.Path(f"/proc/{engine.pid}/cmdline")
+        for _ in range(100):  # a child's cmdline reads empty until its exec is done
+            if argv0 := cmdline.read_bytes().split(b"\0")[0]:
+                break
+            await asyncio.sleep(0.05)
         assert argv0 == b"VLLM::EngineCore"
         assert (await client.get("/health")).status == 200
         os.kill(engine.pid, signal.SIGKILL)
