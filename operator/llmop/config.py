@@ -7,14 +7,14 @@ import os
 from pydantic import BaseModel, Field
 
 from llmop.models.duration import parse_duration
+from llmop.runtimes.registry import RUNTIMES
 
-#: Exact releases, never a moving tag: the versions the tests run (hack/versions.env), so what
-#: llmop deploys is what it was tested against, and an operator upgrade that changes one is a
-#: decision in its release notes. tests/unit/test_runtime_images.py holds code, chart and docs to it.
+#: Each runtime module's default image: an exact release, the one the tests run
+#: (tests/unit/test_runtime_images.py holds code, chart and docs to it).
 DEFAULT_IMAGES = {
-    "ollama": "docker.io/ollama/ollama:0.34.4",
-    "vllm": "docker.io/vllm/vllm-openai:v0.32.0",
-    "llamacpp": "ghcr.io/ggml-org/llama.cpp:server-b11312",
+    kind: descriptor.default_image
+    for kind, descriptor in RUNTIMES.items()
+    if descriptor.default_image is not None
 }
 
 

@@ -16,6 +16,8 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 SourceKind = Literal["huggingface", "url", "ollama"]
+#: Where the model volume is mounted in every container of a runtime pod.
+MODELS_DIR = "/models"
 
 _HF = re.compile(r"^hf://(?P<org>[^/@\s]+)/(?P<repo>[^/@\s]+)(?:@(?P<rev>[^/\s]+))?(?:/(?P<path>\S+))?$")
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
 from llmop.models.duration import format_duration, parse_duration
 from llmop.models.pull import ModelPullSpec
+from llmop.runtimes.registry import serving_port
 
 
 def test_backend_defaults_fill_what_the_user_left_out() -> None:
@@ -16,7 +17,7 @@ def test_backend_defaults_fill_what_the_user_left_out() -> None:
     assert spec.gpu.count == 0 and spec.gpu.resource_name == "nvidia.com/gpu"
     assert spec.startup.timeout == "30m" and spec.startup.probe_interval == "1s"
     assert spec.warmup.enabled is True
-    assert spec.effective_port == 11434
+    assert serving_port(spec) == 11434
     assert spec.runtime_kind == "ollama"
 
 

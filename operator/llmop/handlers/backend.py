@@ -44,6 +44,7 @@ from llmop.reconcile.backend_status import (
 )
 from llmop.reconcile.conditions import find
 from llmop.runtimes import connect
+from llmop.runtimes.registry import managed_descriptor, serving_port
 from llmop.sources import InvalidModelSource, parse_model_source
 
 BackendKey = tuple[str, str]
@@ -106,18 +107,20 @@ def pulls_by_backend(
 
 def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
     """What the API server cannot check; a message the user can act on, or None."""
-    if spec.runtime in ("vllm", "llamacpp") and not spec.models:
+    if spec.runtime is None:
+        return None
+    runtime = managed_descriptor(spec)
+    if not runtime.pulls_itself and not spec.models:
         return f"spec.models is empty: {spec.runtime} serves one model, name it in spec.models"
-    for model in spec.models:
-        if spec.runtime in ("vllm", "llamacpp"):
-            try:
-                source = parse_model_source(model.name)
-            except InvalidModelSource as error:
-                return str(error)
-            if source.kind == "ollama":
-                return f"{model.name!r}: {spec.runtime} models come from hf://org/repo[...] or https:// URLs"
-            if spec.runtime == "llamacpp" and not source.is_single_file:
-                return f"{model.name!r}: llama.cpp loads one GGUF file, name it: hf://org/repo/path/file.gguf"
+    for model in spec.models if not runtime.pulls_itself else []:
+        try:
+            source = parse_model_source(model.name)
+        except InvalidModelSource as error:
+            return str(error)
+        if source.kind not in runtime.model_sources:
+            return f"{model.name!r}: {spec.runtime} models come from hf://org/repo[...] or https:// URLs"
+        if runtime.one_file and not source.is_single_file:
+            return f"{model.name!r}: llama.cpp loads one GGUF file, name it: hf://org/repo/path/file.gguf"
     return None
 
 
@@ -172,8 +175,7 @@ async def _ensure_backend(
             await kube.apply(PVCS, claim)
         await kube.apply(DEPLOYMENTS, build_deployment(name, namespace, uid, parsed, memo.config))
         await kube.apply(SERVICES, build_service(name, namespace, uid, parsed))
-        if parsed.runtime in ("vllm", "llamacpp", "ollama"):
-            await _ensure_model_pulls(kube, name, namespace, uid, parsed)
+        await _ensure_model_pulls(kube, name, namespace, uid, parsed)
     except KubeAPIError as error:
         if error.status_code in (400, 403, 422):
             # The API server refused what the spec asked for: tell the user where they look.
@@ -421,7 +423,7 @@ async def _snapshot(
     if spec.external is not None:
         targets[EXTERNAL] = endpoint
     else:
-        port = spec.effective_port
+        port = serving_port(spec)
         targets = {
             pod.name: f"http://{pod.ip}:{port}"
             for pod in pods

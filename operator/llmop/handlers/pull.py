@@ -35,6 +35,7 @@ from llmop.reconcile.pull_status import (
 )
 from llmop.runtimes import RuntimeAdapter, RuntimeAPIError, connect
 from llmop.runtimes.agent import connect_agent
+from llmop.runtimes.registry import managed_descriptor, serving_port
 
 logger = logging.getLogger(__name__)
 #: How often a finished pull looks for backend pods that came after it (in memory, no requests).
@@ -70,11 +71,16 @@ class StatusWriter:
         self.writes += 1
 
 
-def _pull_api(runtime: str | None, url: str, client: httpx.AsyncClient, timeout: float) -> RuntimeAdapter:
-    """Ollama pulls for itself; the agent beside vLLM and llama.cpp speaks the same API."""
-    if runtime == "ollama":
-        return connect("ollama", url, client=client, timeout=timeout)
+def _pull_api(spec: LLMBackendSpec, url: str, client: httpx.AsyncClient, timeout: float) -> RuntimeAdapter:
+    """A runtime that pulls for itself (Ollama) is asked; else the agent beside it, which speaks
+    the same API."""
+    if pulls_itself(spec):
+        return connect(spec.runtime_kind, url, client=client, timeout=timeout)
     return connect_agent(url, client=client, timeout=timeout)
+
+
+def pulls_itself(spec: LLMBackendSpec) -> bool:
+    return managed_descriptor(spec).pulls_itself
 
 
 def targets_without_the_model(
@@ -92,7 +98,7 @@ def pull_targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
     model is on disk, and until then the kubelet reports the pod Pending (its getPhase counts a
     running sidecar that has not started as pending), so waiting for Running would wait forever.
     """
-    pull_container = RUNTIME_CONTAINER if spec.runtime == "ollama" else AGENT_CONTAINER
+    pull_container = RUNTIME_CONTAINER if pulls_itself(spec) else AGENT_CONTAINER
     running = sorted(
         (
             p
@@ -101,9 +107,9 @@ def pull_targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
         ),
         key=lambda p: p.name,
     )
-    port = spec.effective_port if spec.runtime == "ollama" else AGENT_PORT
+    port = serving_port(spec) if pulls_itself(spec) else AGENT_PORT
     targets = {pod.name: f"http://{pod.ip}:{port}" for pod in running}
-    if spec.runtime != "ollama" and spec.storage is not None and targets:
+    if not pulls_itself(spec) and spec.storage is not None and targets:
         # Replicas share one claim: one download serves them all.
         first = next(iter(targets))
         return {first: targets[first]}
@@ -113,12 +119,12 @@ def pull_targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
 async def _pull_one(
     pod: str,
     url: str,
-    runtime_kind: str | None,
+    backend: LLMBackendSpec,
     spec: ModelPullSpec,
     tracker: PullTracker,
     client: httpx.AsyncClient,
 ) -> None:
-    runtime = _pull_api(runtime_kind, url, client, timeout=30.0)
+    runtime = _pull_api(backend, url, client, timeout=30.0)
     replica = tracker.replica(pod)
     replica.phase, replica.error = "Pulling", None
     try:
@@ -132,12 +138,12 @@ async def _pull_one(
 
 
 async def _silent_targets(
-    targets: dict[str, str], runtime_kind: str | None, client: httpx.AsyncClient
+    targets: dict[str, str], backend: LLMBackendSpec, client: httpx.AsyncClient
 ) -> str | None:
     """The pods whose pull API does not answer, with the reason, in words; None when all do."""
 
     async def probe(url: str) -> str | None:
-        result = await _pull_api(runtime_kind, url, client, timeout=5.0).probe(limit_seconds=5.0)
+        result = await _pull_api(backend, url, client, timeout=5.0).probe(limit_seconds=5.0)
         return None if result.serving else result.reason
 
     reasons = await asyncio.gather(*(probe(url) for url in targets.values()))
@@ -268,7 +274,7 @@ async def run_model_pull(
             continue
         # A pod whose pull API does not answer yet (a runtime or agent still starting, or
         # restarting) is waited for: that is no failed attempt.
-        silent = await _silent_targets(targets, backend_spec.runtime, memo.runtime_http)
+        silent = await _silent_targets(targets, backend_spec, memo.runtime_http)
         if silent and settled:
             await stopped.wait(2)  # a new pod still starting; the pull stays Succeeded meanwhile
             continue
@@ -307,7 +313,7 @@ async def run_model_pull(
                 reason="PullStarted",
                 message=f"pulling {spec.model} into {len(targets)} pod(s)",
             )
-        failure = await _attempt(spec, targets, backend_spec.runtime, tracker, pulling, writer, stopped, memo)
+        failure = await _attempt(spec, targets, backend_spec, tracker, pulling, writer, stopped, memo)
         if failure is None:
             first_url = next(iter(targets.values()))
             digest, size = await _pulled_model_facts(first_url, spec.model, memo.runtime_http)
@@ -335,7 +341,7 @@ async def run_model_pull(
             deleted = stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
             # Ollama stops a pull when its client leaves; the agent's transfer outlives its
             # clients (an operator restart must not lose it), so it is told to stop.
-            if deleted and backend_spec.runtime != "ollama":
+            if deleted and not pulls_itself(backend_spec):
                 await _cancel_on_agents(targets, spec.model, memo.runtime_http)
             return
         failed_phase: PullPhase = "Failed" if attempts >= spec.retry.max_attempts else "Pulling"
@@ -374,7 +380,7 @@ async def run_model_pull(
 async def _attempt(
     spec: ModelPullSpec,
     targets: dict[str, str],
-    runtime_kind: str | None,
+    backend: LLMBackendSpec,
     tracker: PullTracker,
     pulling: ModelPullStatus,
     writer: StatusWriter,
@@ -383,7 +389,7 @@ async def _attempt(
 ) -> str | None:
     """Pull on every target at once; progress is written while it runs. Returns the error, if any."""
     tasks = [
-        asyncio.create_task(_pull_one(pod, url, runtime_kind, spec, tracker, memo.runtime_http))
+        asyncio.create_task(_pull_one(pod, url, backend, spec, tracker, memo.runtime_http))
         for pod, url in targets.items()
     ]
     all_done = asyncio.gather(*tasks, return_exceptions=True)

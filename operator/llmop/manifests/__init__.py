@@ -24,7 +24,8 @@ from llmop.manifests.labels import (
 )
 from llmop.manifests.model_pull import build_model_pull, model_pull_name
 from llmop.manifests.service import build_service
-from llmop.manifests.storage import MODELS_DIR, build_model_claim, model_claim_name
+from llmop.manifests.storage import build_model_claim, model_claim_name
+from llmop.sources import MODELS_DIR
 
 __all__ = [
     "AGENT_CONTAINER",

@@ -14,10 +14,13 @@ from llmop.manifests.labels import (
     object_metadata,
     owner_reference,
 )
-from llmop.manifests.runtime_pods import RuntimePod, managed_runtime, runtime_pod, served_model_path
-from llmop.manifests.storage import MODELS_DIR, MODELS_VOLUME, models_claim, models_volume
+from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
+from llmop.manifests.storage import MODELS_VOLUME, models_claim, models_volume
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.duration import parse_duration
+from llmop.runtimes.descriptor import PodRecipe, served_model_path
+from llmop.runtimes.registry import serving_port
+from llmop.sources import MODELS_DIR
 
 RUNTIME_CONTAINER = "runtime"
 RUNTIME_PORT_NAME = "http"
@@ -88,8 +91,8 @@ def _merge_env(ours: list[dict[str, Any]], users: list[dict[str, Any]]) -> list[
     return merged
 
 
-def runtime_env(spec: LLMBackendSpec, pod: RuntimePod) -> list[dict[str, Any]]:
-    ours = pod.env(spec)
+def runtime_env(spec: LLMBackendSpec, pod: PodRecipe) -> list[dict[str, Any]]:
+    ours = pod.env(spec, serving_port(spec))
     secret = spec.api_key_secret_ref
     if secret is not None and pod.api_key_env is not None:
         # Always a reference: the key never appears in the Deployment or in the operator's memory.
@@ -103,12 +106,12 @@ def _models_mount() -> dict[str, Any]:
     return {"name": MODELS_VOLUME, "mountPath": MODELS_DIR}
 
 
-def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: RuntimePod) -> dict[str, Any]:
+def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: PodRecipe) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": RUNTIME_CONTAINER,
         "image": spec.image or config.images[managed_runtime(spec)],
-        "args": [*pod.args(spec), *(spec.args or [])],
-        "ports": [{"name": RUNTIME_PORT_NAME, "containerPort": spec.effective_port, "protocol": "TCP"}],
+        "args": [*pod.args(spec, serving_port(spec)), *(spec.args or [])],
+        "ports": [{"name": RUNTIME_PORT_NAME, "containerPort": serving_port(spec), "protocol": "TCP"}],
     }
     env = runtime_env(spec, pod)
     if env:

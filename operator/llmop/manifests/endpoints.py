@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmop.models.backend import LLMBackendSpec
+from llmop.runtimes.registry import serving_port
 
 
 def endpoint_url(name: str, namespace: str, spec: LLMBackendSpec, cluster_domain: str) -> str:
@@ -14,7 +15,7 @@ def endpoint_url(name: str, namespace: str, spec: LLMBackendSpec, cluster_domain
     if spec.external is not None:
         url = spec.external.url.rstrip("/")
         return url.removesuffix("/v1").rstrip("/")
-    return f"http://{name}.{namespace}.svc.{cluster_domain}:{spec.effective_port}"
+    return f"http://{name}.{namespace}.svc.{cluster_domain}:{serving_port(spec)}"
 
 
 def openai_base_url(endpoint: str, runtime_kind: str) -> str:

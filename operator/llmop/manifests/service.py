@@ -14,6 +14,7 @@ from llmop.manifests.labels import (
 )
 from llmop.manifests.runtime_pods import managed_runtime
 from llmop.models.backend import LLMBackendSpec
+from llmop.runtimes.registry import serving_port
 
 
 def build_service(name: str, namespace: str, uid: str, spec: LLMBackendSpec) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def build_service(name: str, namespace: str, uid: str, spec: LLMBackendSpec) -> 
             "ports": [
                 {
                     "name": RUNTIME_PORT_NAME,
-                    "port": spec.effective_port,
+                    "port": serving_port(spec),
                     "targetPort": RUNTIME_PORT_NAME,
                     "protocol": "TCP",
                 }

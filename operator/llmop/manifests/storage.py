@@ -8,7 +8,6 @@ from llmop.manifests.labels import BACKEND_KIND, backend_labels, object_metadata
 from llmop.models.backend import LLMBackendSpec
 
 MODELS_VOLUME = "models"
-MODELS_DIR = "/models"
 
 
 def model_claim_name(name: str) -> str:

@@ -25,8 +25,6 @@ ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
 BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "Failed"]
 
-DEFAULT_PORTS: dict[str, int] = {"ollama": 11434, "vllm": 8000, "llamacpp": 8080}
-
 
 class ExternalEndpoint(ApiModel):
     """A server llmop does not deploy; it only probes and observes it."""
@@ -180,10 +178,6 @@ class LLMBackendSpec(ApiModel):
             return self.external.kind
         assert self.runtime is not None
         return self.runtime
-
-    @property
-    def effective_port(self) -> int:
-        return self.port or DEFAULT_PORTS.get(self.runtime or "", 8000)
 
 
 LLMBackendSpec.model_config["json_schema_extra"] = validations(

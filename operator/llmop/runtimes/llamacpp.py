@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from llmop.models.backend import LLMBackendSpec
+from llmop.runtimes.descriptor import PodRecipe, RuntimeDescriptor, served_model_path
 from llmop.runtimes.openai_compatible import OpenAICompatibleAdapter, OpenAIProfile
 from llmop.runtimes.results import (
     ModelCapability,
@@ -26,6 +28,7 @@ from llmop.runtimes.results import (
     RuntimeCapabilities,
 )
 from llmop.runtimes.transport import HTTPAnswer, runtime_error_text
+from llmop.sources import served_model_name
 
 LLAMACPP = OpenAIProfile(
     kind="llamacpp",
@@ -154,3 +157,23 @@ def _template_handles_tools(props: _Props) -> bool:
     if "supports_tools" in caps:
         return bool(caps["supports_tools"])
     return "tools" in (props.chat_template or "")
+
+
+def _args(spec: LLMBackendSpec, port: int) -> list[str]:
+    path = served_model_path(spec)
+    model = ["--model", path, "--alias", served_model_name(spec.models[0].name)] if path else []
+    return ["--host", "0.0.0.0", "--port", str(port), *model]
+
+
+DESCRIPTOR = RuntimeDescriptor(
+    kind="llamacpp",
+    adapter=LlamaCppAdapter,
+    # The image's entrypoint is `llama-server`; common/arg.cpp: --api-key reads LLAMA_API_KEY.
+    pod=PodRecipe(
+        args=_args, health_path=LLAMACPP.health_path, api_key_env="LLAMA_API_KEY", needs_agent=True
+    ),
+    default_port=8080,
+    default_image="ghcr.io/ggml-org/llama.cpp:server-b11312",
+    model_sources=frozenset({"huggingface", "url"}),
+    one_file=True,
+)

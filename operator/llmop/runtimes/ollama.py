@@ -16,7 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from llmop.models.backend import LLMBackendSpec
 from llmop.runtimes.base import HTTPRuntimeAdapter
+from llmop.runtimes.descriptor import EnvVar, PodRecipe, RuntimeDescriptor
 from llmop.runtimes.errors import (
     MalformedResponse,
     ModelNotFound,
@@ -35,6 +37,7 @@ from llmop.runtimes.results import (
     WarmupResult,
 )
 from llmop.runtimes.transport import HTTPAnswer
+from llmop.sources import MODELS_DIR
 
 DEFAULT_REGISTRY = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
@@ -358,3 +361,30 @@ def _prefixed_digest(digest: str | None) -> str | None:
 def _real_time(moment: datetime | None) -> datetime | None:
     # Go's zero time (year 1) stands for "not set".
     return moment if moment is not None and moment.year > 1 else None
+
+
+def _env(spec: LLMBackendSpec, port: int) -> list[EnvVar]:
+    return [
+        {"name": "OLLAMA_HOST", "value": f"0.0.0.0:{port}"},
+        {"name": "OLLAMA_MODELS", "value": f"{MODELS_DIR}/ollama"},
+        # Keep models in memory: an unloaded model makes the next request pay the cold start.
+        {"name": "OLLAMA_KEEP_ALIVE", "value": "-1"},
+    ]
+
+
+DESCRIPTOR = RuntimeDescriptor(
+    kind="ollama",
+    adapter=OllamaAdapter,
+    # Ollama has no API keys.
+    pod=PodRecipe(
+        args=lambda spec, port: ["serve"],
+        env=_env,
+        health_path=OllamaAdapter.health_path,
+        api_key_env=None,
+        needs_agent=False,
+    ),
+    default_port=11434,
+    default_image="docker.io/ollama/ollama:0.34.4",
+    model_sources=frozenset({"ollama"}),
+    pulls_itself=True,
+)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from llmop.runtimes.base import HTTPRuntimeAdapter
+from llmop.runtimes.descriptor import RuntimeDescriptor
 from llmop.runtimes.errors import ModelNotFound, RuntimeHTTPError, Unsupported
 from llmop.runtimes.results import (
     ModelCapability,
@@ -234,3 +236,10 @@ def one_token_request(model: str, *, completions: bool) -> SmallestRequest:
 
 def one_embedding_request(model: str) -> SmallestRequest:
     return "/v1/embeddings", {"model": model, "input": "Hello"}, _Embeddings
+
+
+#: Servers llmop observes but does not deploy, one per profile.
+DESCRIPTORS = tuple(
+    RuntimeDescriptor(kind=profile.kind, adapter=partial(OpenAICompatibleAdapter, profile=profile))
+    for profile in (OPENAI, TGI, SGLANG, LOCALAI, LMSTUDIO)
+)

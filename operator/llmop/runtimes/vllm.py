@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from typing import ClassVar
 
+from llmop.models.backend import LLMBackendSpec
+from llmop.runtimes.descriptor import PodRecipe, RuntimeDescriptor, served_model_path
 from llmop.runtimes.openai_compatible import (
     OpenAICompatibleAdapter,
     OpenAIProfile,
@@ -26,6 +28,7 @@ from llmop.runtimes.openai_compatible import (
 )
 from llmop.runtimes.results import ModelCapability, ModelInfo, ProbeResult, ProbeState, RuntimeCapabilities
 from llmop.runtimes.transport import HTTPAnswer, is_route_missing, runtime_error_text
+from llmop.sources import served_model_name
 
 VLLM = OpenAIProfile(
     kind="vllm",
@@ -95,3 +98,25 @@ class VLLMAdapter(OpenAICompatibleAdapter):
         if answer.status_code in (401, 403):
             raise self.http.status_error(answer, "POST", path)
         return not (answer.status_code == 404 and is_route_missing(runtime_error_text(answer.body)))
+
+
+def _args(spec: LLMBackendSpec, port: int) -> list[str]:
+    # With no model, --model is left out rather than invented; the status reports the backend as
+    # serving nothing instead of the operator guessing a model. Served under the name clients
+    # send (`org/repo`), not the spec's `hf://org/repo`.
+    path = served_model_path(spec)
+    model = ["--model", path, "--served-model-name", served_model_name(spec.models[0].name)] if path else []
+    return [*model, "--host", "0.0.0.0", "--port", str(port)]
+
+
+DESCRIPTOR = RuntimeDescriptor(
+    kind="vllm",
+    adapter=VLLMAdapter,
+    # The image's entrypoint is `vllm serve`.
+    pod=PodRecipe(
+        args=_args, health_path=VLLM.health_path, api_key_env="VLLM_API_KEY", needs_agent=True, needs_shm=True
+    ),
+    default_port=8000,
+    default_image="docker.io/vllm/vllm-openai:v0.32.0",
+    model_sources=frozenset({"huggingface", "url"}),
+)

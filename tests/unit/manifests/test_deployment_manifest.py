@@ -252,7 +252,7 @@ def test_thirty_minutes_of_startup_is_thirty_minutes_of_probes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("runtime_name", "path"), [("ollama", "/"), ("vllm", "/health"), ("llamacpp", "/health")]
+    ("runtime_name", "path"), [("ollama", "/api/version"), ("vllm", "/health"), ("llamacpp", "/health")]
 )
 def test_readiness_asks_the_runtimes_health_path(runtime_name: str, path: str) -> None:
     probe = runtime(spec(runtime_name))["readinessProbe"]

@@ -61,3 +61,27 @@ def test_urls_that_are_not_http_are_refused(url: str) -> None:
 )
 def test_base_url_forms(url: str, base: str) -> None:
     assert connect("openai", url).base_url == base
+
+
+def test_the_crd_enums_are_the_registrys_kinds() -> None:
+    """spec.runtime accepts exactly the runtimes llmop can deploy, spec.external.kind every kind."""
+    from typing import get_args
+
+    from llmop.models.backend import ExternalKind, ManagedRuntime
+    from llmop.runtimes.registry import MANAGED_KINDS
+
+    assert set(get_args(ManagedRuntime)) == set(MANAGED_KINDS) == {"ollama", "vllm", "llamacpp"}
+    assert set(get_args(ExternalKind)) == set(KNOWN_KINDS)
+
+
+def test_each_managed_runtime_says_how_to_run_it_in_one_place() -> None:
+    """Its pod probes the path its adapter probes; the port field's description names its port."""
+    from llmop.models.backend import LLMBackendSpec
+    from llmop.runtimes.registry import MANAGED_KINDS, RUNTIMES
+
+    port_description = LLMBackendSpec.model_fields["port"].description or ""
+    for kind in MANAGED_KINDS:
+        descriptor = RUNTIMES[kind]
+        assert descriptor.pod is not None and descriptor.default_port and descriptor.default_image
+        assert descriptor.pod.health_path == connect(kind, "http://10.0.0.5:1").health_path  # type: ignore[attr-defined]
+        assert f"{kind} {descriptor.default_port}" in port_description
