@@ -21,6 +21,7 @@ lint: venv bins
 	$(VENV)/bin/ruff check operator tests hack bench
 	$(VENV)/bin/ruff format --check operator tests hack bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/llmop crds --check
 	$(VENV)/bin/llmop crds --check --dir charts/llmop/files/crds
 	$(PY) hack/chartdocs.py --check

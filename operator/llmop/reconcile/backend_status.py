@@ -24,7 +24,7 @@ from llmop.models.backend import (
 from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
 from llmop.reconcile.conditions import carry_transition_times, condition, find
-from llmop.runtimes import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
+from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
 PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
 EXTERNAL = "external"
