@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,8 @@ def wait_for(check: Any, what: str, timeout: float = 60.0, log: Path | None = No
 @dataclass
 class LocalCluster:
     name: str = "llmop"
+    #: Each component's command line, kept in the state so that it can be started again.
+    _argv: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def dir(self) -> Path:
@@ -125,7 +127,7 @@ class LocalCluster:
         self._write_certs()
         self._write_kubeconfig(ports["apiserver"])
         pids: dict[str, int] = {}
-        state = {"ports": ports, "pids": pids, "pod_block": self._free_pod_block()}
+        state = {"ports": ports, "pids": pids, "pod_block": self._free_pod_block(), "argv": self._argv}
         self._save(state)  # the block is taken from here on
 
         data = self.dir / "etcd-data"
@@ -280,9 +282,16 @@ class LocalCluster:
         return next(block for block in range(1, 255) if block not in taken)
 
     def stop_component(self, name: str) -> None:
-        """Stop one component (e.g. kube-apiserver) to test how clients cope; `up` restarts it."""
+        """Stop one component (e.g. kube-apiserver) to test how clients cope; `start_component`
+        starts it again as it was (`up` would make a new cluster)."""
         state = self._state()
         self._stop(state["pids"].pop(name))
+        self._save(state)
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again with the arguments it was first started with."""
+        state = self._state()
+        state["pids"][name] = self._start(name, state["argv"][name])
         self._save(state)
 
     # --- pieces ----------------------------------------------------------------------------
@@ -303,8 +312,9 @@ class LocalCluster:
 
     def _start(self, name: str, argv: list[Any]) -> int:
         log = open(self.dir / "logs" / f"{name}.log", "ab")  # the child process owns it
+        self._argv[name] = [str(arg) for arg in argv]
         process = subprocess.Popen(
-            [str(arg) for arg in argv],
+            self._argv[name],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

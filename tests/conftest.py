@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,23 +13,32 @@ from support.kube import REPO, Kube, eventually
 
 
 @pytest.fixture(scope="session")
-def kube() -> Iterator[Kube]:
-    """A real API server with the llmop CRDs installed.
+def local_cluster() -> Iterator[Any]:
+    """The local control plane the tests run against (a `localcluster.LocalCluster`); None when
+    KUBECONFIG names another cluster (kind, or any other)."""
+    from localcluster import LocalCluster
 
-    With KUBECONFIG set, the tests run against that cluster (kind, or any other); otherwise a
-    local control plane is built (cached) and started for the session, and stopped after it.
-    """
-    from localcluster import LocalCluster, binaries_cached
+    if os.environ.get("KUBECONFIG"):
+        yield None
+        return
+    # One cluster per test session, so sessions running side by side never share pods.
+    cluster = LocalCluster(os.environ.get("LLMOP_TEST_CLUSTER") or f"cluster-test-{os.getpid()}")
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        if not os.environ.get("LLMOP_KEEP_CLUSTER"):
+            cluster.down()
+
+
+@pytest.fixture(scope="session")
+def kube(local_cluster: Any) -> Iterator[Kube]:
+    """A real API server with the llmop CRDs installed: the local control plane, built (cached)
+    and started for the session, or the cluster KUBECONFIG names."""
+    from localcluster import binaries_cached
 
     kubectl = binaries_cached()["kubectl"]
-    given = os.environ.get("KUBECONFIG")
-    cluster = None
-    if given:
-        kubeconfig = Path(given)
-    else:
-        # One cluster per test session, so sessions running side by side never share pods.
-        cluster = LocalCluster(os.environ.get("LLMOP_TEST_CLUSTER") or f"cluster-test-{os.getpid()}")
-        kubeconfig = cluster.up()
+    kubeconfig = local_cluster.kubeconfig if local_cluster is not None else Path(os.environ["KUBECONFIG"])
     client = Kube(kubectl, kubeconfig)
     client.run("apply", "--server-side", "-f", str(REPO / "crds"))
     for crd in ("llmbackends.llmop.dev", "modelpulls.llmop.dev"):
@@ -39,11 +49,7 @@ def kube() -> Iterator[Kube]:
         timeout=30,
         message="llmop kinds served",
     )
-    try:
-        yield client
-    finally:
-        if cluster is not None and not os.environ.get("LLMOP_KEEP_CLUSTER"):
-            cluster.down()
+    yield client
 
 
 @pytest.fixture

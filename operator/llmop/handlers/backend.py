@@ -21,6 +21,7 @@ from llmop.k8s.client import (
     SERVICES,
     KubeAPIError,
     KubeClient,
+    KubeUnavailable,
 )
 from llmop.manifests import (
     build_deployment,
@@ -233,6 +234,10 @@ def status_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 # may matter (the spec, the backend's pods or pulls) wakes the daemon for a full round at once; a
 # round that finds a change brings back the fast pace.
 STEADY_INTERVAL = 8.0
+#: While the API server is away, look again this often: its return shows within this.
+API_RETRY_SECONDS = 1.0
+#: kopf restarts a daemon that raised after this many seconds.
+DAEMON_BACKOFF = 5.0
 STEADY_PROBES_PER_SECOND = 25.0
 FULL_ROUND_EVERY = 5
 #: Probes in flight at once across all backends: a burst (a thousand backends created together,
@@ -294,7 +299,8 @@ async def wake_on_pull_change(namespace: str | None, spec: kopf.Spec, memo: kopf
 
 
 # kopf passes indexes as extra keyword arguments, which its handler protocol cannot express.
-@kopf.daemon(API_GROUP, API_VERSION, "llmbackends", cancellation_timeout=5.0)  # type: ignore[arg-type]
+# backoff: a daemon that failed anyway is back in seconds, not kopf's default minute.
+@kopf.daemon(API_GROUP, API_VERSION, "llmbackends", cancellation_timeout=5.0, backoff=DAEMON_BACKOFF)  # type: ignore[arg-type]
 async def observe_backend(
     name: str,
     namespace: str | None,
@@ -340,9 +346,13 @@ async def observe_backend(
                 await _pause(stopped, waker, 10)
                 continue
             if body.metadata.get("generation") != generation:
+                try:
+                    api_key = await _api_key(kube, namespace, spec)
+                except KubeUnavailable:
+                    await _pause(stopped, waker, API_RETRY_SECONDS)
+                    continue
                 generation = body.metadata.get("generation", 0)
                 observing_since = datetime.now(UTC)
-                api_key = await _api_key(kube, namespace, spec)
                 quiet_rounds = 0
             fast = parse_duration(spec.startup.probe_interval)
             previous = LLMBackendStatus.model_validate(stored)
@@ -377,7 +387,14 @@ async def observe_backend(
                 continue
             doubted = False
             if new != old:
-                response = await kube.patch_status(LLMBACKENDS, name, namespace, status_patch(stored, new))
+                try:
+                    response = await kube.patch_status(
+                        LLMBACKENDS, name, namespace, status_patch(stored, new)
+                    )
+                except KubeUnavailable:
+                    # The API server is away: the round after it returns writes what it finds.
+                    woken = await _pause(stopped, waker, API_RETRY_SECONDS)
+                    continue
                 written = (
                     response.get("metadata", {}).get("resourceVersion"),
                     dict(response.get("status") or new),

@@ -17,8 +17,8 @@ import kopf
 from pydantic import ValidationError
 
 from llmop import API_GROUP, API_VERSION, metrics
-from llmop.handlers.backend import BackendKey, status_patch
-from llmop.k8s.client import LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient
+from llmop.handlers.backend import API_RETRY_SECONDS, DAEMON_BACKOFF, BackendKey, status_patch
+from llmop.k8s.client import LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient, KubeUnavailable
 from llmop.manifests import AGENT_CONTAINER, AGENT_PORT, RUNTIME_CONTAINER
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.duration import parse_duration
@@ -65,7 +65,15 @@ class StatusWriter:
         new, old = status.to_api(), self.written.to_api()
         if new == old:
             return
-        await self.kube.patch_status(MODELPULLS, self.name, self.namespace, status_patch(old, new))
+        while True:
+            try:
+                await self.kube.patch_status(MODELPULLS, self.name, self.namespace, status_patch(old, new))
+                break
+            except KubeUnavailable:
+                if progress_only:
+                    return  # the next progress write carries it
+                # A phase change is not lost to an API server that is away: it is written on its return.
+                await asyncio.sleep(API_RETRY_SECONDS)
         self.written = status
         self.last_write = time.monotonic()
         self.writes += 1
@@ -183,7 +191,12 @@ async def _pulled_model_facts(
 # cancellation_backoff: on deletion the daemon gets that long to stop by itself, so it can cancel
 # the transfer on the agents; without it kopf cancels the task at once.
 @kopf.daemon(  # type: ignore[arg-type]
-    API_GROUP, API_VERSION, "modelpulls", cancellation_backoff=5.0, cancellation_timeout=10.0
+    API_GROUP,
+    API_VERSION,
+    "modelpulls",
+    cancellation_backoff=5.0,
+    cancellation_timeout=10.0,
+    backoff=DAEMON_BACKOFF,
 )
 async def run_model_pull(
     name: str,

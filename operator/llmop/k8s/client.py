@@ -29,6 +29,18 @@ class KubeAPIError(Exception):
         self.message = message
 
 
+class KubeUnavailable(KubeAPIError):
+    """The API server could not be reached, or could not reach etcd (a 5xx, 429): waiting helps,
+    the request itself was not refused."""
+
+    def __init__(self, message: str, status_code: int = 503) -> None:
+        super().__init__(status_code, message, "ServiceUnavailable")
+
+
+#: Statuses that say "not now" rather than "no": retrying the same request later can succeed.
+_TRANSIENT = {429, 500, 502, 503, 504}
+
+
 @dataclass(frozen=True)
 class Resource:
     """Where a kind lives in the API: `Resource("apps/v1", "deployments")`."""
@@ -117,7 +129,12 @@ class KubeClient:
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         self.requests_made += 1
-        response = await self.http.request(method, path, **kwargs)
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise KubeUnavailable(f"the API server did not answer {method} {path}: {error!r}") from error
+        if response.status_code in _TRANSIENT:
+            raise KubeUnavailable(response.text[:300], response.status_code)
         if response.status_code >= 400:
             try:
                 body = response.json()
