@@ -212,9 +212,6 @@ class ObservedModel(ApiModel):
     trained_context_length: int | None = Field(
         default=None, description="Longest context the model was trained for, from its metadata."
     )
-    max_output_tokens: int | None = Field(
-        default=None, description="Most tokens one answer may have, where the server caps it."
-    )
     capabilities: list[str] = Field(
         default_factory=list, description="chat, completion, embeddings, tools, vision, thinking, insert."
     )

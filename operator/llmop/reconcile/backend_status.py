@@ -132,7 +132,6 @@ def _observed_model(
         modified_at=info.modified_at,
         context_length=context,
         trained_context_length=info.trained_context_length,
-        max_output_tokens=info.max_output_tokens,
         capabilities=sorted(str(c) for c in info.capabilities),
         loaded=loaded,
         family=info.family,

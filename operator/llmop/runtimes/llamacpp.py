@@ -2,8 +2,7 @@
 
 /health answers 503 "Loading model" while weights load. /v1/models gives, per model, the context
 each request gets (`meta.n_ctx`), the trained context (`meta.n_ctx_train`) and the size; /props
-gives the chat template (tool calling works when the template handles tools), the modalities and
-the default output cap (`n_predict`). Started without `--model` it is a router over several
+gives the chat template (tool calling works when the template handles tools) and the modalities. Started without `--model` it is a router over several
 models: each /v1/models entry then has `status.value` (loaded, unloaded, ...), and /props
 describes the router (`role: router`), not a model (tools/server/server-models.cpp).
 
@@ -72,13 +71,8 @@ class _Models(_Wire):
     data: list[_Model]
 
 
-class _SamplingParams(_Wire):
-    n_predict: int | None = None
-
-
 class _GenerationSettings(_Wire):
     n_ctx: int | None = None
-    params: _SamplingParams | None = None
 
 
 class _Props(_Wire):
@@ -116,7 +110,7 @@ class LlamaCppAdapter(OpenAICompatibleAdapter):
             shared.add(ModelCapability.VISION)
         settings = props.default_generation_settings
         fallback_context = settings.n_ctx if settings and settings.n_ctx and not router else None
-        return [_model_info(model, shared, fallback_context, _max_output(props)) for model in models.data]
+        return [_model_info(model, shared, fallback_context) for model in models.data]
 
     async def capabilities(self) -> RuntimeCapabilities:
         found: set[ModelCapability] = set()
@@ -125,9 +119,7 @@ class LlamaCppAdapter(OpenAICompatibleAdapter):
         return self.profile.capabilities.model_copy(update={"tools": ModelCapability.TOOLS in found})
 
 
-def _model_info(
-    model: _Model, shared: set[ModelCapability], fallback_context: int | None, max_output: int | None
-) -> ModelInfo:
+def _model_info(model: _Model, shared: set[ModelCapability], fallback_context: int | None) -> ModelInfo:
     meta = model.meta or _Meta()
     capabilities = set(shared)
     if "image" in ((model.architecture and model.architecture.input_modalities) or []):
@@ -139,17 +131,9 @@ def _model_info(
         size_bytes=meta.size,
         context_length=meta.n_ctx or fallback_context,
         trained_context_length=meta.n_ctx_train,
-        max_output_tokens=max_output,
         capabilities=frozenset(capabilities),
         loaded=loaded,
     )
-
-
-def _max_output(props: _Props) -> int | None:
-    """The server's default cap on generated tokens (-n, --n-predict); -1 means none."""
-    settings = props.default_generation_settings
-    limit = settings.params.n_predict if settings and settings.params else None
-    return limit if limit is not None and limit > 0 else None
 
 
 def _template_handles_tools(props: _Props) -> bool:

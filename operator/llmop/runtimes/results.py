@@ -64,8 +64,6 @@ class ModelInfo(_Result):
     context_length: int | None = None
     #: The longest context the model was trained for, from its own metadata, when known.
     trained_context_length: int | None = None
-    #: The most tokens one answer may have, where the server caps it.
-    max_output_tokens: int | None = None
     capabilities: frozenset[ModelCapability] = frozenset()
     #: Whether it is in memory, when the listing itself tells (llama.cpp's router, LM Studio);
     #: None: ask `list_running`.

@@ -163,3 +163,32 @@ async def test_llmop_probe_and_models_from_a_shell(llama_server) -> None:
     down = await asyncio.to_thread(run_shell, f"llmop probe --url {server.url} --runtime llamacpp")
     assert down.returncode == 1
     assert "starting" in down.stdout and "refused the connection" in down.stdout
+
+
+async def test_a_router_over_several_models_tells_which_are_loaded(
+    runtime_processes, llama_server_binary, tiny_gguf, tmp_path
+) -> None:
+    """llama-server without --model is a router over a folder of models, loaded on demand: each
+    listed model says whether it is in memory, and only a loaded one has a served context."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("alpha", "beta"):
+        (models / f"{name}.gguf").write_bytes(tiny_gguf.read_bytes())
+    argv = [str(llama_server_binary), "--models-dir", str(models), "--no-models-autoload", "-c", "512"]
+    server = runtime_processes("llama-router", [*argv, "--host", "127.0.0.1", "--port", "{port}"]).start()
+    async with connect("llamacpp", server.url) as runtime:
+        assert (await runtime.wait_ready(30)).serving, server.log_tail()
+        before = {model.name: model.loaded for model in await runtime.list_models()}
+        async with httpx.AsyncClient(timeout=60) as client:
+            loading = await client.post(server.url + "/models/load", json={"model": "alpha"})
+            assert loading.status_code == 200, loading.text
+        deadline = time.monotonic() + 60
+        while (listed := {m.name: m for m in await runtime.list_models()})["alpha"].loaded is not True:
+            assert time.monotonic() < deadline, f"alpha never loaded: {server.log_tail()}"
+            await asyncio.sleep(0.2)
+        running = await runtime.list_running()
+    assert before == {"alpha": False, "beta": False}
+    assert (listed["alpha"].loaded, listed["beta"].loaded) == (True, False)
+    assert [model.name for model in running] == ["alpha"]
+    assert listed["alpha"].context_length == 512 and listed["beta"].context_length is None
+    assert listed["alpha"].trained_context_length == TINY_CONTEXT_LENGTH

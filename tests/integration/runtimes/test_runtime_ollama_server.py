@@ -169,6 +169,7 @@ async def test_warmup_loads_the_model_and_delete_removes_it(ollama: OllamaWithRe
         await pull_all(runtime, model)
         result = await runtime.warmup(model, timeout=120, keep_alive="5m")
         running = await runtime.list_running()
+        (listed,) = await runtime.list_models()
         async with httpx.AsyncClient() as client:
             (raw,) = (await client.get(ollama.ollama.url + "/api/ps")).json()["models"]
         assert await runtime.delete_model(model) is True
@@ -179,6 +180,10 @@ async def test_warmup_loads_the_model_and_delete_removes_it(ollama: OllamaWithRe
     assert loaded.name == raw["name"] == runtime.normalize_model_name(model)
     assert loaded.size_bytes == raw["size"] and loaded.size_bytes > 0
     assert loaded.expires_at is not None
+    # The context it runs with is what /api/ps says once loaded (the tiny model's 1024 caps
+    # Ollama's default); the listing alone does not know it and does not guess the trained one.
+    assert loaded.context_length == raw["context_length"] == TINY_CONTEXT_LENGTH
+    assert listed.context_length is None and listed.trained_context_length == TINY_CONTEXT_LENGTH
 
 
 async def test_llmop_pull_from_a_shell(ollama: OllamaWithRegistry) -> None:

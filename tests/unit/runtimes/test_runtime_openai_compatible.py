@@ -346,15 +346,6 @@ async def test_llamacpp_router_tells_which_models_are_loaded(fake_runtime) -> No
     assert ModelCapability.VISION not in models["other"].capabilities
 
 
-async def test_llamacpp_reports_its_output_cap_when_one_is_set(fake_runtime) -> None:
-    props = llamacpp_props()
-    props["default_generation_settings"]["params"] = {"n_predict": 256}
-    server = await fake_runtime({"GET /v1/models": LLAMACPP_MODELS, "GET /props": props})
-    async with connect("llamacpp", server.url) as runtime:
-        (model,) = await runtime.list_models()
-    assert model.max_output_tokens == 256
-
-
 async def test_vllm_generating_model_serves_chat_and_completions_not_embeddings(fake_runtime) -> None:
     models = {"object": "list", "data": [{"id": "org/chat", "object": "model", "max_model_len": 4096}]}
     server = await fake_runtime(
