@@ -29,6 +29,8 @@ import aiohttp
 import httpx
 import kopf
 
+from llmop.loops.context import OperatorContext
+
 COUNTS: Counter[str] = Counter()
 _MEMO: dict[str, Any] = {}
 
@@ -57,7 +59,7 @@ def _dump() -> None:
     tmp.replace(path)
 
 
-async def bench_counters(memo: kopf.Memo, **_: Any) -> None:
+async def bench_counters(memo: OperatorContext, **_: Any) -> None:
     """Runs after llmop's own startup handler (registered earlier): its clients exist now."""
     import asyncio
 

@@ -13,6 +13,7 @@ import kopf
 
 from llmop import metrics
 from llmop.config import OperatorConfig
+from llmop.loops.context import OperatorContext
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def _kopf(config: OperatorConfig, liveness: str | None, stop_flag: asyncio.Event
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(config=config),
+        memo=OperatorContext(config=config),
         # llmop elects its leader with a Lease (llmop.leader) rather than kopf's peering objects.
         standalone=True,
         stop_flag=stop_flag,

@@ -17,8 +17,9 @@ import kopf
 from pydantic import ValidationError
 
 from llmop import API_GROUP, API_VERSION, metrics
-from llmop.handlers.backend import API_RETRY_SECONDS, DAEMON_BACKOFF, BackendKey, status_patch
 from llmop.k8s.client import LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient, KubeUnavailable
+from llmop.loops.context import BackendKey, OperatorContext
+from llmop.loops.pace import API_RETRY_SECONDS, DAEMON_BACKOFF, status_patch
 from llmop.manifests import AGENT_CONTAINER, AGENT_PORT, RUNTIME_CONTAINER
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.duration import parse_duration
@@ -202,13 +203,13 @@ async def run_model_pull(
     name: str,
     namespace: str | None,
     body: kopf.Body,
-    memo: kopf.Memo,
+    memo: OperatorContext,
     stopped: kopf.DaemonStopped,
     pods_by_backend: kopf.Index[BackendKey, PodFacts],
     **_: Any,
 ) -> None:
     assert namespace is not None  # ModelPull is namespaced
-    kube: KubeClient = memo.kube
+    kube = memo.kube
     writer = StatusWriter(kube, name, namespace, body, memo.config.pull_progress_interval)
     resuming = True  # the first attempt of this daemon may be one a previous operator began
     known_backend: LLMBackendSpec | None = None  # as last read, to look for new pods cheaply
@@ -398,7 +399,7 @@ async def _attempt(
     pulling: ModelPullStatus,
     writer: StatusWriter,
     stopped: kopf.DaemonStopped,
-    memo: kopf.Memo,
+    memo: OperatorContext,
 ) -> str | None:
     """Pull on every target at once; progress is written while it runs. Returns the error, if any."""
     tasks = [

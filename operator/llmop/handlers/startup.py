@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import httpx
 import kopf
 
-from llmop.config import OperatorConfig
-from llmop.handlers.backend import PROBE_CONCURRENCY
 from llmop.k8s.client import KubeClient
+from llmop.loops.context import OperatorContext
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings, memo: OperatorContext, logger: kopf.Logger, **_: Any
+) -> None:
     # kopf keeps its bookkeeping in llmop.dev/ annotations, never in status: status is llmop's
     # observation alone, and GitOps tools ignore annotations they do not manage.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmop.dev")
@@ -35,8 +35,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     # One line per probe would drown the operator's own log.
     for noisy in ("httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if "config" not in memo:
-        memo.config = OperatorConfig.from_env()
     memo.kube = KubeClient.from_environment()
     # One pooled client for every runtime probe: connection reuse across backends. Few idle
     # connections: the pool checks each one on every request, and a steady backend's next probe
@@ -44,14 +42,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     memo.runtime_http = httpx.AsyncClient(
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=16)
     )
-    memo.apply_errors = {}
-    # The observing daemons: each backend's wake-up event, and the gate every runtime probe passes.
-    memo.observers = {}
-    memo.probe_gate = asyncio.Semaphore(PROBE_CONCURRENCY)
     logger.info("llmop started (namespaces: %s)", ", ".join(memo.config.namespaces) or "all")
 
 
 @kopf.on.cleanup()
-async def close_clients(memo: kopf.Memo, **_: Any) -> None:
+async def close_clients(memo: OperatorContext, **_: Any) -> None:
     await memo.kube.close()
     await memo.runtime_http.aclose()

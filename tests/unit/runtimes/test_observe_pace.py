@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from llmop.handlers.backend import STEADY_INTERVAL, STEADY_PROBES_PER_SECOND, steady_interval
+from llmop.loops.pace import STEADY_INTERVAL, STEADY_PROBES_PER_SECOND, steady_interval
 from llmop.observer import observe_runtime
 
 MODELS = {"object": "list", "data": [{"id": "tiny", "object": "model", "max_model_len": 2048}]}

@@ -1,0 +1,97 @@
+"""How often a backend is looked at, and how much is asked: pure decisions, tested alone.
+
+Every `startup.probeInterval` while the backend is not Ready (starting, loading, failing), so that
+Ready and failures show within one interval, and once more right after any change. Once Ready and
+unchanged, every STEADY_INTERVAL; with many backends the steady rounds of all of them together
+stay within STEADY_PROBES_PER_SECOND, so one operator's cost does not grow with the number of
+healthy backends (1000 backends: each every 40 s). A steady round asks only the health endpoint;
+every FULL_ROUND_EVERY-th lists models again. An event that may matter (the spec, the backend's
+pods or pulls) wakes the observer for a full round at once; a round that finds a change brings
+back the fast pace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+STEADY_INTERVAL = 8.0
+STEADY_PROBES_PER_SECOND = 25.0
+FULL_ROUND_EVERY = 5
+#: Probes in flight at once across all backends: a burst (a thousand backends created together,
+#: an operator restart) queues here instead of timing out in the HTTP client's pool.
+PROBE_CONCURRENCY = 64
+#: While the API server is away, look again this often: its return shows within this.
+API_RETRY_SECONDS = 1.0
+#: kopf restarts a loop that raised after this many seconds, not its default minute.
+DAEMON_BACKOFF = 5.0
+#: A doubted probe is asked again after this, or probeInterval if shorter.
+DOUBT_SECONDS = 1.0
+
+
+def steady_interval(fast: float, observed: int) -> float:
+    """Seconds between probes of a Ready backend that changed nothing: STEADY_INTERVAL, stretched
+    when many backends share the probe budget, never shorter than the backend's probeInterval."""
+    return max(STEADY_INTERVAL, observed / STEADY_PROBES_PER_SECOND, fast)
+
+
+@dataclass
+class ObserverPace:
+    """What the last rounds found, and so how the next one looks."""
+
+    #: Rounds in a row that found a Ready backend unchanged.
+    quiet_rounds: int = 0
+    #: A Ready backend's probe failed once: it is looked at again before being reported.
+    doubted: bool = False
+    #: Something changed elsewhere: the next round asks for every listing.
+    woken: bool = False
+
+    def restart(self) -> None:
+        """A new generation of the spec: start over at the fast pace."""
+        self.quiet_rounds = 0
+
+    def steady(self, stored_phase: str | None) -> bool:
+        return stored_phase == "Ready" and self.quiet_rounds > 0 and not self.woken
+
+    def full_listing(self, stored_phase: str | None) -> bool:
+        """Whether this round lists models (else it only asks health and keeps the listing)."""
+        return not self.steady(stored_phase) or self.quiet_rounds % FULL_ROUND_EVERY == 0
+
+    def doubts(self, stored_phase: str | None, changed: bool, stopped_answering: bool) -> bool:
+        """One unanswered probe of a serving runtime may be a slow answer on a busy node: look
+        again, with every listing, before telling the user it failed."""
+        if changed and stored_phase == "Ready" and stopped_answering and not self.doubted:
+            self.doubted, self.quiet_rounds = True, 0
+            return True
+        self.doubted = False
+        return False
+
+    def next_interval(
+        self, phase: str | None, changed: bool, fast: float, observed: int, jitter: float
+    ) -> float:
+        """Seconds to the next round. `jitter` (0.9 to 1) spreads out backends that became Ready
+        together."""
+        if phase != "Ready" or changed:
+            self.quiet_rounds = 0
+            return fast
+        self.quiet_rounds += 1
+        return steady_interval(fast, observed) * jitter
+
+
+def caught_up(seen: str | None, written: str | None, stored: dict[str, Any], ours: dict[str, Any]) -> bool:
+    """Whether kopf's view of an object includes the status llmop last wrote: it carries that
+    resourceVersion or a later one (etcd revisions, compared as numbers where they are numbers),
+    or already shows that status."""
+    if seen == written or stored == ours:
+        return True
+    try:
+        return int(seen or "") > int(written or "")
+    except ValueError:
+        return False
+
+
+def status_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch turning `stored` into `new`: removed fields become null."""
+    patch: dict[str, Any] = {key: None for key in stored if key not in new}
+    patch.update(new)
+    return patch
