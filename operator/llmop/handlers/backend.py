@@ -30,6 +30,7 @@ from llmop.models.backend import LLMBackendSpec
 from llmop.reconcile.backend_status import (
     PodFacts,
     PullFacts,
+    pod_facts,
 )
 from llmop.runtimes.registry import managed_descriptor
 from llmop.sources import InvalidModelSource, parse_model_source
@@ -42,29 +43,6 @@ def pods_by_backend(
     namespace: str | None, name: str, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> dict[BackendKey, PodFacts]:
     return {(namespace or "", labels[LABEL_BACKEND]): pod_facts(name, meta, status)}
-
-
-def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
-    conditions = {c.get("type"): c for c in status.get("conditions", [])}
-    scheduled = conditions.get("PodScheduled", {})
-    unschedulable = scheduled.get("message") if scheduled.get("status") == "False" else None
-    waiting = None
-    containers = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
-    for container in containers:
-        state = container.get("state", {}).get("waiting")
-        if state:
-            waiting = f"{container.get('name')}: {state.get('reason', 'Waiting')} {state.get('message', '')}".strip()
-            break
-    return PodFacts(
-        name=name,
-        ip=status.get("podIP"),
-        phase=status.get("phase", "Pending"),
-        deleting=meta.get("deletionTimestamp") is not None,
-        unschedulable=unschedulable,
-        scheduled=scheduled.get("status") == "True",
-        waiting=waiting,
-        running=tuple(c.get("name", "") for c in containers if "running" in c.get("state", {})),
-    )
 
 
 @kopf.index(API_GROUP, API_VERSION, "modelpulls")

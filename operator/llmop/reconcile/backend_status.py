@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from llmop.models.backend import (
     BackendCapabilities,
@@ -46,6 +46,30 @@ class PodFacts:
     #: until its sidecars' startup probes pass, and the agent's passes only once the model is on
     #: disk: its pull API answers in a pod that is still Pending.
     running: tuple[str, ...] = ()
+
+
+def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
+    """PodFacts from a pod's metadata and status, as the kubelet reports them."""
+    conditions = {c.get("type"): c for c in status.get("conditions", [])}
+    scheduled = conditions.get("PodScheduled", {})
+    unschedulable = scheduled.get("message") if scheduled.get("status") == "False" else None
+    waiting = None
+    containers = [*status.get("initContainerStatuses", []), *status.get("containerStatuses", [])]
+    for container in containers:
+        state = container.get("state", {}).get("waiting")
+        if state:
+            waiting = f"{container.get('name')}: {state.get('reason', 'Waiting')} {state.get('message', '')}".strip()
+            break
+    return PodFacts(
+        name=name,
+        ip=status.get("podIP"),
+        phase=status.get("phase", "Pending"),
+        deleting=meta.get("deletionTimestamp") is not None,
+        unschedulable=unschedulable,
+        scheduled=scheduled.get("status") == "True",
+        waiting=waiting,
+        running=tuple(c.get("name", "") for c in containers if "running" in c.get("state", {})),
+    )
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmop.handlers.backend import pod_facts
-from llmop.handlers.pull import pull_targets
+from llmop.loops.pull_plan import pull_targets
 from llmop.models.backend import LLMBackendSpec
+from llmop.reconcile.backend_status import pod_facts
 
 LLAMACPP = LLMBackendSpec.model_validate(
     {"runtime": "llamacpp", "models": [{"name": "hf://org/repo/m.gguf"}]}
