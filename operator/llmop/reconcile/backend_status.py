@@ -191,129 +191,37 @@ def _summary(names: list[str]) -> str:
     return f"{','.join(shown)} +{len(names) - len(shown)}"
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """Each unit's state (a pod, or the external server) and what the whole backend adds up to."""
+
+    pod_states: list[PodState]
+    phases: dict[str, tuple[PodPhase, str]]
+    units: list[PodFacts]
+    models: list[ObservedModel]
+    missing: list[str]
+
+    def texts(self, *phases: PodPhase) -> list[str]:
+        return [text for pod_phase, text in self.phases.values() if pod_phase in phases]
+
+    @property
+    def waiting(self) -> list[str]:
+        """What the starting and loading units said, where they said something."""
+        return [text for text in self.texts("Starting", "Loading") if text]
+
+    @property
+    def serving(self) -> list[str]:
+        return [name for name, (pod_phase, _) in self.phases.items() if pod_phase == "Serving"]
+
+
 def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
-    spec, previous, gen = snapshot.spec, snapshot.previous, snapshot.generation
-    before = {pod.name: pod for pod in previous.pods or []}
-    if snapshot.external and previous.phase in ("Ready", "Degraded"):
-        # An external server has no pod in status; its last phase tells whether it served before.
-        before[EXTERNAL] = PodState(name=EXTERNAL, phase="Serving")
-
-    pod_states: list[PodState] = []
-    phases: dict[str, tuple[PodPhase, str]] = {}
-    units = (
-        [PodFacts(name=EXTERNAL, ip=snapshot.endpoint, phase="Running")]
-        if snapshot.external
-        else [pod for pod in snapshot.pods if not pod.deleting]
-    )
-    for pod in sorted(units, key=lambda p: p.name):
-        seen = snapshot.runtimes.get(pod.name)
-        pod_phase, pod_message = _pod_state(pod, seen, before.get(pod.name))
-        phases[pod.name] = (pod_phase, pod_message)
-        if snapshot.external:
-            continue
-        old = before.get(pod.name)
-        changed = old is None or old.phase != pod_phase
-        pod_states.append(
-            PodState(
-                name=pod.name,
-                ready=pod_phase == "Serving",
-                ip=pod.ip,
-                phase=pod_phase,
-                models=sorted(m.name for m in seen.models) if seen and pod_phase == "Serving" else [],
-                message=pod_message or None,
-                last_probe=snapshot.now if changed or old is None else old.last_probe,
-            )
-        )
-
-    serving = [name for name, (pod_phase, _) in phases.items() if pod_phase == "Serving"]
+    spec, gen = snapshot.spec, snapshot.generation
+    seen = _see(snapshot)
     desired = 1 if snapshot.external else spec.replicas
-    models = _observed_models(snapshot, serving)
-    present = {snapshot.normalize(m.name) for m in models}
-    missing = [m.name for m in spec.models if snapshot.normalize(m.name) not in present]
-    unschedulable = [text for pod_phase, text in phases.values() if pod_phase == "Pending"]
-    failing = [text for pod_phase, text in phases.values() if pod_phase == "Failing"]
-    refused = [text for pod_phase, text in phases.values() if pod_phase == "Refused"]
-    waiting = [text for pod_phase, text in phases.values() if pod_phase in ("Starting", "Loading") and text]
-    failed_pulls = {name: pull for name, pull in snapshot.pulls.items() if pull.phase == "Failed"}
-
-    phase: BackendPhase
-    reason: str
-    message: str
-    if snapshot.invalid_spec:
-        phase, reason, message = "Failed", "InvalidSpec", snapshot.invalid_spec
-    elif desired == 0:
-        phase, reason, message = "Pending", "ScaledToZero", "replicas is 0: nothing serves"
-    elif len(serving) >= desired and not missing:
-        phase, reason = "Ready", "RuntimeServing"
-        message = f"{len(serving)}/{desired} replicas serving " + (
-            f"{len(models)} model{'s' if len(models) != 1 else ''}" if models else "(no models listed)"
-        )
-    elif refused:
-        # A key the runtime refuses stays refused however long llmop waits: say so at once.
-        phase, reason, message = "Failed", "Unauthorized", refused[0]
-    elif failing:
-        phase, reason, message = "Degraded", "RuntimeUnavailable", failing[0]
-    elif unschedulable:
-        phase, reason, message = "Pending", "Unschedulable", unschedulable[0]
-    elif failed_pulls:
-        name, pull = next(iter(failed_pulls.items()))
-        phase, reason, message = (
-            "Degraded",
-            "PullFailed",
-            f"pulling {name} failed: {pull.error or pull.summary}",
-        )
-    elif serving and missing:
-        phase, reason = "Loading", "ModelsMissing"
-        progress = [
-            f"{name} {snapshot.pulls[name].summary}"
-            for name in missing
-            if name in snapshot.pulls and snapshot.pulls[name].summary
-        ]
-        message = f"waiting for model{'s' if len(missing) > 1 else ''} {', '.join(missing)}" + (
-            f" ({'; '.join(progress)})" if progress else ""
-        )
-    elif not snapshot.external and not any(
-        pod.ip and (pod.phase == "Running" or pod.running) for pod in units
-    ):
-        # A pod whose agent runs is Pending to the kubelet until the model is in place: it has
-        # started, and the pull below is what it waits for.
-        phase, reason = "Deploying", "PodsStarting"
-        message = waiting[0] if waiting else f"waiting for {desired} pod{'s' if desired > 1 else ''} to start"
-    elif pulling := [
-        name for name in missing if snapshot.pulls.get(name, PullFacts()).phase in ("Pending", "Pulling")
-    ]:
-        # vLLM and llama.cpp start only once their model is complete: the pull is the cold start.
-        phase, reason = "Loading", "PullingModels"
-        message = "pulling " + "; ".join(
-            f"{name} {snapshot.pulls[name].summary or ''}".strip() for name in pulling
-        )
-    else:
-        loading = any(pod_phase == "Loading" for pod_phase, _ in phases.values())
-        phase = "Loading"
-        reason = "RuntimeLoading" if loading else "RuntimeStarting"
-        message = waiting[0] if waiting else "waiting for the runtime to answer"
-        if serving:
-            message = f"{len(serving)}/{desired} replicas serving; {message}"
-
+    phase, reason, message = _phase(snapshot, seen, desired)
     ready = phase == "Ready"
-    stalled_reason, stalled_message = "", ""
-    if phase == "Failed":
-        stalled_reason, stalled_message = reason, message
-    elif failed_pulls and not ready:
-        stalled_reason, stalled_message = "PullFailed", message
-    elif not ready and desired > 0:
-        timeout = parse_duration(spec.startup.timeout)
-        old_ready = find(previous.conditions, "Ready")
-        since = snapshot.observing_since
-        if old_ready and old_ready.status == "False" and old_ready.last_transition_time:
-            # Stored to the second, cut down: the flip came up to a second later than it says,
-            # and the budget must not end early.
-            since = max(since, old_ready.last_transition_time + timedelta(seconds=1))
-        if (snapshot.now - since).total_seconds() >= timeout:
-            stalled_reason = "StartupTimeout"
-            stalled_message = f"not serving after {format_duration(timeout)} (startup.timeout): {message}"
+    stalled_reason, stalled_message = _stalled(snapshot, phase, reason, message, desired)
     stalled = bool(stalled_reason)
-
     conditions: list[Condition] = [
         condition("Ready", ready, reason, message, gen),
         condition(
@@ -324,32 +232,9 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
             gen,
         ),
         condition("Stalled", stalled, stalled_reason or "NotStalled", stalled_message, gen),
+        *_scheduled(snapshot, seen),
     ]
-    if not snapshot.external:
-        if unschedulable:
-            gpu = spec.gpu.resource_name
-            scheduled_reason = "InsufficientGPU" if gpu in unschedulable[0] else "Unschedulable"
-            conditions.append(condition("Scheduled", False, scheduled_reason, unschedulable[0], gen))
-        elif units and all(pod.scheduled for pod in units):
-            # Only once the scheduler has placed every pod: a pod it has not decided on yet may
-            # still turn out unschedulable.
-            conditions.append(
-                condition("Scheduled", True, "PodsScheduled", "all pods are placed on nodes", gen)
-            )
-
-    last_error = None
-    if not ready:
-        last_error = stalled_message or (message if phase in ("Degraded", "Failed", "Pending") else None)
-        if (
-            last_error is None
-            and waiting
-            and any(
-                seen.probe.state in (ProbeState.ERROR, ProbeState.UNAUTHORIZED, ProbeState.TIMEOUT)
-                for seen in snapshot.runtimes.values()
-            )
-        ):
-            last_error = waiting[0]
-
+    serving = seen.serving
     return LLMBackendStatus(
         observed_generation=gen,
         phase=phase,
@@ -357,10 +242,168 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         endpoint=snapshot.endpoint,
         openai_base_url=snapshot.openai_base_url,
         replicas=ReplicaCounts(desired=desired, ready=len(serving), summary=f"{len(serving)}/{desired}"),
-        models=models,
-        models_summary=_summary([m.name for m in models]) or None,
-        capabilities=_capabilities(snapshot, serving, models) if serving else None,
-        pods=pod_states or None,
-        last_error=last_error,
-        conditions=carry_transition_times(conditions, previous.conditions, snapshot.now),
+        models=seen.models,
+        models_summary=_summary([m.name for m in seen.models]) or None,
+        capabilities=_capabilities(snapshot, serving, seen.models) if serving else None,
+        pods=seen.pod_states or None,
+        last_error=None if ready else _last_error(snapshot, seen, phase, message, stalled_message),
+        conditions=carry_transition_times(conditions, snapshot.previous.conditions, snapshot.now),
     )
+
+
+def _see(snapshot: BackendSnapshot) -> _Seen:
+    """Each pod's runtime state (or the external server's), the models they serve, those missing."""
+    previous = snapshot.previous
+    before = {pod.name: pod for pod in previous.pods or []}
+    if snapshot.external and previous.phase in ("Ready", "Degraded"):
+        # An external server has no pod in status; its last phase tells whether it served before.
+        before[EXTERNAL] = PodState(name=EXTERNAL, phase="Serving")
+    units = (
+        [PodFacts(name=EXTERNAL, ip=snapshot.endpoint, phase="Running")]
+        if snapshot.external
+        else [pod for pod in snapshot.pods if not pod.deleting]
+    )
+    pod_states: list[PodState] = []
+    phases: dict[str, tuple[PodPhase, str]] = {}
+    for pod in sorted(units, key=lambda p: p.name):
+        seen = snapshot.runtimes.get(pod.name)
+        phases[pod.name] = _pod_state(pod, seen, before.get(pod.name))
+        if not snapshot.external:
+            pod_states.append(_pod_status(snapshot, pod, seen, phases[pod.name], before.get(pod.name)))
+    serving = [name for name, (pod_phase, _) in phases.items() if pod_phase == "Serving"]
+    models = _observed_models(snapshot, serving)
+    present = {snapshot.normalize(m.name) for m in models}
+    missing = [m.name for m in snapshot.spec.models if snapshot.normalize(m.name) not in present]
+    return _Seen(pod_states, phases, units, models, missing)
+
+
+def _pod_status(
+    snapshot: BackendSnapshot,
+    pod: PodFacts,
+    seen: RuntimeObservation | None,
+    state: tuple[PodPhase, str],
+    old: PodState | None,
+) -> PodState:
+    pod_phase, pod_message = state
+    changed = old is None or old.phase != pod_phase
+    return PodState(
+        name=pod.name,
+        ready=pod_phase == "Serving",
+        ip=pod.ip,
+        phase=pod_phase,
+        models=sorted(m.name for m in seen.models) if seen and pod_phase == "Serving" else [],
+        message=pod_message or None,
+        last_probe=snapshot.now if changed or old is None else old.last_probe,
+    )
+
+
+def _phase(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> tuple[BackendPhase, str, str]:
+    """The backend's phase, with the reason and message of its Ready condition."""
+    serving, missing = seen.serving, seen.missing
+    failed_pulls = {name: pull for name, pull in snapshot.pulls.items() if pull.phase == "Failed"}
+    if snapshot.invalid_spec:
+        return "Failed", "InvalidSpec", snapshot.invalid_spec
+    if desired == 0:
+        return "Pending", "ScaledToZero", "replicas is 0: nothing serves"
+    if len(serving) >= desired and not missing:
+        count = len(seen.models)
+        served = f"{count} model{'s' if count != 1 else ''}" if count else "(no models listed)"
+        return "Ready", "RuntimeServing", f"{len(serving)}/{desired} replicas serving {served}"
+    if refused := seen.texts("Refused"):
+        # A key the runtime refuses stays refused however long llmop waits: say so at once.
+        return "Failed", "Unauthorized", refused[0]
+    if failing := seen.texts("Failing"):
+        return "Degraded", "RuntimeUnavailable", failing[0]
+    if unschedulable := seen.texts("Pending"):
+        return "Pending", "Unschedulable", unschedulable[0]
+    if failed_pulls:
+        name, pull = next(iter(failed_pulls.items()))
+        return "Degraded", "PullFailed", f"pulling {name} failed: {pull.error or pull.summary}"
+    return _waiting_phase(snapshot, seen, desired)
+
+
+def _waiting_phase(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> tuple[BackendPhase, str, str]:
+    """Not Ready and nothing failed: what the backend waits for."""
+    serving, missing = seen.serving, seen.missing
+    waiting = seen.waiting
+    if serving and missing:
+        progress = [
+            f"{name} {snapshot.pulls[name].summary}"
+            for name in missing
+            if name in snapshot.pulls and snapshot.pulls[name].summary
+        ]
+        message = f"waiting for model{'s' if len(missing) > 1 else ''} {', '.join(missing)}" + (
+            f" ({'; '.join(progress)})" if progress else ""
+        )
+        return "Loading", "ModelsMissing", message
+    if not snapshot.external and not any(
+        pod.ip and (pod.phase == "Running" or pod.running) for pod in seen.units
+    ):
+        # A pod whose agent runs is Pending to the kubelet until the model is in place: it has
+        # started, and the pull below is what it waits for.
+        message = waiting[0] if waiting else f"waiting for {desired} pod{'s' if desired > 1 else ''} to start"
+        return "Deploying", "PodsStarting", message
+    pulling = [
+        name for name in missing if snapshot.pulls.get(name, PullFacts()).phase in ("Pending", "Pulling")
+    ]
+    if pulling:
+        # vLLM and llama.cpp start only once their model is complete: the pull is the cold start.
+        message = "pulling " + "; ".join(
+            f"{name} {snapshot.pulls[name].summary or ''}".strip() for name in pulling
+        )
+        return "Loading", "PullingModels", message
+    loading = any(pod_phase == "Loading" for pod_phase, _ in seen.phases.values())
+    message = waiting[0] if waiting else "waiting for the runtime to answer"
+    if serving:
+        message = f"{len(serving)}/{desired} replicas serving; {message}"
+    return "Loading", "RuntimeLoading" if loading else "RuntimeStarting", message
+
+
+def _stalled(
+    snapshot: BackendSnapshot, phase: BackendPhase, reason: str, message: str, desired: int
+) -> tuple[str, str]:
+    """Why llmop gives up until something changes (Stalled=True), or ("", "")."""
+    if phase == "Failed":
+        return reason, message
+    if phase == "Ready":
+        return "", ""
+    if any(pull.phase == "Failed" for pull in snapshot.pulls.values()):
+        return "PullFailed", message
+    if desired == 0:
+        return "", ""
+    timeout = parse_duration(snapshot.spec.startup.timeout)
+    old_ready = find(snapshot.previous.conditions, "Ready")
+    since = snapshot.observing_since
+    if old_ready and old_ready.status == "False" and old_ready.last_transition_time:
+        # Stored to the second, cut down: the flip came up to a second later than it says,
+        # and the budget must not end early.
+        since = max(since, old_ready.last_transition_time + timedelta(seconds=1))
+    if (snapshot.now - since).total_seconds() >= timeout:
+        return "StartupTimeout", f"not serving after {format_duration(timeout)} (startup.timeout): {message}"
+    return "", ""
+
+
+def _scheduled(snapshot: BackendSnapshot, seen: _Seen) -> list[Condition]:
+    """Scheduled=False with the scheduler's words; True only once every pod is placed (a pod the
+    scheduler has not decided on may still turn out unschedulable)."""
+    if snapshot.external:
+        return []
+    gen = snapshot.generation
+    if unschedulable := seen.texts("Pending"):
+        gpu = snapshot.spec.gpu.resource_name
+        reason = "InsufficientGPU" if gpu in unschedulable[0] else "Unschedulable"
+        return [condition("Scheduled", False, reason, unschedulable[0], gen)]
+    if seen.units and all(pod.scheduled for pod in seen.units):
+        return [condition("Scheduled", True, "PodsScheduled", "all pods are placed on nodes", gen)]
+    return []
+
+
+def _last_error(
+    snapshot: BackendSnapshot, seen: _Seen, phase: BackendPhase, message: str, stalled_message: str
+) -> str | None:
+    last_error = stalled_message or (message if phase in ("Degraded", "Failed", "Pending") else None)
+    troubled = (ProbeState.ERROR, ProbeState.UNAUTHORIZED, ProbeState.TIMEOUT)
+    waiting = seen.waiting
+    if last_error is None and waiting and any(o.probe.state in troubled for o in snapshot.runtimes.values()):
+        return waiting[0]
+    return last_error
