@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -69,7 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"llmop {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(commands)
+    _add_crds(commands)
 
+    from llmop.agent.cli import add_subcommand as add_agent
+    from llmop.runtimes.cli import add_subcommands as add_runtime_commands
+
+    add_runtime_commands(commands)
+    add_agent(commands)
+    return parser
+
+
+def _add_run(commands: Any) -> None:
     run = commands.add_parser("run", help="run the operator against the current kubeconfig or in-cluster")
     run.add_argument(
         "-n",
@@ -119,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
+
+def _add_crds(commands: Any) -> None:
     crds = commands.add_parser("crds", help="print the CRDs generated from the models")
     crds.add_argument(
         "--check", action="store_true", help="exit 1 if DIR differs from what the models generate"
@@ -126,13 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--write", action="store_true", help="write the CRDs into DIR")
     crds.add_argument("--dir", default="crds", help="CRD folder for --check and --write (default: crds)")
     crds.set_defaults(func=cmd_crds)
-
-    from llmop.agent.cli import add_subcommand as add_agent
-    from llmop.runtimes.cli import add_subcommands as add_runtime_commands
-
-    add_runtime_commands(commands)
-    add_agent(commands)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

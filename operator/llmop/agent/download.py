@@ -242,6 +242,48 @@ async def transfer_file(
     return partial
 
 
+class _Batches:
+    """Bytes on their way to the disk: gathered into batches of WRITE_BATCH_BYTES (or
+    WRITE_BATCH_SECONDS), at most BATCHES_IN_FLIGHT queued, so a slow disk slows the source."""
+
+    def __init__(self, partial: PartialFile, disk: DiskQueue) -> None:
+        self.partial, self.disk = partial, disk
+        self.batch = bytearray()
+        self.started = 0.0
+        self.writing: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def add(self, chunk: bytes) -> bool:
+        """Queue `chunk`; True when a batch went to the disk."""
+        if not self.batch:
+            self.started = time.monotonic()
+        self.batch += chunk
+        if len(self.batch) < WRITE_BATCH_BYTES and time.monotonic() - self.started < WRITE_BATCH_SECONDS:
+            return False
+        if len(self.writing) >= BATCHES_IN_FLIGHT:
+            await self.writing.popleft()  # the disk is behind: let the source wait
+        self.writing.append(self.disk.submit(self.partial.append, bytes(self.batch)))
+        self.batch.clear()
+        return True
+
+    async def flush(self) -> None:
+        if self.batch:
+            self.writing.append(self.disk.submit(self.partial.append, bytes(self.batch)))
+            self.batch.clear()
+        while self.writing:
+            await self.writing.popleft()
+
+    async def discard(self) -> None:
+        self.batch.clear()
+        while self.writing:
+            await self.writing.popleft()
+        await self.disk.run(self.partial.discard)
+
+    def keep_the_rest(self) -> None:
+        """Failed or cancelled midway: keep what arrived, for the resume."""
+        if self.batch:
+            self.disk.submit(self.partial.append, bytes(self.batch))
+
+
 async def _receive(
     client: aiohttp.ClientSession,
     file: FileToFetch,
@@ -251,38 +293,18 @@ async def _receive(
     on_progress: ProgressReport,
     throttle: ProgressThrottle,
 ) -> _Outcome:
-    # identity: the bytes on disk must be the file's bytes, and ranges count those bytes.
-    request_headers = {**headers, "Accept-Encoding": "identity"}
-    if partial.size:
-        request_headers["Range"] = f"bytes={partial.size}-"
-        validator = await disk.run(partial.remembered_validator)
-        if validator:
-            request_headers["If-Range"] = validator
+    request_headers = await _request_headers(partial, disk, headers)
     total = file.size
     received = partial.size  # on disk, or queued for the disk thread
-    batch = bytearray()
-    batch_started = 0.0
-    writing: collections.deque[asyncio.Future[None]] = collections.deque()
+    batches = _Batches(partial, disk)
     answered = False
     try:
         async with client.get(file.url, headers=request_headers) as response:
             answered = True
-            status = response.status
-            if status == 416 and partial.size:
-                _, source_size = parse_content_range(response.headers.get("content-range"))
-                known_size = source_size if source_size is not None else file.size
-                return "received" if known_size == partial.size else "restart"
-            if status >= 400:
-                body = await _read_excerpt(response)
-                raise SourceError(describe_http_failure("GET", file.url, status, response.reason or "", body))
-            if status == 206:
-                start, _ = parse_content_range(response.headers.get("content-range"))
-                if start != partial.size:
-                    raise SourceError(
-                        f"GET {file.url}: asked for the bytes from {partial.size} on, the source "
-                        f"answered {response.headers.get('content-range')!r}"
-                    )
-            else:
+            outcome = await _answer_outcome(response, file, partial)
+            if outcome is not None:
+                return outcome
+            if response.status != 206:
                 # The whole file, from its first byte: a fresh start, or the source ignoring
                 # (or, through If-Range, refusing) the range because the file changed.
                 await disk.run(partial.restart, range_validator(response.headers))
@@ -291,47 +313,75 @@ async def _receive(
             on_progress(partial.size, total)
             async for chunk in response.content.iter_any():
                 if total is not None and received + len(chunk) > total:
-                    batch.clear()
-                    while writing:
-                        await writing.popleft()
-                    await disk.run(partial.discard)
+                    await batches.discard()
                     raise SourceError(f"GET {file.url}: the source sent more than the {total} bytes expected")
-                if not batch:
-                    batch_started = time.monotonic()
-                batch += chunk
                 received += len(chunk)
-                if len(batch) >= WRITE_BATCH_BYTES or time.monotonic() - batch_started >= WRITE_BATCH_SECONDS:
-                    if len(writing) >= BATCHES_IN_FLIGHT:
-                        await writing.popleft()  # the disk is behind: let the source wait
-                    writing.append(disk.submit(partial.append, bytes(batch)))
-                    batch.clear()
-                    if throttle.due():
-                        on_progress(partial.size, total)
-            if batch:
-                writing.append(disk.submit(partial.append, bytes(batch)))
-                batch.clear()
-            while writing:
-                await writing.popleft()
-    except aiohttp.ConnectionTimeoutError as error:
-        raise SourceError(
-            f"GET {file.url}: could not connect within {client.timeout.sock_connect:g}s"
-        ) from error
-    except TimeoutError as error:
-        raise SourceError(
-            f"GET {file.url}: the source sent nothing for {client.timeout.sock_read:g}s after "
-            f"{_bytes_of(received, total)}; {_KEPT}"
-        ) from error
-    except aiohttp.ClientError as error:
-        reason = transport_reason(error)
-        if not answered:
-            raise SourceError(f"GET {file.url}: {reason}") from error
-        raise SourceError(f"GET {file.url}: {reason} after {_bytes_of(received, total)}; {_KEPT}") from error
+                if await batches.add(chunk) and throttle.due():
+                    on_progress(partial.size, total)
+            await batches.flush()
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise _transfer_error(error, client, file, answered, received, total) from error
     finally:
-        if batch:  # failed or cancelled midway: keep what arrived for the resume
-            disk.submit(partial.append, bytes(batch))
+        batches.keep_the_rest()
     if total is not None and partial.size != total:
         raise SourceError(f"GET {file.url}: the source ended after {_bytes_of(partial.size, total)}; {_KEPT}")
     return "received"
+
+
+async def _request_headers(partial: PartialFile, disk: DiskQueue, headers: dict[str, str]) -> dict[str, str]:
+    # identity: the bytes on disk must be the file's bytes, and ranges count those bytes.
+    request_headers = {**headers, "Accept-Encoding": "identity"}
+    if partial.size:
+        request_headers["Range"] = f"bytes={partial.size}-"
+        validator = await disk.run(partial.remembered_validator)
+        if validator:
+            request_headers["If-Range"] = validator
+    return request_headers
+
+
+async def _answer_outcome(
+    response: aiohttp.ClientResponse, file: FileToFetch, partial: PartialFile
+) -> _Outcome | None:
+    """What the source's status alone decides (the file is whole already, or it changed); None
+    when its body is to be received. A refusal raises, with the source's words."""
+    status = response.status
+    if status == 416 and partial.size:
+        _, source_size = parse_content_range(response.headers.get("content-range"))
+        known_size = source_size if source_size is not None else file.size
+        return "received" if known_size == partial.size else "restart"
+    if status >= 400:
+        body = await _read_excerpt(response)
+        raise SourceError(describe_http_failure("GET", file.url, status, response.reason or "", body))
+    if status == 206:
+        start, _ = parse_content_range(response.headers.get("content-range"))
+        if start != partial.size:
+            raise SourceError(
+                f"GET {file.url}: asked for the bytes from {partial.size} on, the source "
+                f"answered {response.headers.get('content-range')!r}"
+            )
+    return None
+
+
+def _transfer_error(
+    error: BaseException,
+    client: aiohttp.ClientSession,
+    file: FileToFetch,
+    answered: bool,
+    received: int,
+    total: int | None,
+) -> SourceError:
+    if isinstance(error, aiohttp.ConnectionTimeoutError):
+        return SourceError(f"GET {file.url}: could not connect within {client.timeout.sock_connect:g}s")
+    if isinstance(error, TimeoutError):
+        return SourceError(
+            f"GET {file.url}: the source sent nothing for {client.timeout.sock_read:g}s after "
+            f"{_bytes_of(received, total)}; {_KEPT}"
+        )
+    assert isinstance(error, aiohttp.ClientError)
+    reason = transport_reason(error)
+    if not answered:
+        return SourceError(f"GET {file.url}: {reason}")
+    return SourceError(f"GET {file.url}: {reason} after {_bytes_of(received, total)}; {_KEPT}")
 
 
 _KEPT = "the partial file is kept and the next pull resumes from it"
