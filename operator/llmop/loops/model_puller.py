@@ -167,7 +167,7 @@ class ModelPuller:
         tracker = PullTracker()
         failure = await self.pull_everywhere(spec, plan.targets, backend, tracker, pulling)
         if failure is None:
-            await self.succeeded(spec, plan, tracker, pulling, started)
+            await self.succeeded(spec, backend, plan, tracker, pulling, started)
         elif self.stopped:
             await self.stop(spec, plan, backend)
         else:
@@ -176,13 +176,14 @@ class ModelPuller:
     async def succeeded(
         self,
         spec: ModelPullSpec,
+        backend: LLMBackendSpec,
         plan: Plan,
         tracker: PullTracker,
         pulling: ModelPullStatus,
         started: datetime,
     ) -> None:
         first_url = next(iter(plan.targets.values()))
-        digest, size = await pulled_model_facts(first_url, spec.model, self.context.runtime_http)
+        digest, size = await pulled_model_facts(backend, first_url, spec.model, self.context.runtime_http)
         size = size or tracker.total or None
         message = f"pulled {spec.model} ({human_bytes(size or 0)}) into {len(plan.targets)} pod(s)"
         await self.writer.write(succeeded_status(pulling, tracker, plan.kept, (digest, size), message))
@@ -301,26 +302,18 @@ async def silent_targets(
 async def cancel_on_agents(targets: dict[str, str], model: str, client: httpx.AsyncClient) -> None:
     for url in targets.values():
         try:
-            await client.request("DELETE", f"{url}/api/pull", json={"model": model}, timeout=5.0)
-        except httpx.HTTPError:
+            await connect_agent(url, client=client, timeout=5.0).cancel_pull(model)
+        except RuntimeAPIError:
             pass  # the pod is gone already: nothing to cancel
 
 
 async def pulled_model_facts(
-    url: str, model: str, client: httpx.AsyncClient
+    backend: LLMBackendSpec, url: str, model: str, client: httpx.AsyncClient
 ) -> tuple[str | None, int | None]:
     """Digest and size of the model as the runtime (or agent) lists it after the pull."""
-    runtime = connect("ollama", url, client=client, timeout=15.0)
-    wanted = runtime.normalize_model_name(model)
+    runtime = pull_api(backend, url, client, timeout=15.0)
     try:
-        response = await client.get(f"{url}/api/tags", timeout=15.0)
-        for entry in response.json().get("models", []):
-            if wanted in (runtime.normalize_model_name(entry.get("name", "")), entry.get("model")):
-                digest = entry.get("digest")
-                # Ollama lists bare hex; layers, registries and the agent say sha256:<hex>.
-                if digest and ":" not in digest:
-                    digest = f"sha256:{digest}"
-                return digest, entry.get("size")
-    except (httpx.HTTPError, ValueError):
-        pass
-    return None, None
+        found = await runtime.find_model(model)
+    except RuntimeAPIError:
+        return None, None
+    return (found.digest, found.size_bytes) if found else (None, None)

@@ -15,6 +15,11 @@ class AgentAdapter(OllamaAdapter):
     kind = "llmop-agent"
     display_name = "the llmop agent"
 
+    async def cancel_pull(self, model: str) -> None:
+        """Stop the agent's transfer of `model`; the partial file stays for a later pull. Ollama
+        needs no such call: it stops a pull when its client leaves."""
+        await self.http.send("DELETE", "/api/pull", json_body={"model": model})
+
 
 def connect_agent(
     base_url: str, *, client: httpx.AsyncClient | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS

@@ -12,7 +12,7 @@ from typing import Self
 
 from llmop.runtimes.errors import RuntimeAPIError, Unsupported
 from llmop.runtimes.protocol import ProbeObserver
-from llmop.runtimes.results import ProbeResult, ProbeState, PullProgress
+from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, PullProgress
 from llmop.runtimes.transport import Endpoint, HTTPAnswer, RuntimeHTTP
 
 _BACKOFF_FACTOR = 2.0
@@ -93,6 +93,17 @@ class HTTPRuntimeAdapter:
                 return result
             await asyncio.sleep(min(interval * (1 - random.uniform(0, _JITTER)), remaining))
             interval = min(interval * _BACKOFF_FACTOR, max_interval)
+
+    async def find_model(self, model: str) -> ModelInfo | None:
+        wanted = self.normalize_model_name(model)
+        listed = await self.list_models()
+        return next((info for info in listed if self.normalize_model_name(info.name) == wanted), None)
+
+    def normalize_model_name(self, name: str) -> str:
+        raise NotImplementedError  # each adapter spells names as its runtime does
+
+    async def list_models(self) -> list[ModelInfo]:
+        raise NotImplementedError  # each adapter lists as its runtime does
 
     async def pull(
         self, model: str, *, insecure: bool = False, sha256: str | None = None

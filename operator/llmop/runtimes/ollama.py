@@ -182,6 +182,16 @@ class OllamaAdapter(HTTPRuntimeAdapter):
         described = await asyncio.gather(*(describe(tag) for tag in tags.models or []))
         return [info for info in described if info is not None]
 
+    async def find_model(self, model: str) -> ModelInfo | None:
+        """`model` as /api/tags lists it (name, size, digest), without describing it: what a pull
+        left on disk. None when it is not there."""
+        wanted = self.normalize_model_name(model)
+        tags = await self.http.call_wire(_Tags, "GET", "/api/tags")
+        for tag in tags.models or []:
+            if self.normalize_model_name(tag.name) == wanted:
+                return ModelInfo(name=tag.name, size_bytes=tag.size, digest=_prefixed_digest(tag.digest))
+        return None
+
     async def list_running(self) -> list[RunningModel]:
         ps = await self.http.call_wire(_Ps, "GET", "/api/ps")
         return [

@@ -53,6 +53,11 @@ class RuntimeAdapter(Protocol):
         """Models the runtime can serve, with size, digest, context length and capabilities."""
         ...
 
+    async def find_model(self, model: str) -> ModelInfo | None:
+        """`model` as the runtime lists it (spelled as `normalize_model_name` does); None when it
+        does not have it."""
+        ...
+
     async def list_running(self) -> list[RunningModel]:
         """Models loaded in memory now (single-model servers: the model they serve)."""
         ...

@@ -426,3 +426,23 @@ def test_normalize_rejects_an_empty_name() -> None:
     runtime = connect("ollama", "http://127.0.0.1:11434")
     with pytest.raises(ValueError, match="empty"):
         runtime.normalize_model_name("  ")
+
+
+async def test_find_model_reads_the_tags_alone_and_says_none_for_a_model_not_there(fake_runtime) -> None:
+    """What a pull left on disk, as the operator records it: no /api/show (the agent has none)."""
+    server = await fake_runtime({"GET /api/tags": TAGS})
+    async with connect("ollama", server.url) as runtime:
+        found = await runtime.find_model("qwen3:0.6b")
+        missing = await runtime.find_model("nosuch")
+    assert found is not None and found.digest == f"sha256:{QWEN_DIGEST}" and found.size_bytes == 522653767
+    assert missing is None
+    assert [r.path for r in server.requests] == ["/api/tags", "/api/tags"]
+
+
+async def test_the_agent_is_told_to_stop_a_transfer(fake_runtime) -> None:
+    from llmop.runtimes.agent import connect_agent
+
+    server = await fake_runtime({"DELETE /api/pull": {"status": "cancelled"}})
+    async with connect_agent(server.url) as agent:
+        await agent.cancel_pull("hf://org/repo")
+    assert server.bodies("/api/pull") == [{"model": "hf://org/repo"}]
