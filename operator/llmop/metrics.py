@@ -1,6 +1,6 @@
 """The operator's Prometheus metrics, and the small HTTP server that serves them with /healthz.
 
-Handlers call the `record_*`/`observe_*` functions below; nothing else in llmop touches
+The loops call the `record_*` functions below; nothing else in llmop touches
 prometheus_client. Every name starts with `llmop_`.
 """
 
@@ -98,7 +98,9 @@ def timed_reconcile(kind: str) -> Callable[[Callable[P, Awaitable[R]]], Callable
 # --- backends ---------------------------------------------------------------------------------
 
 
-def observe_backend(body: Mapping[str, Any], before: str | None, after: str | None, *, written: bool) -> None:
+def record_backend_phase(
+    body: Mapping[str, Any], before: str | None, after: str | None, *, written: bool
+) -> None:
     """One observation round of a backend: its phase, whether status was written, first Ready."""
     meta = body.get("metadata", {})
     key = (meta.get("namespace", ""), meta.get("name", ""))

@@ -52,9 +52,9 @@ async def test_timed_reconcile_counts_results_and_keeps_the_handler_name() -> No
 
 def test_backends_by_phase_follow_each_backend_and_forget_deleted_ones() -> None:
     before = {phase: value("llmop_backends", phase=phase) for phase in metrics.PHASES}
-    metrics.observe_backend(backend("a"), None, "Deploying", written=True)
-    metrics.observe_backend(backend("b"), None, "Deploying", written=True)
-    metrics.observe_backend(backend("a"), "Deploying", "Loading", written=True)
+    metrics.record_backend_phase(backend("a"), None, "Deploying", written=True)
+    metrics.record_backend_phase(backend("b"), None, "Deploying", written=True)
+    metrics.record_backend_phase(backend("a"), "Deploying", "Loading", written=True)
     assert value("llmop_backends", phase="Deploying") == before["Deploying"] + 1
     assert value("llmop_backends", phase="Loading") == before["Loading"] + 1
     metrics.forget_backend("ns", "a")
@@ -65,10 +65,10 @@ def test_backends_by_phase_follow_each_backend_and_forget_deleted_ones() -> None
 def test_time_to_ready_is_recorded_once_for_a_new_backend_only() -> None:
     count = value("llmop_backend_time_to_ready_seconds_count")
     writes = value("llmop_status_writes_total", kind="LLMBackend")
-    metrics.observe_backend(backend("new"), "Loading", "Ready", written=True)
-    metrics.observe_backend(backend("new"), "Loading", "Ready", written=True)  # already recorded
-    metrics.observe_backend(backend("recovered"), "Degraded", "Ready", written=True)
-    metrics.observe_backend(backend("edited", generation=3), "Loading", "Ready", written=False)
+    metrics.record_backend_phase(backend("new"), "Loading", "Ready", written=True)
+    metrics.record_backend_phase(backend("new"), "Loading", "Ready", written=True)  # already recorded
+    metrics.record_backend_phase(backend("recovered"), "Degraded", "Ready", written=True)
+    metrics.record_backend_phase(backend("edited", generation=3), "Loading", "Ready", written=False)
     assert value("llmop_backend_time_to_ready_seconds_count") == count + 1
     assert value("llmop_status_writes_total", kind="LLMBackend") == writes + 3
     for name in ("new", "recovered", "edited"):

@@ -118,7 +118,7 @@ class BackendObserver:
         if changed and not await self.write(stored, previous, look.status):
             self.pace.woken = await self.wait(API_RETRY_SECONDS)
             return
-        metrics.observe_backend(self.body, previous.phase, look.status.phase, written=changed)
+        metrics.record_backend_phase(self.body, previous.phase, look.status.phase, written=changed)
         if spec.warmup.enabled and look.status.phase == "Ready":
             await self.warm_up(look, spec)
         fast = parse_duration(spec.startup.probe_interval)

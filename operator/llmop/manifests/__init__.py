@@ -13,9 +13,9 @@ from llmop.manifests.deployment import (
 )
 from llmop.manifests.endpoints import endpoint_url, openai_base_url
 from llmop.manifests.labels import (
-    API_VERSION,
     BACKEND_KIND,
     BACKEND_LABEL,
+    GROUP_VERSION,
     MODEL_PULL_KIND,
     RUNTIME_LABEL,
     backend_labels,
@@ -31,9 +31,9 @@ __all__ = [
     "AGENT_CONTAINER",
     "AGENT_PORT",
     "AGENT_PORT_NAME",
-    "API_VERSION",
     "BACKEND_KIND",
     "BACKEND_LABEL",
+    "GROUP_VERSION",
     "MODELS_DIR",
     "MODEL_PULL_KIND",
     "RUNTIME_CONTAINER",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 API_GROUP = "llmop.dev"
-API_VERSION = "llmop.dev/v1alpha1"
+GROUP_VERSION = "llmop.dev/v1alpha1"
 BACKEND_KIND = "LLMBackend"
 MODEL_PULL_KIND = "ModelPull"
 
@@ -39,7 +39,7 @@ def backend_selector(name: str) -> dict[str, str]:
     return {BACKEND_LABEL: name, INSTANCE_LABEL: name}
 
 
-def owner_reference(kind: str, name: str, uid: str, api_version: str = API_VERSION) -> dict[str, Any]:
+def owner_reference(kind: str, name: str, uid: str, api_version: str = GROUP_VERSION) -> dict[str, Any]:
     """A controller reference, so deleting the owner deletes the object (foreground-safe)."""
     return {
         "apiVersion": api_version,

@@ -6,10 +6,10 @@ import hashlib
 from typing import Any
 
 from llmop.manifests.labels import (
-    API_VERSION,
     APP_NAME,
     BACKEND_KIND,
     BACKEND_LABEL,
+    GROUP_VERSION,
     INSTANCE_LABEL,
     MANAGED_BY_LABEL,
     MANAGER,
@@ -64,7 +64,7 @@ def build_model_pull(
     if model.insecure:
         spec["insecure"] = True
     return {
-        "apiVersion": API_VERSION,
+        "apiVersion": GROUP_VERSION,
         "kind": MODEL_PULL_KIND,
         "metadata": object_metadata(
             model_pull_name(backend_name, model.name),

@@ -8,7 +8,7 @@ from datetime import datetime
 from llmop.models.base import Condition
 from llmop.models.pull import ModelPullStatus, PullPhase, PullProgress, ReplicaPull
 from llmop.reconcile.conditions import carry_transition_times, condition, find
-from llmop.runtimes.results import PullProgress as PullLine
+from llmop.runtimes.results import PullLine
 
 _RATE_WINDOW_SECONDS = 10.0
 

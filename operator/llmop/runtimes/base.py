@@ -12,7 +12,7 @@ from typing import Self
 
 from llmop.runtimes.errors import RuntimeAPIError, Unsupported
 from llmop.runtimes.protocol import ProbeObserver
-from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, PullProgress
+from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, PullLine
 from llmop.runtimes.transport import Endpoint, HTTPAnswer, RuntimeHTTP
 
 _BACKOFF_FACTOR = 2.0
@@ -107,7 +107,7 @@ class HTTPRuntimeAdapter:
 
     async def pull(
         self, model: str, *, insecure: bool = False, sha256: str | None = None
-    ) -> AsyncGenerator[PullProgress, None]:
+    ) -> AsyncGenerator[PullLine, None]:
         raise Unsupported(
             self.display_name,
             "pulling models",

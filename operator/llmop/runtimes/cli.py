@@ -20,7 +20,7 @@ from llmop.models.duration import parse_duration
 from llmop.runtimes import (
     KNOWN_KINDS,
     ProbeResult,
-    PullProgress,
+    PullLine,
     RuntimeAdapter,
     RuntimeAPIError,
     UnknownRuntimeKind,
@@ -265,7 +265,7 @@ class _PullProgressPrinter:
         self.printed_at: dict[str | None, float] = {}
         self.finished: set[str | None] = set()
 
-    def __call__(self, progress: PullProgress) -> None:
+    def __call__(self, progress: PullLine) -> None:
         now = time.monotonic()
         new_status = progress.status != self.last_status
         self.last_status = progress.status
@@ -281,7 +281,7 @@ class _PullProgressPrinter:
         self.printed_at[progress.digest] = now
 
 
-def _progress_line(progress: PullProgress) -> str:
+def _progress_line(progress: PullLine) -> str:
     if progress.total:
         completed = progress.completed or 0
         percent = 100 * completed / progress.total

@@ -31,7 +31,7 @@ from llmop.runtimes.results import (
     ModelInfo,
     ProbeResult,
     ProbeState,
-    PullProgress,
+    PullLine,
     RunningModel,
     RuntimeCapabilities,
     WarmupResult,
@@ -276,7 +276,7 @@ class OllamaAdapter(HTTPRuntimeAdapter):
         insecure: bool = False,
         sha256: str | None = None,
         idle_timeout: float = PULL_IDLE_TIMEOUT_SECONDS,
-    ) -> AsyncGenerator[PullProgress, None]:
+    ) -> AsyncGenerator[PullLine, None]:
         request: dict[str, Any] = {"model": model, "insecure": insecure, "stream": True}
         if sha256 is not None:
             # Not Ollama's (it ignores the field): llmop's agent verifies downloads against it.
@@ -305,16 +305,14 @@ class OllamaAdapter(HTTPRuntimeAdapter):
                 f"(last status: {last_status[:100] or 'none'})"
             )
 
-    def _pull_progress(self, model: str, data: Any) -> PullProgress:
+    def _pull_progress(self, model: str, data: Any) -> PullLine:
         line = self.http.parse_wire(_PullLine, data, "POST", "/api/pull")
         if line.error is not None:
             # Ollama reports failures inside the stream, after a 200 status.
             raise PullFailed(
                 f"{self.http.where} failed to pull {model!r}: {line.error}", runtime_message=line.error
             )
-        return PullProgress(
-            status=line.status, digest=line.digest, completed=line.completed, total=line.total
-        )
+        return PullLine(status=line.status, digest=line.digest, completed=line.completed, total=line.total)
 
     async def delete_model(self, model: str) -> bool:
         try:

@@ -9,7 +9,7 @@ from typing import Protocol, Self, runtime_checkable
 from llmop.runtimes.results import (
     ModelInfo,
     ProbeResult,
-    PullProgress,
+    PullLine,
     RunningModel,
     RuntimeCapabilities,
     WarmupResult,
@@ -82,7 +82,7 @@ class RuntimeAdapter(Protocol):
 
     def pull(
         self, model: str, *, insecure: bool = False, sha256: str | None = None
-    ) -> AsyncGenerator[PullProgress, None]:
+    ) -> AsyncGenerator[PullLine, None]:
         """Stream progress of a model download; raise `PullFailed` with the runtime's own text.
 
         `insecure` allows a plain-HTTP registry; `sha256` is the digest the download must have,

@@ -89,7 +89,7 @@ class RunningModel(_Result):
     context_length: int | None = None
 
 
-class PullProgress(_Result):
+class PullLine(_Result):
     """One line of pull progress, in Ollama's shape: a status text and, while downloading a layer,
     that layer's digest with completed and total bytes."""
 

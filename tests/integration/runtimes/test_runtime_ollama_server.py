@@ -22,7 +22,7 @@ from runtime_processes import (
     wait_until_listening,
 )
 
-from llmop.runtimes import ModelCapability, PullFailed, PullProgress, RuntimeAdapter, connect
+from llmop.runtimes import ModelCapability, PullFailed, PullLine, RuntimeAdapter, connect
 
 #: Slow enough that the tiny model's download shows several progress lines.
 REGISTRY_BYTES_PER_SECOND = 300_000
@@ -79,7 +79,7 @@ async def ollama(
     return OllamaWithRegistry(ollama=server, registry=registry, gguf=tiny_gguf, served_gguf=served)
 
 
-async def pull_all(runtime: RuntimeAdapter, model: str) -> list[PullProgress]:
+async def pull_all(runtime: RuntimeAdapter, model: str) -> list[PullLine]:
     return [progress async for progress in runtime.pull(model, insecure=True)]
 
 
@@ -149,7 +149,7 @@ async def test_pull_failing_after_the_download_reports_ollamas_own_text(ollama: 
         served.seek(size - 1000)
         served.write(b"\xff" * 1000)
     want = "sha256:" + hashlib.sha256(ollama.gguf.read_bytes()).hexdigest()
-    seen: list[PullProgress] = []
+    seen: list[PullLine] = []
     async with connect("ollama", ollama.ollama.url) as runtime:
         with pytest.raises(PullFailed) as caught:
             async for progress in runtime.pull(ollama.model(), insecure=True):

@@ -16,7 +16,7 @@ from llmop.reconcile.pull_status import (
     pull_conditions,
     waiting_phase,
 )
-from llmop.runtimes import PullProgress as PullLine
+from llmop.runtimes import PullLine
 
 T0 = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
