@@ -362,10 +362,11 @@ def test_a_pull_moves_real_bytes_with_rising_progress_and_the_runtime_then_lists
 
     wait_backend_ready(kube, "progress", pull_ns)
     pod_ip = backend_pod(kube, "progress", pull_ns)["status"]["podIP"]
+    # Served, and listed in status, under the name clients send: the repo's path, no hf://.
     served = httpx.get(f"http://{pod_ip}:8080/v1/models", timeout=10).json()["data"]
-    assert [m["id"] for m in served] == [model.model]
+    assert [m["id"] for m in served] == [model.model.removeprefix("hf://")]
     listed = kube.get("llmb", "progress", pull_ns)["status"]["models"]
-    assert [m["name"] for m in listed] == [model.model]
+    assert [m["name"] for m in listed] == [model.model.removeprefix("hf://")]
 
 
 def test_an_operator_killed_mid_pull_resumes_it_and_never_repeats_a_finished_pull(
