@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Self
 
 import httpx
+import kopf
 
 from llmop.config import OperatorConfig
 from llmop.k8s.client import KubeClient
@@ -37,8 +39,42 @@ class OperatorContext:
     def __deepcopy__(self, memo: dict[int, Any]) -> Self:
         return self
 
+    def open_clients(self) -> None:
+        self.kube = KubeClient.from_environment()
+        # Few idle connections: the pool checks each one on every request, and a steady backend's
+        # next probe comes after the keep-alive expiry anyway.
+        self.runtime_http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=16)
+        )
+
+    async def close_clients(self) -> None:
+        await self.kube.close()
+        await self.runtime_http.aclose()
+
     def wake_backend(self, key: BackendKey) -> None:
         """Something the backend's status depends on changed: observe it now."""
         waker = self.observers.get(key)
         if waker is not None:
             waker.set()
+
+
+def apply_kopf_settings(settings: kopf.OperatorSettings) -> None:
+    # kopf keeps its bookkeeping in llmop.dev/ annotations, never in status: status is llmop's
+    # observation alone, and GitOps tools ignore annotations they do not manage.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="llmop.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="llmop.dev", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "llmop.dev/finalizer"
+    # Log lines become Events only from warnings up; llmop posts its own Events (kopf.event) on
+    # each phase change, start, success and failure.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # No cap on kopf's per-object workers: each holds its slot for idle_timeout (5 s) after its
+    # object's last event, so a cap of a few dozen made the thousandth new backend wait minutes.
+    settings.queueing.worker_limit = None
+    settings.execution.max_workers = 8
+    # One line per probe would drown the operator's own log.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
