@@ -109,9 +109,14 @@ build_ollama() {
   # llama/compat patches that only translate older Ollama-published GGUFs), which cannot be
   # reached here: the llama-server built above is its runner. The Go server, its API and its
   # scheduler are Ollama's own.
-  ln -sf "$(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server" "$out.partial/llama-server"
+  link_ollama_runner "$out.partial"
   smoke_ollama "$out.partial/ollama"
   rm -rf "$out"; mv "$out.partial" "$out"
+}
+
+# link_ollama_runner DIR: the llama-server built above, beside the ollama in DIR.
+link_ollama_runner() {
+  ln -sf "$(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server" "$1/llama-server"
 }
 
 smoke_ollama() {
@@ -248,8 +253,7 @@ with_build_lock runtimes
 build_llama_server
 build_ollama
 # An Ollama cached before its runner was linked in.
-ollama_dir="$(bin_dir ollama "$OLLAMA_VERSION")"
-[ -e "$ollama_dir/llama-server" ] || ln -sf "$(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server" "$ollama_dir/llama-server"
+[ -e "$(bin_dir ollama "$OLLAMA_VERSION")/llama-server" ] || link_ollama_runner "$(bin_dir ollama "$OLLAMA_VERSION")"
 build_vllm
 
 echo "llama-server: $(bin_dir llama-server "$LLAMA_CPP_PYTHON_VERSION")/llama-server"

@@ -38,17 +38,12 @@ from llmop.reconcile.backend_status import (
     RuntimeObservation,
     compute_backend_status,
 )
-from llmop.reconcile.conditions import find
+from llmop.reconcile.conditions import find, stored_now
 from llmop.runtimes import connect
 from llmop.runtimes.registry import serving_port
 
 #: A spec the models cannot read waits for its fix this long between looks.
 _INVALID_SPEC_SECONDS = 10.0
-
-
-def now() -> datetime:
-    # Kubernetes stores times to the second; anything finer would read back as a change.
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass
@@ -72,7 +67,7 @@ class BackendObserver:
     pulls: Callable[[], list[tuple[str, PullFacts]]]
     logger: kopf.Logger
     generation: int = -1
-    # Not now(): a start cut to the second would spend up to a second of startup.timeout early.
+    # Not stored_now(): a start cut to the second would spend up to a second of startup.timeout early.
     observing_since: datetime = field(default_factory=lambda: datetime.now(UTC))
     api_key: str | None = None
     warmed: set[str] = field(default_factory=set)
@@ -208,7 +203,7 @@ class BackendObserver:
             spec=spec,
             endpoint=endpoint,
             openai_base_url=openai_base_url(endpoint, kind),
-            now=now(),
+            now=stored_now(),
             observing_since=self.observing_since,
             previous=previous,
             pods=pods,

@@ -29,7 +29,6 @@ from llmop.loops.pull_plan import (
     failed_status,
     is_settled,
     nothing_to_do,
-    now,
     plan_round,
     pulling_status,
     pulls_itself,
@@ -41,6 +40,7 @@ from llmop.models.backend import LLMBackendSpec
 from llmop.models.duration import parse_duration
 from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase
 from llmop.reconcile.backend_status import PodFacts
+from llmop.reconcile.conditions import stored_now
 from llmop.reconcile.pull_status import PullTracker, attempt_number, backoff_seconds, human_bytes
 from llmop.runtimes import RuntimeAdapter, RuntimeAPIError, connect
 from llmop.runtimes.agent import connect_agent
@@ -158,7 +158,7 @@ class ModelPuller:
         attempts = attempt_number(plan.start, self.generation, resuming=self.resuming)
         self.resuming = False
         current = plan.start
-        started = current.started_at if current.phase == "Pulling" and current.started_at else now()
+        started = current.started_at if current.phase == "Pulling" and current.started_at else stored_now()
         pulling = pulling_status(current, spec.model, attempts, self.generation, started)
         await self.writer.write(pulling)
         if attempts == 1:
@@ -188,7 +188,7 @@ class ModelPuller:
         message = f"pulled {spec.model} ({human_bytes(size or 0)}) into {len(plan.targets)} pod(s)"
         await self.writer.write(succeeded_status(pulling, tracker, plan.kept, (digest, size), message))
         kopf.event(self.body, type="Normal", reason="PullSucceeded", message=message)
-        metrics.record_pull_done((now() - started).total_seconds())
+        metrics.record_pull_done((stored_now() - started).total_seconds())
 
     async def stop(self, spec: ModelPullSpec, plan: Plan, backend: LLMBackendSpec) -> None:
         deleted = self.stopped.reason and self.stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED

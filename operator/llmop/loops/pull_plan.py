@@ -6,12 +6,13 @@ Tested without a cluster; `model_puller` carries them out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from llmop.manifests import AGENT_CONTAINER, AGENT_PORT, RUNTIME_CONTAINER
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase, ReplicaPull
 from llmop.reconcile.backend_status import PodFacts
+from llmop.reconcile.conditions import stored_now
 from llmop.reconcile.pull_status import IN_FLIGHT_REASON, PullTracker, pull_conditions, waiting_phase
 from llmop.runtimes.registry import managed_descriptor, serving_port
 
@@ -21,10 +22,6 @@ NEW_POD_CHECK_SECONDS = 5.0
 SETTLED_SECONDS = 30.0
 BACKEND_MISSING_SECONDS = 5.0
 NO_PODS_SECONDS = 2.0
-
-
-def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
 
 
 def pulls_itself(spec: LLMBackendSpec) -> bool:
@@ -141,7 +138,9 @@ def waiting_status(current: ModelPullStatus, reason: str, message: str, generati
         update={
             "observed_generation": generation,
             "phase": phase,
-            "conditions": pull_conditions(phase, reason, message, generation, current.conditions, now()),
+            "conditions": pull_conditions(
+                phase, reason, message, generation, current.conditions, stored_now()
+            ),
         }
     )
 
@@ -155,7 +154,7 @@ def settled_status(
             "phase": phase,
             "last_error": message,
             "conditions": pull_conditions(
-                phase, reason, message, generation, current.conditions, now(), stalled
+                phase, reason, message, generation, current.conditions, stored_now(), stalled
             ),
         }
     )
@@ -172,7 +171,7 @@ def pulling_status(
             "attempts": attempts,
             "started_at": started,
             "conditions": pull_conditions(
-                "Pulling", IN_FLIGHT_REASON, message, generation, current.conditions, now()
+                "Pulling", IN_FLIGHT_REASON, message, generation, current.conditions, stored_now()
             ),
         }
     )
@@ -194,10 +193,10 @@ def succeeded_status(
             "replicas": sorted([*kept, *tracker.replica_states()], key=lambda r: r.pod),
             "digest": digest,
             "size_bytes": size,
-            "completed_at": now(),
+            "completed_at": stored_now(),
             "last_error": None,
             "conditions": pull_conditions(
-                "Succeeded", "Pulled", message, generation, pulling.conditions, now()
+                "Succeeded", "Pulled", message, generation, pulling.conditions, stored_now()
             ),
         }
     )
@@ -209,7 +208,7 @@ def failed_status(
     """An attempt failed: Pulling again after a back-off, or Failed once the retries are used."""
     generation = pulling.observed_generation or 0
     conditions = pull_conditions(
-        phase, "PullFailed", message, generation, pulling.conditions, now(), stalled=phase == "Failed"
+        phase, "PullFailed", message, generation, pulling.conditions, stored_now(), stalled=phase == "Failed"
     )
     return pulling.model_copy(
         update={

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from llmop.models.base import Condition, ConditionStatus
+
+
+def stored_now() -> datetime:
+    """Now, as Kubernetes stores times: to the second (anything finer reads back as a change)."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def condition(
