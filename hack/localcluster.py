@@ -294,6 +294,12 @@ class LocalCluster:
         state["pids"][name] = self._start(name, state["argv"][name])
         self._save(state)
 
+    def restart_component(self, name: str) -> None:
+        """Stop and start one component: after an outage of the API, client-go's controllers
+        can wait out a long relist backoff; a restarted one lists at once."""
+        self.stop_component(name)
+        self.start_component(name)
+
     # --- pieces ----------------------------------------------------------------------------
 
     def kubectl(

@@ -44,10 +44,41 @@ def events_of(kube: Kube, namespace: str, name: str) -> list[tuple[str, str]]:
     )
 
 
+# The cluster's own controllers (Deployments, ReplicaSets, volume binding, scheduling) back off
+# for up to a minute after an outage; the tests that follow must not wait that out.
+SETTLED_COMPONENTS = ("kube-controller-manager", "kube-scheduler", "kwok")
+# A Deployment no node takes: its pod appearing shows the Deployment and ReplicaSet controllers live.
+CANARY = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "canary"},
+    "spec": {
+        "selector": {"matchLabels": {"app": "canary"}},
+        "template": {
+            "metadata": {"labels": {"app": "canary"}},
+            "spec": {
+                "nodeSelector": {"llmop.dev/none": "none"},
+                "containers": [{"name": "canary", "image": "registry.invalid/canary"}],
+            },
+        },
+    },
+}
+
+
+def control_plane_settled(kube: Kube, local_cluster: Any) -> None:
+    for component in SETTLED_COMPONENTS:
+        local_cluster.restart_component(component)
+    with kube.namespace("settle") as namespace:
+        kube.apply(CANARY, namespace)
+        eventually(lambda: kube.list("pods", namespace), timeout=120, message="a canary pod created")
+
+
 @pytest.fixture
-def outage_ns(kube: Kube, operator: OperatorProcess, podrunner: PodRunner) -> Any:
+def outage_ns(kube: Kube, local_cluster: Any, operator: OperatorProcess, podrunner: PodRunner) -> Any:
     with kube.namespace("outage") as name:
         yield name
+    if local_cluster is not None:
+        control_plane_settled(kube, local_cluster)
 
 
 @pytest.mark.timeout(420)
