@@ -213,7 +213,7 @@ async def ensure_namespace(kube: KubeClient, name: str) -> None:
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
-BENCH_NAMESPACES = re.compile(r"^(scale-\d+|reference-\d+|ready-detection|reconcile|pull)$")
+BENCH_NAMESPACES = re.compile(r"^(scale-\d+|reference-\d+|ready-detection|reconcile|pull|churn)$")
 
 
 async def remove_leftovers(kube: KubeClient) -> None:
@@ -388,6 +388,8 @@ class OperatorRun:
             "KUBECONFIG": str(self.kubeconfig),
             "LLMOP_METRICS_PORT": "0",
             "LLMOP_BENCH_COUNTERS": str(self.counters_path),
+            # The stand-ins of external backends listen on loopback; link-local stays refused.
+            "LLMOP_EXTERNAL_DENY_CIDRS": "169.254.0.0/16,fe80::/10",
             **self.env,
         }
         if os.environ.get("LLMOP_BENCH_OPERATOR_SRC"):  # run.py --baseline: another checkout's llmop

@@ -31,6 +31,10 @@ in the tests moves real data from this server instead. It serves, from `--root D
 - throttling: `--throttle-bytes-per-second N` for every response body, `?throttle=N` for one
   request, `POST /_throttle {"bytes_per_second": N}` to change the global rate while running
   (0: unthrottled), so a pull of the tiny model lasts long enough to interrupt.
+- validators: `--no-validators`, or `POST /_validators {"enabled": false}` while running, answers
+  without `ETag` (or `X-Linked-Etag`), as plain servers may; Range still works, and `If-Range`
+  then never matches (the whole file comes back), as RFC 9110 says. A file changed between two
+  requests (rewrite it under the root) is served anew: hashes follow size and mtime.
 - faults: `POST /_faults {"path": "/files/tiny.gguf", "abort_after_bytes": 100000}` cuts the next
   matching download after that many body bytes (or `"status": 503` answers it with that
   status); `"times": N` for more than one request; `DELETE /_faults` clears them.
@@ -218,9 +222,10 @@ class PathStats:
 
 
 class ModelSource:
-    def __init__(self, root: Path, throttle: int = 0) -> None:
+    def __init__(self, root: Path, throttle: int = 0, validators: bool = True) -> None:
         self.catalogue = Catalogue(root)
         self.throttle = throttle
+        self.validators = validators
         self.stats: dict[str, PathStats] = defaultdict(PathStats)
         self.faults: list[Fault] = []
 
@@ -229,6 +234,7 @@ class ModelSource:
         app.router.add_get("/_stats", self.h_stats)
         app.router.add_delete("/_stats", self.h_clear_stats)
         app.router.add_post("/_throttle", self.h_throttle)
+        app.router.add_post("/_validators", self.h_validators)
         app.router.add_post("/_faults", self.h_add_fault)
         app.router.add_delete("/_faults", self.h_clear_faults)
         app.router.add_get("/healthz", self.h_health)
@@ -260,6 +266,11 @@ class ModelSource:
         body = await request.json()
         self.throttle = int(body.get("bytes_per_second") or 0)
         return web.json_response({"throttle_bytes_per_second": self.throttle})
+
+    async def h_validators(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.validators = bool(body.get("enabled", True))
+        return web.json_response({"validators": self.validators})
 
     async def h_add_fault(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -415,9 +426,12 @@ class ModelSource:
         size = info.size
         start, end = 0, size - 1
         status = 200
+        validator = headers.get("ETag") if self.validators else None
+        if not self.validators:
+            headers = {k: v for k, v in headers.items() if k not in ("ETag", "X-Linked-Etag")}
         wanted = request.headers.get("Range")
         if_range = request.headers.get("If-Range")
-        if wanted and (if_range is None or if_range == headers["ETag"]):
+        if wanted and (if_range is None or (validator is not None and if_range == validator)):
             parsed = parse_range(wanted, size)
             if isinstance(parsed, str):  # unsatisfiable
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", **headers})
@@ -751,8 +765,8 @@ def tiny_safetensors() -> bytes:
 # --- CLI -----------------------------------------------------------------------------------------
 
 
-async def serve(root: Path, host: str, port: int, throttle: int) -> None:
-    source = ModelSource(root, throttle)
+async def serve(root: Path, host: str, port: int, throttle: int, validators: bool = True) -> None:
+    source = ModelSource(root, throttle, validators)
     runner = web.AppRunner(source.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -782,6 +796,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0: any free port (default)")
     parser.add_argument("--populate", action="store_true", help="write the default catalogue first")
     parser.add_argument(
+        "--no-validators", action="store_true", help="answer without ETag (as plain servers may)"
+    )
+    parser.add_argument(
         "--throttle-bytes-per-second",
         type=int,
         default=0,
@@ -800,7 +817,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.populate:
         for path in populate(args.root):
             print(f"wrote {path}", file=sys.stderr)
-    asyncio.run(serve(args.root, args.host, args.port, args.throttle_bytes_per_second))
+    asyncio.run(
+        serve(args.root, args.host, args.port, args.throttle_bytes_per_second, not args.no_validators)
+    )
     return 0
 
 

@@ -12,8 +12,9 @@ What it does, as the kubelet would:
 
 - volumes: a `persistentVolumeClaim` volume is the folder `<workdir>/volumes/<ns>/<claimName>`
   (shared by every pod using the claim and kept when pods go); an `emptyDir` is
-  `<workdir>/pods/<ns>/<pod>/<volume>`, removed with the pod. Paths under each container's
-  mount points (`/models`) in args and env are rewritten to those folders.
+  `<workdir>/pods/<ns>/<pod>/<volume>`, removed with the pod; a `secret` volume is such a folder
+  with one file per key of the Secret (the pod waits for the Secret, as under a kubelet). Paths
+  under each container's mount points (`/models`) in args and env are rewritten to those folders.
 - native sidecars (init containers with `restartPolicy: Always`, llmop's `agent`) start first;
   the main containers start only once each sidecar's startup probe succeeded, polled exactly as
   the pod spec says (httpGet or tcpSocket, initialDelaySeconds, periodSeconds, timeoutSeconds,
@@ -779,6 +780,7 @@ class PodState:
             await predecessor.done.wait()
         for path in self.volume_dirs().values():
             path.mkdir(parents=True, exist_ok=True)
+        await self.fill_secret_volumes()
         for index, sidecar in enumerate(sidecars):
             sidecar.start()
             # The kubelet starts the next container only once this sidecar's startup probe passed.
@@ -790,6 +792,27 @@ class PodState:
             if container.role == "main":
                 container.start()
         self.phase = "running"
+
+    async def fill_secret_volumes(self) -> None:
+        """One file per key of each `secret` volume's Secret, written once at start; a Secret not
+        there yet is waited for, as the kubelet keeps such a pod in ContainerCreating."""
+        dirs = self.volume_dirs()
+        for volume in self.pod["spec"].get("volumes") or []:
+            source = volume.get("secret")
+            if not source:
+                continue
+            waited = False
+            while (
+                data := await self.runner.read_data("secret", self.namespace, source["secretName"])
+            ) is None:
+                if not waited:
+                    log.info("%s: waiting for secret %s", self.key, source["secretName"])
+                    waited = True
+                await asyncio.sleep(1.0)
+            for key, value in data.items():
+                path = dirs[volume["name"]] / key
+                path.write_text(value)
+                path.chmod(int(source.get("defaultMode", 0o644)) | 0o400)  # readable by us
 
     async def stop(self) -> None:
         self.phase = "stopping"

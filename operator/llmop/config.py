@@ -7,6 +7,7 @@ import os
 from pydantic import BaseModel, Field
 
 from llmop.models.duration import parse_duration
+from llmop.runtimes.address_guard import DEFAULT_DENIED_CIDRS, parse_cidrs
 from llmop.runtimes.registry import RUNTIMES
 
 #: Each runtime module's default image: an exact release, the one the tests run
@@ -43,6 +44,18 @@ class OperatorConfig(BaseModel):
         default=15.0,
         description="Seconds a standby waits after the holder's last renewal before taking over.",
     )
+    external_deny_cidrs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_CIDRS),
+        description="Addresses llmop never connects to for spec.external (the API server is always "
+        "refused too); llmop's own pods are not checked.",
+    )
+    operator_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the operator's pods, which alone may reach the agents' port (NetworkPolicy).",
+    )
+    operator_pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the operator's pods, for the agents' NetworkPolicy."
+    )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorConfig:
@@ -65,4 +78,28 @@ class OperatorConfig(BaseModel):
             lease_name=env.get("LLMOP_LEASE_NAME", "llmop"),
             lease_namespace=env.get("LLMOP_LEASE_NAMESPACE") or None,
             lease_duration=parse_duration(env.get("LLMOP_LEASE_DURATION", "15s")),
+            external_deny_cidrs=_deny_cidrs(env.get("LLMOP_EXTERNAL_DENY_CIDRS")),
+            operator_namespace=env.get("LLMOP_OPERATOR_NAMESPACE") or None,
+            operator_pod_labels=parse_labels(env.get("LLMOP_OPERATOR_POD_LABELS", "")),
         )
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`a=b,c=d` -> {"a": "b", "c": "d"}; a part without `=` is a ValueError naming it."""
+    labels = {}
+    for part in (part.strip() for part in text.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"LLMOP_OPERATOR_POD_LABELS: {part!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _deny_cidrs(setting: str | None) -> list[str]:
+    """Unset: the defaults; set (even empty): exactly the listed CIDRs. A bad entry stops the
+    operator at start with its name rather than leaving a hole."""
+    if setting is None:
+        return list(DEFAULT_DENIED_CIDRS)
+    return [str(network) for network in parse_cidrs(setting.split(","))]

@@ -128,6 +128,11 @@ def forget_backend(namespace: str, name: str) -> None:
         _publish_phases()
 
 
+def forget_deleted_backend(uid: str) -> None:
+    """The backend is deleted: its first Ready can never come again."""
+    _ready_recorded.discard(uid)
+
+
 def _publish_phases() -> None:
     counts = dict.fromkeys(PHASES, 0)
     for phase in _backend_phases.values():

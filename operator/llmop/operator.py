@@ -14,6 +14,7 @@ import kopf
 from llmop import metrics
 from llmop.config import OperatorConfig
 from llmop.loops.context import OperatorContext
+from llmop.sources import redact_log_records
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def run_operator(
     # One line per Lease round or probe would drown the operator's own log.
     for noisy in ("httpx", "httpcore", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    redact_log_records()
     import llmop.handlers  # noqa: F401  (registers the handlers with kopf)
 
     return asyncio.run(_serve(config, liveness))

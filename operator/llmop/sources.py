@@ -5,14 +5,20 @@ hf://org/repo@rev             ... at a branch, tag or commit
 hf://org/repo/dir/file.gguf   one file of a repo (llama.cpp); `@rev` may follow the repo id
 https://host/path/file.gguf   one file from any HTTP(S) server
 qwen3:0.6b, host/ns/m:tag     an Ollama model, pulled by Ollama itself
+
+Where each lands in the model volume (its local path) keeps sources apart: a whole repo and a
+single file of it never share a file (`hf/` and `hf-file/`), nor do http:// and https:// or two
+URLs that differ in their query or credentials (a short digest of those, never their text).
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import logging
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 SourceKind = Literal["huggingface", "url", "ollama"]
@@ -21,6 +27,9 @@ MODELS_DIR = "/models"
 
 _HF = re.compile(r"^hf://(?P<org>[^/@\s]+)/(?P<repo>[^/@\s]+)(?:@(?P<rev>[^/\s]+))?(?:/(?P<path>\S+))?$")
 _SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9._-]+$")
+_HOSTNAME = re.compile(r"^[a-z0-9_-]+(?:\.[a-z0-9_-]+)*\.?$")
+#: Hex digits of the digest that stands for a URL's query and user info in its local path.
+URL_SECRET_DIGEST_CHARS = 16
 
 
 @dataclass(frozen=True)
@@ -37,16 +46,23 @@ class ModelSource:
         """Path relative to the model volume where the model is complete once pulled."""
         if self.kind == "huggingface":
             assert self.repo_id is not None
-            base = f"hf/{self.repo_id}/{self.revision}"
-            return f"{base}/{self.path_in_repo}" if self.path_in_repo else base
+            if self.path_in_repo:
+                return f"hf-file/{self.repo_id}/{self.revision}/{self.path_in_repo}"
+            return f"hf/{self.repo_id}/{self.revision}"
         if self.kind == "url":
             assert self.url is not None
-            parts = urlsplit(self.url)
-            host = parts.hostname or "host"
-            if parts.port:
-                host = f"{host}_{parts.port}"
-            return f"url/{host}{parts.path}"
+            return url_local_path(self.url)
         return f"ollama/{self.name}"
+
+    def belongs_to(self, other: ModelSource) -> bool:
+        """Whether this source is `other` itself, or one file of the repo `other` names."""
+        if self.local_path == other.local_path:
+            return True
+        return (
+            self.kind == other.kind == "huggingface"
+            and other.path_in_repo is None
+            and (self.repo_id, self.revision) == (other.repo_id, other.revision)
+        )
 
     @property
     def is_single_file(self) -> bool:
@@ -55,6 +71,49 @@ class ModelSource:
 
 class InvalidModelSource(ValueError):
     """A model name llmop cannot fetch; the message says what forms are accepted."""
+
+
+def url_local_path(url: str) -> str:
+    """`url/<scheme>/<host>[:port][~<digest>]/<path>`: the scheme and any query or user info
+    (as a digest: they may hold credentials) are part of where a URL's file lands."""
+    parts = urlsplit(url)
+    host = parts.hostname or "host"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    secret = parts.query
+    if parts.username is not None or parts.password is not None:
+        secret = f"{parts.netloc}?{parts.query}"
+    if secret:
+        host += "~" + hashlib.sha256(secret.encode()).hexdigest()[:URL_SECRET_DIGEST_CHARS]
+    return f"url/{parts.scheme}/{host}{parts.path}"
+
+
+def _check_url(name: str, text: str) -> None:
+    """A file URL whose host, port and path segments can name a place on disk."""
+    parts = urlsplit(text)
+    segments = parts.path.split("/")[1:]
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidModelSource(f"{name!r}: the port is not a number from 1 to 65535") from None
+    if port == 0:
+        raise InvalidModelSource(f"{name!r}: the port is not a number from 1 to 65535")
+    if not parts.hostname or not _valid_host(parts.hostname):
+        raise InvalidModelSource(f"{name!r}: the host is not a host name or an IP address")
+    if not segments or any(segment in ("", ".", "..") for segment in segments):
+        raise InvalidModelSource(f"{name!r} is not a file URL: write https://host/path/file.gguf")
+
+
+def _valid_host(host: str) -> bool:
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return bool(_HOSTNAME.match(host)) and host.strip(".") != ""
 
 
 def parse_model_source(name: str) -> ModelSource:
@@ -77,10 +136,7 @@ def parse_model_source(name: str) -> ModelSource:
             path_in_repo=path,
         )
     if text.startswith(("https://", "http://")):
-        parts = urlsplit(text)
-        segments = [segment for segment in parts.path.split("/") if segment]
-        if not parts.hostname or not segments or ".." in segments:
-            raise InvalidModelSource(f"{name!r} is not a file URL: write https://host/path/file.gguf")
+        _check_url(name, text)
         return ModelSource(kind="url", name=text, url=text)
     if "://" in text:
         raise InvalidModelSource(f"{name!r}: only hf://, https:// and http:// sources are supported")
@@ -96,7 +152,7 @@ def served_model_name(name: str) -> str:
     try:
         source = parse_model_source(name)
     except InvalidModelSource:
-        return name.strip()
+        return redact_credentials(name.strip())
     if source.kind == "huggingface":
         assert source.repo_id is not None
         return f"{source.repo_id}/{source.path_in_repo}" if source.path_in_repo else source.repo_id
@@ -112,3 +168,45 @@ def model_slug(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", tail.lower()).strip("-")[-32:].strip("-") or "model"
     # Different names can share a slug (`a:b` and `a-b`); a short digest keeps them apart.
     return f"{slug}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
+#: A URL in free text: scheme, optional user info (up to its last `@`), the rest, optional query.
+#: The scheme's length is bounded so that text without URLs costs linear time, however long.
+_URL_IN_TEXT = re.compile(
+    r"(?i)\b(?P<scheme>[a-z][a-z0-9+.-]{0,31}://)(?P<user>[^\s/?#'\"<>]*@)?(?P<rest>[^\s?#'\"<>]*)"
+    r"(?P<query>\?[^\s#'\"<>]*)?"
+)
+REDACTED = "<redacted>"
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the credentials of every URL in it replaced: user info (`user:pass@`) and the
+    whole query (presigned URLs carry their signature and key id there, under names that vary by
+    vendor). The one function through which model names and messages leave llmop: status,
+    Events, logs and runtime arguments."""
+
+    def redact(url: re.Match[str]) -> str:
+        user = f"{REDACTED}@" if url["user"] else ""
+        query = url["query"] or ""
+        # Punctuation that ends the sentence around the URL stays.
+        after = query[len(query.rstrip(".,;:)]")) :] if len(query) > 1 else ""
+        return f"{url['scheme']}{user}{url['rest']}{f'?{REDACTED}{after}' if query else ''}"
+
+    return _URL_IN_TEXT.sub(redact, text)
+
+
+def redact_log_records() -> None:
+    """Every log record of this process, kopf's too (and the Events kopf posts from its warnings), passes through
+    the redaction status and Events use: credentials in a model's URL never reach a log."""
+    make_record = logging.getLogRecordFactory()
+
+    def redacted(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        message = record.getMessage()
+        if "://" in message:
+            record.msg, record.args = redact_credentials(message), None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact_credentials(logging.Formatter().formatException(record.exc_info))
+        return record
+
+    logging.setLogRecordFactory(redacted)

@@ -131,6 +131,8 @@ def test_a_key_the_server_refuses_fails_the_backend_with_the_servers_words(
     gguf = str(modelsource.root / "files" / "tiny.gguf")
     with run_real_runtime(servers_dir, "llamacpp", gguf, "tiny.gguf", "--api-key", "right") as url:
         kube.run("create", "secret", "generic", "wrong-key", "--from-literal=key=wrong", "-n", backend_ns)
+        # llmop uses only Secrets that opt in.
+        kube.run("label", "secret", "wrong-key", "llmop.dev/use=true", "-n", backend_ns)
         kube.apply(
             {
                 "apiVersion": "llmop.dev/v1alpha1",

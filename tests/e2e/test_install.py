@@ -9,6 +9,7 @@ exactly as it would judge the pod's.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.argocd import argocd_health
 from support.kube import REPO, Kube, eventually
-from support.operator import OperatorProcess
+from support.operator import TEST_DENY_CIDRS, OperatorProcess
 from support.runtimes import ModelSource, PodRunner, run_vllm_standin
 
 # External backends here only need some server to observe: the vLLM stand-in starts at once, where
@@ -116,6 +117,9 @@ def release(kube: Kube, no_session_operator: None) -> Iterator[dict[str, Any]]:
             "replicaCount=2",
             "--set",
             f"leaderElection.leaseDuration={LEASE_SECONDS}s",
+            # The external servers of these tests run on this machine's loopback.
+            "--set-json",
+            f"externalDenyCIDRs={json.dumps(TEST_DENY_CIDRS.split(','))}",
         )
         manifest = [
             doc

@@ -8,6 +8,7 @@ over, Stalled with the source's own words, and a deleted pull that stops moving 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from llmop.agent.store import ModelStore
 from support.kube import REPO, Kube, eventually
 from support.operator import OperatorProcess
 from support.runtimes import ModelSource, PodRunner
@@ -65,26 +67,29 @@ def _published(modelsource: ModelSource, target: Path, model: str, stats_path: s
 def publish_url(modelsource: ModelSource, stem: str) -> Published:
     """`http://<source>/files/e2e/<stem>-<random>.gguf`."""
     name = f"{stem}-{uuid.uuid4().hex[:6]}.gguf"
-    host_port = modelsource.url.removeprefix("http://").replace(":", "_")
+    host_port = modelsource.url.removeprefix("http://")
     return _published(
         modelsource,
         modelsource.root / "files" / "e2e" / name,
         f"{modelsource.url}/files/e2e/{name}",
         f"/files/e2e/{name}",
-        f"url/{host_port}/files/e2e/{name}",
+        f"url/http/{host_port}/files/e2e/{name}",
     )
 
 
 def publish_hf(modelsource: ModelSource, stem: str) -> Published:
     """`hf://llmop-e2e/<stem>-<random>/tiny.gguf` on the source's Hugging Face endpoint."""
     repo = f"{stem}-{uuid.uuid4().hex[:6]}"
-    return _published(
+    published = _published(
         modelsource,
         modelsource.root / "hf" / "llmop-e2e" / repo / "tiny.gguf",
         f"hf://llmop-e2e/{repo}/tiny.gguf",
-        f"/llmop-e2e/{repo}/resolve/main/tiny.gguf",
-        f"hf/llmop-e2e/{repo}/main/tiny.gguf",
+        "",
+        f"hf-file/llmop-e2e/{repo}/main/tiny.gguf",
     )
+    # The agent fetches from the commit `main` points at, never from the branch name.
+    commit = modelsource.commit_of(f"llmop-e2e/{repo}")
+    return replace(published, stats_path=f"/llmop-e2e/{repo}/resolve/{commit}/tiny.gguf")
 
 
 def publish_hf_repo(source: ModelSource, stem: str) -> Published:
@@ -94,9 +99,10 @@ def publish_hf_repo(source: ModelSource, stem: str) -> Published:
     target = source.root / "hf" / "llmop-e2e" / repo
     shutil.copytree(source.root / "hf" / "Qwen" / "Qwen3-0.6B", target)
     data = (target / "model.safetensors").read_bytes()
+    commit = source.commit_of(f"llmop-e2e/{repo}")
     return Published(
         f"hf://llmop-e2e/{repo}",
-        f"/llmop-e2e/{repo}/resolve/main/model.safetensors",
+        f"/llmop-e2e/{repo}/resolve/{commit}/model.safetensors",
         f"hf/llmop-e2e/{repo}/main",
         len(data),
         hashlib.sha256(data).hexdigest(),
@@ -241,8 +247,12 @@ def agent_url(kube: Kube, backend: str, namespace: str) -> str:
     return f"http://{backend_pod(kube, backend, namespace)['status']['podIP']}:{AGENT_PORT}"
 
 
-def agent_tags(url: str) -> list[str]:
-    return [m["name"] for m in httpx.get(f"{url}/api/tags", timeout=10).json()["models"]]
+def agent_tags(kube: Kube, backend: str, namespace: str) -> list[str]:
+    """What the backend's agent lists, asked with the token the operator made for it."""
+    secret = kube.get("secret", f"{backend}-agent-token", namespace)
+    bearer = {"Authorization": f"Bearer {base64.b64decode(secret['data']['token']).decode()}"}
+    url = agent_url(kube, backend, namespace)
+    return [m["name"] for m in httpx.get(f"{url}/api/tags", headers=bearer, timeout=10).json()["models"]]
 
 
 def events_for(kube: Kube, name: str, namespace: str) -> list[dict[str, Any]]:
@@ -492,8 +502,9 @@ def test_a_model_that_does_not_exist_stalls_with_the_sources_words(
     kube: Kube, pull_ns: str, source: ModelSource, ollama_registry: str, runtime: str
 ) -> None:
     if runtime == "llamacpp":
-        backend = llamacpp_backend("home", publish_url(source, "home").model)
         ghost = "hf://llmop-e2e/no-such-repo/ghost.gguf"
+        backend = llamacpp_backend("home", publish_url(source, "home").model)
+        backend["spec"]["models"].append({"name": ghost})  # the agent pulls only what is declared
         words = '404 Not Found: {"error": "Repository not found"}'
         who = "the llmop agent at"
         fields: dict[str, Any] = {}
@@ -525,7 +536,7 @@ def test_a_model_that_does_not_exist_stalls_with_the_sources_words(
     time.sleep(5)
     assert kube.get("mpull", "ghost", pull_ns)["metadata"]["resourceVersion"] == version
     if runtime == "llamacpp":
-        assert ghost not in agent_tags(agent_url(kube, "home", pull_ns))
+        assert ghost not in agent_tags(kube, "home", pull_ns)
     else:
         pod_ip = backend_pod(kube, "home", pull_ns)["status"]["podIP"]
         listed = [
@@ -554,10 +565,10 @@ def test_a_wrong_sha256_fails_naming_both_digests_and_nothing_partial_looks_comp
     url = agent_url(kube, "badsha", pull_ns)
     startup = httpx.get(f"{url}/startup", timeout=10)
     assert startup.status_code == 503 and startup.json()["missing"] == [model.local_path], startup.text
-    assert model.model not in agent_tags(url)
+    assert model.model not in agent_tags(kube, "badsha", pull_ns)
     volume = podrunner.workdir / "volumes" / pull_ns / "badsha-models"
     assert not (volume / model.local_path).exists()
-    assert not (volume / f"{model.local_path}.partial").exists()
+    assert not ModelStore(volume).partial_of(model.local_path, "").exists()
     pod = backend_pod(kube, "badsha", pull_ns)["metadata"]["name"]
     runtime = podrunner.container(pull_ns, pod, "runtime") or {}
     assert runtime.get("state") != "running", "the runtime started on a model that failed verification"
@@ -567,16 +578,16 @@ def test_a_wrong_sha256_fails_naming_both_digests_and_nothing_partial_looks_comp
 def test_deleting_a_pull_mid_flight_stops_the_transfer(
     kube: Kube, pull_ns: str, source: ModelSource, podrunner: PodRunner
 ) -> None:
-    kube.apply(llamacpp_backend("keeper", publish_url(source, "keeper").model), pull_ns)
-    wait_backend_ready(kube, "keeper", pull_ns)
+    # The backend's own pull of the model it declares (its agent pulls nothing else).
     model = publish_url(source, "doomed")
     source.throttle(model.size // 20)
-    kube.apply(model_pull("doomed", "keeper", model.model), pull_ns)
-    wait_progress(kube, "doomed", pull_ns, 1)
+    kube.apply(llamacpp_backend("keeper", model.model), pull_ns)
+    name = backend_pull(kube, "keeper", pull_ns)
+    wait_progress(kube, name, pull_ns, 1)
     assert source.stats(model.stats_path)["bytes_sent"] > 0
 
     started = time.monotonic()
-    kube.run("delete", "mpull", "doomed", "-n", pull_ns, "--timeout=60s")
+    kube.run("delete", "mpull", name, "-n", pull_ns, "--timeout=60s")
     assert time.monotonic() - started < 20
 
     time.sleep(1)
@@ -585,8 +596,7 @@ def test_deleting_a_pull_mid_flight_stops_the_transfer(
     assert source.stats(model.stats_path)["bytes_sent"] == stopped_at < model.size
     pod = backend_pod(kube, "keeper", pull_ns)["metadata"]["name"]
     assert f"pull of {model.model} cancelled" in podrunner.log_of(pull_ns, pod, "agent")
-    url = agent_url(kube, "keeper", pull_ns)
-    assert model.model not in agent_tags(url)
+    assert model.model not in agent_tags(kube, "keeper", pull_ns)
     assert not (podrunner.workdir / "volumes" / pull_ns / "keeper-models" / model.local_path).exists()
 
 
@@ -642,11 +652,13 @@ def test_a_pull_for_a_missing_backend_waits_and_starts_when_it_appears(
     assert status["phase"] == "Pending" and not status.get("attempts")
     assert source.stats(model.stats_path)["requests"] == 0
 
-    kube.apply(llamacpp_backend("later", publish_url(source, "later").model), pull_ns)
+    later = llamacpp_backend("later", publish_url(source, "later").model)
+    later["spec"]["models"].append({"name": model.model})  # the agent pulls only what is declared
+    kube.apply(later, pull_ns)
     status = wait_phase(kube, "early", pull_ns, "Succeeded", timeout=120)
     assert status["digest"] == f"sha256:{model.sha256}"
     assert condition_of(status, "Ready")["status"] == "True"
-    assert model.model in agent_tags(agent_url(kube, "later", pull_ns))
+    assert model.model in agent_tags(kube, "later", pull_ns)
 
 
 def test_a_pod_that_replaces_a_pulled_one_gets_the_model_and_the_backend_serves_again(
@@ -688,7 +700,8 @@ def test_a_gated_repo_pulls_once_the_backend_has_a_token_from_a_secret(
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "hf-token"},
+        # llmop puts only Secrets that opt in into a pod.
+        "metadata": {"name": "hf-token", "labels": {"llmop.dev/use": "true"}},
         "stringData": {"token": token},
     }
     kube.apply(secret, pull_ns)

@@ -72,6 +72,23 @@ BAD_MANIFESTS = {
         "url must be an absolute http:// or https:// URL",
     ),
     "ftp-url": (_backend({"external": {"url": "ftp://10.0.0.5/models"}}), "url must be an absolute http://"),
+    "url-with-user-info": (
+        _backend({"external": {"url": "http://admin:hunter2@10.0.0.5:8000"}}),
+        "url must not carry user info",
+    ),
+    "url-with-query": (
+        _backend({"external": {"url": "http://10.0.0.5:8000/v1?key=abc"}}),
+        "url must not carry a query",
+    ),
+    # A bare `?` would swallow the probe path: llmop would GET /internal and report what it says.
+    "url-ending-in-question-mark": (
+        _backend({"external": {"url": "http://10.0.0.5/internal?"}}),
+        "url must not carry a query",
+    ),
+    "url-with-fragment": (
+        _backend({"external": {"url": "http://10.0.0.5:8000/#x"}}),
+        "url must not carry a fragment",
+    ),
     "empty-model-name": (
         _backend({"runtime": "ollama", "models": [{"name": ""}]}),
         "model name must not be empty",
@@ -80,6 +97,43 @@ BAD_MANIFESTS = {
     "empty-backend-ref": (_pull({"backendRef": {"name": ""}}), "name must not be empty"),
     "empty-model": (_pull({"model": ""}), "model must not be empty"),
     "zero-attempts": (_pull({"retry": {"maxAttempts": 0}}), "maxAttempts must be 1 or more"),
+    # Inputs that crashed or spun the operator before the schema bounded them.
+    "zero-probe-interval": (
+        _backend({"runtime": "vllm", "startup": {"probeInterval": "0s"}}),
+        "must be between 100ms and 10m",
+    ),
+    "tiny-probe-interval": (
+        _backend({"runtime": "vllm", "startup": {"probeInterval": "99ms"}}),
+        "must be between 100ms and 10m",
+    ),
+    "huge-probe-interval": (
+        _backend({"runtime": "vllm", "startup": {"probeInterval": "2h"}}),
+        "must be between 100ms and 10m",
+    ),
+    "blank-model-name": (
+        _backend({"runtime": "ollama", "models": [{"name": " "}]}),
+        "model name must not be empty or only spaces",
+    ),
+    "blank-pull-model": (_pull({"model": " \t"}), "model must not be empty or only spaces"),
+    "external-port-65536": (
+        _backend({"external": {"url": "http://10.0.0.5:65536"}}),
+        "the port in the URL must be between 1 and 65535",
+    ),
+    "external-port-0": (
+        _backend({"external": {"url": "http://10.0.0.5:0/v1"}}),
+        "the port in the URL must be between 1 and 65535",
+    ),
+    "model-url-port-99999": (
+        _backend({"runtime": "llamacpp", "models": [{"name": "https://h.example:99999/m.gguf"}]}),
+        "model the port in the URL must be between 1 and 65535",
+    ),
+    "pull-url-port-65536": (
+        _pull({"model": "https://h.example:65536/m.gguf"}),
+        "model the port in the URL must be between 1 and 65535",
+    ),
+    "zero-backoff": (_pull({"retry": {"backoff": "0s"}}), "must be between 1s and 10m"),
+    "huge-backoff": (_pull({"retry": {"backoff": "11m"}}), "must be between 1s and 10m"),
+    "too-many-attempts": (_pull({"retry": {"maxAttempts": 101}}), "at most 100"),
     "bad-backoff": (_pull({"retry": {"backoff": "soon"}}), "must be a duration such as 30s"),
 }
 
@@ -92,6 +146,36 @@ def test_bad_manifest_is_rejected_with_a_message_that_says_what_to_fix(
     result = kube.apply(copy.deepcopy(manifest), namespace, check=False)
     assert result.returncode != 0, f"{case} was accepted"
     assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5:8000", "https://llm.example.com/v1", "http://10.0.0.5/models/a@b"]
+)
+def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) -> None:
+    manifest = _backend({"external": {"url": url}})
+    result = kube.apply(manifest, namespace, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"runtime": "vllm", "startup": {"probeInterval": "100ms"}, "models": [{"name": "hf://o/r"}]},
+        {"runtime": "vllm", "startup": {"probeInterval": "10m"}, "models": [{"name": "hf://o/r"}]},
+        {"runtime": "llamacpp", "models": [{"name": "https://h.example:8443/m.gguf"}]},
+        {"external": {"url": "http://10.0.0.5:65535"}},
+    ],
+    ids=["probe-100ms", "probe-10m", "model-url-port", "external-port-65535"],
+)
+def test_values_at_the_bounds_are_accepted(kube: Kube, namespace: str, spec: dict[str, Any]) -> None:
+    result = kube.apply(_backend(spec), namespace, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_pull_retry_at_its_bounds_is_accepted(kube: Kube, namespace: str) -> None:
+    for retry in ({"maxAttempts": 100, "backoff": "1s"}, {"maxAttempts": 1, "backoff": "10m"}):
+        result = kube.apply(_pull({"retry": retry}), namespace, check=False)
+        assert result.returncode == 0, result.stderr
 
 
 def test_rejected_manifest_leaves_nothing_behind(kube: Kube, namespace: str) -> None:

@@ -368,7 +368,9 @@ def test_agent_sidecar_pulls_the_model_before_llama_server_starts(
         assert sha256(model) == sha256(
             source.root / "hf" / "ggml-org" / "models" / "tinyllamas" / "stories260K.gguf"
         )
-        assert source.stats(TINY_URL_PATH)["bytes_sent"] >= model.stat().st_size
+        # The agent fetches from the commit `main` points at, not from the branch name.
+        pinned = TINY_URL_PATH.replace("/main/", f"/{source.commit_of('ggml-org/models')}/")
+        assert source.stats(pinned)["bytes_sent"] >= model.stat().st_size
 
         pids = [c["pid"] for c in pod["containers"].values()]
         kube.run("delete", "deployment", "pulled", "-n", namespace, "--wait=false")

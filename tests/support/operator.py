@@ -10,6 +10,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: The operator's deny list for spec.external in the tests: link-local as by default, but not
+#: loopback, where this machine runs the tests' external servers (the API server stays refused:
+#: llmop always adds it).
+TEST_DENY_CIDRS = "169.254.0.0/16,fe80::/10"
+
 
 @dataclass
 class OperatorProcess:
@@ -21,7 +26,13 @@ class OperatorProcess:
     def start(self) -> None:
         # No metrics server unless a test asks for one: its default port (8080) is also
         # llama-server's, which the pod runner binds at pod addresses on this machine.
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "LLMOP_METRICS_PORT": "0", **self.env}
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            "LLMOP_METRICS_PORT": "0",
+            "LLMOP_EXTERNAL_DENY_CIDRS": TEST_DENY_CIDRS,
+            **self.env,
+        }
         log = open(self.log_path, "ab")  # the child owns it
         self.process = subprocess.Popen(
             [str(Path(sys.executable).with_name("llmop")), "run", "--verbose"],

@@ -118,6 +118,12 @@ class ModelSource:
     def _client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
 
+    def commit_of(self, repo_id: str) -> str:
+        """The commit a Hugging Face repo on this source is at now (its listing's `sha`)."""
+        with self._client() as client:
+            sha: str = client.get(f"/api/models/{repo_id}").raise_for_status().json()["sha"]
+        return sha
+
     def stats(self, path: str | None = None) -> dict[str, Any]:
         """All of /_stats, or one path's counters (zeros when it was never asked for)."""
         with self._client() as client:

@@ -131,8 +131,11 @@ def test_the_operator_reads_every_value_the_chart_sets() -> None:
         "metrics.port=9100",
         "--set",
         "image.tag=9.9.9",
+        "--set-json",
+        'externalDenyCIDRs=["169.254.0.0/16","10.0.0.0/8"]',
     )
     config = OperatorConfig.from_env(container_env(docs))
+    assert config.external_deny_cidrs == ["169.254.0.0/16", "10.0.0.0/8"]
     assert config.namespaces == ["team-a", "team-b"]
     assert config.hf_endpoint == "https://hf-mirror.internal"
     assert config.images == {**DEFAULT_IMAGES, "vllm": "registry.internal/vllm:1"}
@@ -151,6 +154,25 @@ def test_defaults_give_the_operator_its_own_defaults() -> None:
     assert config.namespaces == [] and config.hf_endpoint is None
     assert config.images == DEFAULT_IMAGES and config.agent_image == f"ghcr.io/llmop/llmop:{__version__}"
     assert config.metrics_port == 8080 and config.leader_election
+    assert config.external_deny_cidrs == OperatorConfig().external_deny_cidrs
+
+
+def test_the_agents_network_policy_names_the_operators_own_pods() -> None:
+    docs = render()
+    config = OperatorConfig.from_env(container_env(docs))
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert config.operator_namespace == "llmop-system"
+    assert config.operator_pod_labels == {
+        "app.kubernetes.io/name": "llmop",
+        "app.kubernetes.io/instance": "llmop",
+    }
+    assert config.operator_pod_labels.items() <= pod_labels.items()
+    elsewhere = OperatorConfig.from_env(
+        container_env(render("--set", "agentNetworkPolicy.operatorNamespace=ops"))
+    )
+    assert elsewhere.operator_namespace == "ops"
+    off = OperatorConfig.from_env(container_env(render("--set", "agentNetworkPolicy.enabled=false")))
+    assert off.operator_namespace is None and off.operator_pod_labels == {}
 
 
 def test_the_pod_runs_non_root_on_a_read_only_root_filesystem_with_a_liveness_probe() -> None:
@@ -203,6 +225,9 @@ NAMESPACED = {
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "secrets", "get"),
+    ("", "secrets", "create"),
+    ("networking.k8s.io", "networkpolicies", "create"),
+    ("networking.k8s.io", "networkpolicies", "patch"),
     ("", "events", "create"),
 }
 CRDS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
@@ -252,6 +277,7 @@ def test_no_lease_role_without_leader_election_and_no_rbac_when_turned_off() -> 
         (["--set", "pullProgressInterval=soon"], "pullProgressInterval"),
         (["--set-json", 'watchNamespaces=["Team A"]'], "watchNamespaces"),
         (["--set", "hfEndpoint=ftp://mirror"], "hfEndpoint"),
+        (["--set-json", 'externalDenyCIDRs=["metadata.internal"]'], "externalDenyCIDRs"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
         (
             ["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],

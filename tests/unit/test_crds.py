@@ -81,17 +81,24 @@ def test_llmbackend_cel_rules_cover_what_the_api_server_can_reject() -> None:
     assert rules[".spec.replicas"] == ["self >= 0"]
     assert rules[".spec.gpu.count"] == ["self >= 0"]
     assert "isURL(self)" in rules[".spec.external.url"][0]
-    assert rules[".spec.models[].name"] == ["self.size() > 0"]
-    for duration in (".spec.startup.timeout", ".spec.startup.probeInterval", ".spec.warmup.timeout"):
+    assert rules[".spec.models[].name"][0] == "self.trim().size() > 0"
+    assert "getPort()" in rules[".spec.models[].name"][1]
+    assert "getPort()" in rules[".spec.external.url"][-1]
+    for duration in (".spec.startup.timeout", ".spec.warmup.timeout"):
         assert rules[duration] == [f"self.matches('{DURATION_PATTERN}')"]
+    probe = rules[".spec.startup.probeInterval"]
+    assert probe[0] == f"self.matches('{DURATION_PATTERN}')"
+    assert "duration(self) >= duration('100ms')" in probe[1] and "duration('10m')" in probe[1]
 
 
 def test_modelpull_cel_rules() -> None:
     rules = _rules(modelpull_crd())
     assert rules[".spec.backendRef.name"] == ["self.size() > 0"]
-    assert rules[".spec.model"] == ["self.size() > 0"]
-    assert rules[".spec.retry.maxAttempts"] == ["self >= 1"]
-    assert rules[".spec.retry.backoff"] == [f"self.matches('{DURATION_PATTERN}')"]
+    assert rules[".spec.model"][0] == "self.trim().size() > 0"
+    assert rules[".spec.retry.maxAttempts"] == ["self >= 1 && self <= 100"]
+    backoff = rules[".spec.retry.backoff"]
+    assert backoff[0] == f"self.matches('{DURATION_PATTERN}')"
+    assert "duration(self) >= duration('1s')" in backoff[1] and "duration('10m')" in backoff[1]
 
 
 def test_duration_rule_is_valid_cel_and_matches_like_the_parser() -> None:

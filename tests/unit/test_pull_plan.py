@@ -67,3 +67,28 @@ def test_a_finished_pull_is_only_repeated_for_pods_that_came_after_it() -> None:
 def test_a_spec_change_starts_over() -> None:
     plan = plan_round(SPEC, "ns", LLAMACPP, [pod("p1")], succeeded_on("p1"), 2)
     assert plan.start == ModelPullStatus() and plan.targets == {"p1": "http://10.1.0.5:8090"}
+
+
+def test_a_pull_of_a_model_the_backend_does_not_declare_waits_and_says_where_to_declare_it() -> None:
+    other = ModelPullSpec.model_validate({"backendRef": {"name": "b"}, "model": "https://h/other.gguf"})
+    plan = plan_round(other, "ns", LLAMACPP, [pod("p1")], ModelPullStatus(), 1)
+    assert plan.targets == {} and plan.wait == BACKEND_MISSING_SECONDS and plan.status is not None
+    ready = (plan.status.conditions or [])[0]
+    assert plan.status.phase == "Pending" and ready.reason == "ModelNotDeclared"
+    assert "does not declare https://h/other.gguf" in ready.message and "spec.models" in ready.message
+    # Declared once the backend lists it; a file of a declared repo is declared too.
+    declaring = LLMBackendSpec.model_validate(
+        {"runtime": "llamacpp", "models": [{"name": "https://h/f.gguf"}, {"name": "https://h/other.gguf"}]}
+    )
+    assert plan_round(other, "ns", declaring, [pod("p1")], ModelPullStatus(), 1).targets == {
+        "p1": "http://10.1.0.5:8090"
+    }
+    repo = LLMBackendSpec.model_validate({"runtime": "vllm", "models": [{"name": "hf://org/repo"}]})
+    in_repo = ModelPullSpec.model_validate(
+        {"backendRef": {"name": "b"}, "model": "hf://org/repo/config.json"}
+    )
+    assert plan_round(in_repo, "ns", repo, [pod("p1")], ModelPullStatus(), 1).targets
+    # Ollama pulls whatever it is asked: no agent, no list.
+    ollama = LLMBackendSpec.model_validate({"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}]})
+    tag = ModelPullSpec.model_validate({"backendRef": {"name": "b"}, "model": "llama3:8b"})
+    assert plan_round(tag, "ns", ollama, [pod("p1")], ModelPullStatus(), 1).targets

@@ -77,6 +77,16 @@ llmop's (the handlers in operator/llmop/handlers/).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+# llmop: each vLLM and llama.cpp backend's agent token, a Secret llmop creates once and reads back
+# by name; llmop uses one only when it carries llmop's label and an owner reference to the backend.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create"]
+# llmop: the NetworkPolicy that lets only the operator's pods reach a backend's agent
+# (server-side apply). Deletion is left to the garbage collector.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "patch"]
 # kopf and llmop: Events on the backends and pulls (kubectl describe shows them).
 - apiGroups: [""]
   resources: ["events"]

@@ -1,4 +1,9 @@
-"""One file: a resumable transfer into `<file>.partial`, its sha256 verified, then an atomic rename.
+"""One file: a resumable transfer into its partial, its sha256 verified, then an atomic rename.
+
+A transfer resumes (a Range request) only when what is already there is known to be a prefix of
+what comes: the source gave a validator (a strong ETag or Last-Modified) that goes back as
+If-Range, or the file has a sha256 that will reject a splice of two versions. Otherwise the
+partial starts over from zero.
 
 The sha256 is computed while the bytes arrive (after re-reading what a partial already holds),
 so a verified file costs no second pass over tens of gigabytes. Received bytes are gathered into
@@ -13,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
 import os
 import re
@@ -28,12 +32,21 @@ import aiohttp
 from llmop.agent.errors import (
     DigestMismatch,
     SourceError,
+    UnsafeVolumePath,
     describe_http_failure,
     digest_mismatch_message,
     transport_reason,
 )
 from llmop.agent.plan import FileToFetch
-from llmop.agent.store import partial_path, validator_path
+from llmop.agent.store import (
+    VolumeRoom,
+    make_dirs,
+    open_no_follow,
+    read_no_follow,
+    refuse_links,
+    remove,
+    write_atomically,
+)
 
 #: Bytes handed to the file's worker thread at once: large enough that the hop to the thread is
 #: rare (one per MiB, not one per 64 KiB network read), small enough to lose little on a kill.
@@ -94,43 +107,48 @@ def range_validator(headers: Mapping[str, str]) -> str | None:
 
 def hash_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with open(open_no_follow(path, os.O_RDONLY), "rb") as file:
         while block := file.read(_HASH_READ_BYTES):
             digest.update(block)
     return digest.hexdigest()
 
 
 class PartialFile:
-    """The `.partial` file of one download and the running sha256 of the bytes in it.
+    """The partial file of one download and the running sha256 of the bytes in it; the source's
+    validator when the transfer began lies beside it (`<partial>.validator`).
 
     Its methods block; async code calls them through the file's DiskQueue.
     """
 
-    def __init__(self, destination: Path) -> None:
+    def __init__(self, models_dir: Path, destination: Path, partial: Path) -> None:
+        self.models_dir = models_dir
         self.destination = destination
-        self.path = partial_path(destination)
-        self.validator_path = validator_path(destination)
+        self.path = partial
+        self.validator_path = partial.with_name(partial.name + ".validator")
         self.size = 0
         self.hasher = hashlib.sha256()
         self._file: IO[bytes] | None = None
         self._unsynced = 0
+        #: The validator the resuming request sent as If-Range.
+        self.sent_validator: str | None = None
 
     def open_for_resume(self, expected_size: int | None) -> None:
         """Open for appending after hashing what is already there; a partial longer than the
         file can be is not a prefix of it and is discarded."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.models_dir, self.path.parent)
         self.hasher = hashlib.sha256()
-        try:
-            self.size = self.path.stat().st_size
-        except FileNotFoundError:
-            self.size = 0
+        descriptor = open_no_follow(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+        self._file = open(descriptor, "ab", buffering=0)  # unbuffered: a kill loses no received byte
+        self.size = os.fstat(descriptor).st_size
         if expected_size is not None and self.size > expected_size:
-            self.discard()
-        if self.size:
-            with open(self.path, "rb") as existing:
-                while block := existing.read(_HASH_READ_BYTES):
-                    self.hasher.update(block)
-        self._file = open(self.path, "ab", buffering=0)  # unbuffered: a kill loses no received byte
+            self.restart(None)
+        offset = 0
+        while offset < self.size:
+            block = os.pread(descriptor, min(_HASH_READ_BYTES, self.size - offset), offset)
+            if not block:
+                break
+            self.hasher.update(block)
+            offset += len(block)
 
     def restart(self, validator: str | None) -> None:
         """The source sent the whole file: start over from byte zero."""
@@ -142,16 +160,16 @@ class PartialFile:
 
     def remember_validator(self, validator: str | None) -> None:
         if validator:
-            self.validator_path.write_text(validator)
+            write_atomically(self.models_dir, self.validator_path, validator.encode())
         else:
-            with contextlib.suppress(FileNotFoundError):
-                self.validator_path.unlink()
+            remove(self.models_dir, self.validator_path)
 
     def remembered_validator(self) -> str | None:
         try:
-            return self.validator_path.read_text().strip() or None
+            text = read_no_follow(self.models_dir, self.validator_path)
         except FileNotFoundError:
             return None
+        return text.decode(errors="replace").strip() or None
 
     def append(self, chunk: bytes) -> None:
         assert self._file is not None
@@ -171,22 +189,28 @@ class PartialFile:
     def discard(self) -> None:
         self.close()
         for path in (self.path, self.validator_path):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            remove(self.models_dir, path)
         self.size = 0
         self.hasher = hashlib.sha256()
 
     def land(self) -> None:
-        """Make the verified file appear at its destination in one step, its bytes on disk first."""
+        """Make the verified file appear at its destination in one step, its bytes on disk first;
+        never through a link, never over a directory."""
         self.close()
-        descriptor = os.open(self.path, os.O_RDONLY)
+        descriptor = open_no_follow(self.path, os.O_RDONLY)
         try:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+        make_dirs(self.models_dir, self.destination.parent)
+        refuse_links(self.models_dir, self.destination)
+        if self.destination.is_dir():
+            raise UnsafeVolumePath(
+                f"{self.destination.relative_to(self.models_dir)} in the model volume is a directory "
+                "where the model's file belongs: delete the model and pull again"
+            )
         os.replace(self.path, self.destination)
-        with contextlib.suppress(FileNotFoundError):
-            self.validator_path.unlink()
+        remove(self.models_dir, self.validator_path)
 
 
 class DiskQueue:
@@ -212,13 +236,15 @@ async def transfer_file(
     client: aiohttp.ClientSession,
     file: FileToFetch,
     *,
+    models_dir: Path,
+    room: VolumeRoom,
     headers: dict[str, str],
     on_progress: ProgressReport,
     progress_interval: float,
 ) -> PartialFile:
     """Bring every byte of `file` into its partial (resuming what is there) and return it
     closed and hashed, not yet verified or landed. On failure the partial stays for a resume."""
-    partial = PartialFile(file.destination)
+    partial = PartialFile(models_dir, file.destination, file.partial)
     throttle = ProgressThrottle(progress_interval)
     disk = DiskQueue()
     try:
@@ -230,7 +256,7 @@ async def transfer_file(
                 on_progress(partial.size, file.size)
                 if file.size is not None and partial.size == file.size:
                     break  # every byte is here already; only the rename was missing
-                outcome = await _receive(client, file, partial, disk, headers, on_progress, throttle)
+                outcome = await _receive(client, file, partial, room, disk, headers, on_progress, throttle)
             finally:
                 await disk.run(partial.close)
             if outcome == "received":
@@ -288,12 +314,13 @@ async def _receive(
     client: aiohttp.ClientSession,
     file: FileToFetch,
     partial: PartialFile,
+    room: VolumeRoom,
     disk: DiskQueue,
     headers: dict[str, str],
     on_progress: ProgressReport,
     throttle: ProgressThrottle,
 ) -> _Outcome:
-    request_headers = await _request_headers(partial, disk, headers)
+    request_headers = await _request_headers(file, partial, disk, headers)
     total = file.size
     received = partial.size  # on disk, or queued for the disk thread
     batches = _Batches(partial, disk)
@@ -310,6 +337,8 @@ async def _receive(
                 await disk.run(partial.restart, range_validator(response.headers))
                 received = 0
             total = _expected_total(file, partial, response)
+            if total is not None:
+                await asyncio.to_thread(room.check, total - partial.size, file.label)
             on_progress(partial.size, total)
             async for chunk in response.content.iter_any():
                 if total is not None and received + len(chunk) > total:
@@ -328,14 +357,24 @@ async def _receive(
     return "received"
 
 
-async def _request_headers(partial: PartialFile, disk: DiskQueue, headers: dict[str, str]) -> dict[str, str]:
+async def _request_headers(
+    file: FileToFetch, partial: PartialFile, disk: DiskQueue, headers: dict[str, str]
+) -> dict[str, str]:
+    """The GET's headers: a Range only when a splice of two versions cannot go unnoticed (the
+    source's validator goes back as If-Range, or a sha256 verifies the whole file); otherwise
+    the partial starts over."""
     # identity: the bytes on disk must be the file's bytes, and ranges count those bytes.
     request_headers = {**headers, "Accept-Encoding": "identity"}
-    if partial.size:
-        request_headers["Range"] = f"bytes={partial.size}-"
-        validator = await disk.run(partial.remembered_validator)
-        if validator:
-            request_headers["If-Range"] = validator
+    if not partial.size:
+        return request_headers
+    validator = await disk.run(partial.remembered_validator)
+    if validator is None and file.sha256 is None:
+        await disk.run(partial.restart, None)
+        return request_headers
+    request_headers["Range"] = f"bytes={partial.size}-"
+    partial.sent_validator = validator
+    if validator is not None:
+        request_headers["If-Range"] = validator
     return request_headers
 
 
@@ -359,7 +398,13 @@ async def _answer_outcome(
                 f"GET {file.url}: asked for the bytes from {partial.size} on, the source "
                 f"answered {response.headers.get('content-range')!r}"
             )
+        if _validator_changed(partial.sent_validator, range_validator(response.headers)):
+            return "restart"  # the source ignored If-Range: these bytes belong to another version
     return None
+
+
+def _validator_changed(sent: str | None, answered: str | None) -> bool:
+    return sent is not None and answered is not None and sent != answered
 
 
 def _transfer_error(

@@ -59,3 +59,12 @@ def transport_reason(error: BaseException) -> str:
             why = os.strerror(cause.errno)
         return f"cannot connect to {error.host}:{error.port}: {why}"
     return str(error) or type(error).__name__
+
+
+class UnsafeVolumePath(PullError):
+    """A link (or another non-directory) where the model volume should hold a plain directory or
+    file: llmop never reads or writes through it."""
+
+
+class NoRoom(PullError):
+    """The model volume has less free room than the download needs."""

@@ -11,20 +11,32 @@ and the registry adds {"status": "success"} or {"error": "..."} at the end.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
+import logging
+import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
 
-from llmop.agent.download import hash_file, land_partial, transfer_file, verify_partial
-from llmop.agent.plan import FileToFetch, PullPlan, plan_pull
+from llmop.agent.download import PartialFile, hash_file, land_partial, transfer_file, verify_partial
+from llmop.agent.plan import FileToFetch, ListingNotFound, PullPlan, plan_pull
 from llmop.agent.settings import AgentSettings
-from llmop.agent.store import FileRecord, ModelRecord, ModelStore, now, partial_path
+from llmop.agent.store import (
+    FileRecord,
+    ModelRecord,
+    ModelStore,
+    make_dirs,
+    now,
+    refuse_links,
+)
 from llmop.agent.transfers import Line, Publish
 from llmop.sources import ModelSource
+
+logger = logging.getLogger("llmop.agent")
 
 
 def progress_line(label: str, sha256: str | None, completed: int, total: int | None) -> Line:
@@ -45,47 +57,53 @@ def manifest_digest(files: Sequence[FileRecord]) -> str:
     return hashlib.sha256(json.dumps(listing, separators=(",", ":")).encode()).hexdigest()
 
 
-def landed_digest(file: FileToFetch) -> str | None:
+def landed_digest(models_dir: Path, file: FileToFetch) -> str | None:
     """The sha256 of the file already at its destination when it can be kept, else None.
 
-    A file only lands after verification, so one with the size and digest the source lists is
-    trusted without rereading it; otherwise it is hashed (small repo files, or a single file
-    whose digest the request names).
+    It is hashed, never taken on trust from the listing: only the bytes on disk decide what a
+    record says of them (a resumed pull rereads what landed before it).
     """
-    try:
-        found = file.destination.stat()
-    except FileNotFoundError:
+    found = _regular_file(models_dir, file.destination)
+    if found is None or (file.size is not None and found.st_size != file.size):
         return None
-    if not stat.S_ISREG(found.st_mode) or (file.size is not None and found.st_size != file.size):
-        return None
-    digest = file.listed_sha256 or hash_file(file.destination)
+    digest = hash_file(file.destination)
     if file.sha256 is not None and digest != file.sha256:
         return None
     return digest
 
 
-def bytes_present(file: FileToFetch) -> int:
-    """What a follower sees as already done: the landed file, else the partial, else nothing."""
-    for path in (file.destination, partial_path(file.destination)):
-        try:
-            size = path.stat().st_size
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if path == file.destination and file.size is not None and size != file.size:
-            continue
-        return size
-    return 0
-
-
-def present_single_file(destination: Path, recorded_sha256: str | None) -> tuple[int, str] | None:
-    """(size, sha256) of a single-file model already in place, or None."""
+def _regular_file(models_dir: Path, path: Path) -> os.stat_result | None:
+    """lstat of a plain file at `path` (no link on the way), else None."""
+    refuse_links(models_dir, path)
     try:
-        found = destination.stat()
-    except FileNotFoundError:
+        found = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return None
-    if not stat.S_ISREG(found.st_mode):
+    return found if stat.S_ISREG(found.st_mode) else None
+
+
+def bytes_present(models_dir: Path, file: FileToFetch) -> int:
+    """What a follower sees as already done: the landed file, else the partial, else nothing."""
+    landed = _regular_file(models_dir, file.destination)
+    if landed is not None and (file.size is None or landed.st_size == file.size):
+        return landed.st_size
+    partial = _regular_file(models_dir, file.partial)
+    return partial.st_size if partial is not None else 0
+
+
+def present_single_file(
+    models_dir: Path, destination: Path, recorded_sha256: str | None
+) -> tuple[int, str] | None:
+    """(size, sha256) of a single-file model already in place, or None."""
+    found = _regular_file(models_dir, destination)
+    if found is None:
         return None
     return found.st_size, recorded_sha256 or hash_file(destination)
+
+
+def needed_room(plan: PullPlan, present: list[int]) -> int:
+    """Bytes still to arrive for the files whose size the source announced."""
+    return sum(max(file.size - done, 0) for file, done in zip(plan.files, present, strict=True) if file.size)
 
 
 class ModelPuller:
@@ -93,8 +111,6 @@ class ModelPuller:
         self._settings = settings
         self._client = client
         self._store = store
-        # A repo pull and a pull of one of its files may want the same file at once.
-        self._file_locks: dict[Path, asyncio.Lock] = {}
 
     def hf_headers(self) -> dict[str, str]:
         token = self._settings.hf_token
@@ -104,8 +120,10 @@ class ModelPuller:
         publish({"status": "pulling manifest"})
         if await self._already_complete(source, expected_sha256, publish):
             return
-        plan = await plan_pull(self._client, source, expected_sha256, self._settings, self.hf_headers())
-        present = await asyncio.to_thread(lambda: [bytes_present(file) for file in plan.files])
+        plan = await self._plan(source, expected_sha256)
+        models_dir = self._store.models_dir
+        present = await asyncio.to_thread(lambda: [bytes_present(models_dir, file) for file in plan.files])
+        await asyncio.to_thread(self._check_room, source, needed_room(plan, present))
         for file, completed in zip(plan.files, present, strict=True):
             publish(progress_line(file.label, file.sha256, completed, file.size), progress_key(file.label))
         landed = [await self._fetch(file, plan, publish) for file in plan.files]
@@ -124,6 +142,33 @@ class ModelPuller:
             await asyncio.to_thread(self._store.write_record, record)
             await asyncio.to_thread(self._store.mark_repo_complete, source.local_path, record.digest)
 
+    async def _plan(self, source: ModelSource, expected_sha256: str | None) -> PullPlan:
+        """The files to fetch. A Hugging Face pull is pinned to the commit its revision pointed at
+        when it began, so files of two commits never mix: a resumed pull finishes that commit
+        (the revision meant it when the pull was asked for, and no landed byte is lost); if the
+        endpoint no longer has it, the pull starts over, cleanly, at the revision's new commit."""
+        plan = functools.partial(
+            plan_pull, self._client, source, expected_sha256, self._settings, self.hf_headers(), self._store
+        )
+        if source.kind != "huggingface":
+            return await plan()
+        pinned = await asyncio.to_thread(self._store.pinned_commit, source.local_path)
+        if pinned is not None:
+            try:
+                return await plan(pinned)
+            except ListingNotFound:
+                logger.info("%s: commit %s is gone from the endpoint; starting over", source.name, pinned)
+        await asyncio.to_thread(self._store.start_over, source.local_path)
+        fresh = await plan()
+        assert fresh.revision is not None
+        await asyncio.to_thread(self._store.pin, source.local_path, fresh.revision)
+        return fresh
+
+    def _check_room(self, source: ModelSource, needed: int) -> None:
+        if needed:
+            make_dirs(self._store.models_dir, self._store.agent_dir)
+            self._store.room.check(needed, source.name)
+
     async def _already_complete(
         self, source: ModelSource, expected_sha256: str | None, publish: Publish
     ) -> bool:
@@ -138,7 +183,7 @@ class ModelPuller:
             return True
         recorded = record.digest.removeprefix("sha256:") if record else None
         destination = self._store.path_of(source.local_path)
-        present = await asyncio.to_thread(present_single_file, destination, recorded)
+        present = await asyncio.to_thread(present_single_file, self._store.models_dir, destination, recorded)
         if present is None:
             return False
         size, sha256 = present
@@ -154,32 +199,39 @@ class ModelPuller:
         def report(completed: int, total: int | None) -> None:
             publish(progress_line(file.label, file.sha256, completed, total), progress_key(file.label))
 
-        async with self._file_locks.setdefault(file.destination, asyncio.Lock()):
-            digest = await asyncio.to_thread(landed_digest, file)
-            if digest is not None:
-                size = (
-                    file.size
-                    if file.size is not None
-                    else await asyncio.to_thread(_size_of, file.destination)
-                )
-                report(size, size)
-                return FileRecord(path=file.label, size=size, sha256=digest)
-            partial = await transfer_file(
-                self._client,
-                file,
-                headers=self.hf_headers() if file.send_token else {},
-                on_progress=report,
-                progress_interval=self._settings.progress_interval,
-            )
-            if file.sha256 is not None:
-                publish({"status": "verifying sha256 digest"})
-            digest = await verify_partial(partial, file.label, file.sha256)
-            if not plan.is_repo:
-                publish({"status": "writing manifest"})
-                record = self._single_record(plan.source, partial.size, digest, plan.revision)
-                await asyncio.to_thread(self._store.write_record, record)
+        digest = await asyncio.to_thread(landed_digest, self._store.models_dir, file)
+        if digest is not None:
+            size = file.size if file.size is not None else await asyncio.to_thread(_size_of, file.destination)
+            report(size, size)
+            return FileRecord(path=file.label, size=size, sha256=digest)
+        partial = await transfer_file(
+            self._client,
+            file,
+            models_dir=self._store.models_dir,
+            room=self._store.room,
+            headers=self.hf_headers() if file.send_token else {},
+            on_progress=report,
+            progress_interval=self._settings.progress_interval,
+        )
+        if file.sha256 is not None:
+            publish({"status": "verifying sha256 digest"})
+        digest = await verify_partial(partial, file.label, file.sha256)
+        if plan.is_repo:
             await land_partial(partial)
-            return FileRecord(path=file.label, size=partial.size, sha256=digest)
+        else:
+            publish({"status": "writing manifest"})
+            await self._land_single(plan, partial, digest)
+        return FileRecord(path=file.label, size=partial.size, sha256=digest)
+
+    async def _land_single(self, plan: PullPlan, partial: PartialFile, digest: str) -> None:
+        """Land a single-file model and record it; the old record goes first, so a record never
+        speaks of bytes other than those on disk."""
+        local_path = plan.source.local_path
+        await asyncio.to_thread(self._store.forget_record, local_path)
+        await land_partial(partial)
+        record = self._single_record(plan.source, partial.size, digest, plan.revision)
+        await asyncio.to_thread(self._store.write_record, record)
+        await asyncio.to_thread(self._store.unpin, local_path)
 
     @staticmethod
     def _single_record(source: ModelSource, size: int, sha256: str, revision: str | None) -> ModelRecord:

@@ -7,11 +7,17 @@ DELETE /api/delete   {"model"}                        remove a model and its par
 GET    /api/version
 GET    /startup      200 once every LLMOP_REQUIRED_MODELS path is complete, else 503
 GET    /healthz
+
+Every request but GET /startup and GET /healthz (the kubelet's probes, which carry no
+credentials) needs `Authorization: Bearer <token>`, the token the operator mounts into the pod;
+without it the answer is 401 and nothing starts. A pull may name only a model the backend declares
+(LLMOP_DECLARED_MODELS); another gets 403.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,7 +30,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from llmop import __version__
-from llmop.agent.errors import BadPullRequest
+from llmop.agent.errors import BadPullRequest, UnsafeVolumePath
 from llmop.agent.plan import normalize_sha256
 from llmop.agent.pull import ModelPuller
 from llmop.agent.settings import AgentSettings
@@ -91,6 +97,61 @@ async def _json_body(request: web.Request, model: type[_ModelBody]) -> Any:
         raise BadPullRequest(f"the request body is not valid: {error.errors()[0]['msg']}") from error
 
 
+#: The kubelet's probes: they carry no credentials, and they reveal only which models are complete.
+UNAUTHENTICATED = frozenset({("GET", "/startup"), ("GET", "/healthz")})
+
+
+def has_token(request: web.Request, token: str) -> bool:
+    """Whether the request carries `Authorization: Bearer <token>` (compared in constant time)."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    # surrogateescape: a header of stray bytes is a wrong token, not a server error.
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode())
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Any) -> web.StreamResponse:
+    token = request.app[AGENT].settings.token
+    if token is not None and (request.method, request.path) not in UNAUTHENTICATED:
+        if not has_token(request, token):
+            logger.warning(
+                "refused %s %s from %s: no valid token", request.method, request.path, request.remote
+            )
+            return web.json_response(
+                {
+                    "error": "this agent takes requests from the llmop operator only: send its token as "
+                    "Authorization: Bearer <token>"
+                },
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="llmop-agent"'},
+            )
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+class UndeclaredModel(Exception):
+    """A pull of a model the backend does not declare: 403."""
+
+
+def check_declared(source: ModelSource, declared: tuple[str, ...] | None) -> None:
+    """Refuse (403) a source the backend does not declare: the model itself, or a file of a
+    declared repo at the same revision."""
+    if declared is None:
+        return
+    for name in declared:
+        try:
+            allowed = parse_model_source(name)
+        except InvalidModelSource:
+            continue
+        if source.belongs_to(allowed):
+            return
+    raise UndeclaredModel(
+        f"{source.name!r} is not among the models this backend declares: list it in the LLMBackend's "
+        "spec.models to pull it"
+    )
+
+
 @web.middleware
 async def bad_requests_as_400(request: web.Request, handler: Any) -> web.StreamResponse:
     try:
@@ -98,12 +159,17 @@ async def bad_requests_as_400(request: web.Request, handler: Any) -> web.StreamR
         return response
     except BadPullRequest as error:
         return error_response(400, str(error))
+    except UndeclaredModel as error:
+        return error_response(403, str(error))
+    except UnsafeVolumePath as error:
+        return error_response(409, str(error))
 
 
 async def pull(request: web.Request) -> web.StreamResponse:
     agent = request.app[AGENT]
     body = await _json_body(request, _PullBody)
     source = agent_source(body.model or body.name)
+    check_declared(source, agent.settings.declared_models)
     expected_sha256 = normalize_sha256(body.sha256)
     if expected_sha256 is not None and not source.is_single_file:
         raise BadPullRequest(
@@ -204,7 +270,7 @@ async def version(_: web.Request) -> web.Response:
 
 
 def build_app(settings: AgentSettings) -> web.Application:
-    app = web.Application(middlewares=[bad_requests_as_400])
+    app = web.Application(middlewares=[require_token, bad_requests_as_400])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # No total limit: a model takes as long as it takes; silence is what fails it.
@@ -218,7 +284,7 @@ def build_app(settings: AgentSettings) -> web.Application:
             auto_decompress=False,  # the bytes on disk are the file's bytes
             headers={"User-Agent": f"llmop-agent/{__version__}"},
         ) as client:
-            store = ModelStore(settings.models_dir)
+            store = ModelStore(settings.models_dir, settings.volume_limit)
             transfers = TransferRegistry()
             app[AGENT] = Agent(settings, store, transfers, ModelPuller(settings, client, store))
             yield

@@ -4,8 +4,10 @@ operator)."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -27,16 +29,75 @@ class AgentSettings:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS
     read_timeout: float = DEFAULT_READ_TIMEOUT_SECONDS
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL_SECONDS
+    #: The bearer token every request but the kubelet's probes must carry; None: no check (an
+    #: agent run by hand). Kept out of repr so that it never reaches a log line.
+    token: str | None = field(default=None, repr=False)
+    #: The model names the backend declares: the only sources a pull may name. None: any.
+    declared_models: tuple[str, ...] | None = None
+    #: Bytes the model volume may hold (an emptyDir's sizeLimit); None: what the disk has.
+    volume_limit: int | None = None
 
 
-def settings_from_env(models_dir: Path, env: Mapping[str, str]) -> AgentSettings:
-    """Settings from the pod's environment: HF_ENDPOINT, HF_TOKEN, LLMOP_REQUIRED_MODELS."""
+class InvalidAgentSetting(ValueError):
+    """A setting the agent cannot start with, worded for the pod's log."""
+
+
+def settings_from_env(models_dir: Path, env: Mapping[str, str], token: str | None = None) -> AgentSettings:
+    """Settings from the pod's environment: HF_ENDPOINT, HF_TOKEN, LLMOP_REQUIRED_MODELS,
+    LLMOP_DECLARED_MODELS, LLMOP_MODELS_VOLUME_LIMIT."""
     return AgentSettings(
         models_dir=models_dir,
         hf_endpoint=(env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
         hf_token=env.get("HF_TOKEN") or None,
         required_models=parse_required_models(env.get("LLMOP_REQUIRED_MODELS", "")),
+        token=token,
+        declared_models=parse_declared_models(env.get("LLMOP_DECLARED_MODELS")),
+        volume_limit=parse_volume_limit(env.get("LLMOP_MODELS_VOLUME_LIMIT")),
     )
+
+
+_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+_QUANTITY_UNITS: dict[str | None, int] = {
+    None: 1,
+    **{suffix: 1024 ** (power + 1) for power, suffix in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi"))},
+    **{suffix: 1000 ** (power + 1) for power, suffix in enumerate(("k", "M", "G", "T", "P"))},
+}
+
+
+def parse_volume_limit(text: str | None) -> int | None:
+    """A Kubernetes quantity of bytes (`50Gi`, `500M`, `1073741824`); unset: no limit."""
+    if not text:
+        return None
+    match = _QUANTITY.match(text.strip())
+    if match is None:
+        raise InvalidAgentSetting(f"LLMOP_MODELS_VOLUME_LIMIT {text!r} is not a size such as 50Gi")
+    return int(match[1]) * _QUANTITY_UNITS[match[2]]
+
+
+def parse_declared_models(text: str | None) -> tuple[str, ...] | None:
+    """A JSON list of model names (names may hold commas); unset: no restriction."""
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InvalidAgentSetting(f"LLMOP_DECLARED_MODELS is not JSON: {error}") from error
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InvalidAgentSetting(
+            'LLMOP_DECLARED_MODELS must be a JSON list of names, e.g. ["hf://org/repo"]'
+        )
+    return tuple(names)
+
+
+def read_token_file(path: Path) -> str:
+    """The token in `path`, without surrounding white space; a clear error if there is none."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidAgentSetting(f"cannot read the token file {path}: {error}") from error
+    if not token:
+        raise InvalidAgentSetting(f"the token file {path} is empty")
+    return token
 
 
 def parse_required_models(text: str) -> tuple[str, ...]:

@@ -73,6 +73,7 @@ EVENTS = Resource("v1", "events")
 LLMBACKENDS = Resource("llmop.dev/v1alpha1", "llmbackends")
 MODELPULLS = Resource("llmop.dev/v1alpha1", "modelpulls")
 LEASES = Resource("coordination.k8s.io/v1", "leases")
+NETWORKPOLICIES = Resource("networking.k8s.io/v1", "networkpolicies")
 
 
 class _RefreshingAuth(httpx.Auth):

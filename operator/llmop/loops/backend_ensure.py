@@ -5,17 +5,36 @@ from __future__ import annotations
 import kopf
 from pydantic import ValidationError
 
-from llmop.k8s.client import DEPLOYMENTS, MODELPULLS, PVCS, SERVICES, KubeAPIError, KubeClient
+from llmop.k8s.client import (
+    DEPLOYMENTS,
+    MODELPULLS,
+    NETWORKPOLICIES,
+    PVCS,
+    SERVICES,
+    KubeAPIError,
+    KubeClient,
+)
+from llmop.loops.agent_token import AgentTokenUnavailable, ensure_agent_token
 from llmop.loops.context import OperatorContext
-from llmop.manifests import build_deployment, build_model_claim, build_model_pull, build_service
+from llmop.loops.secret_access import SecretNotUsable, check_pod_secrets
+from llmop.manifests import AGENT_PORT, build_deployment, build_model_claim, build_model_pull, build_service
+from llmop.manifests.agent_access import build_agent_network_policy
 from llmop.manifests.labels import BACKEND_LABEL
+from llmop.manifests.runtime_pods import runtime_pod
 from llmop.models.backend import LLMBackendSpec
+from llmop.reconcile.conditions import status_text
 from llmop.runtimes.registry import managed_descriptor
 from llmop.sources import InvalidModelSource, parse_model_source
+
+#: How often kopf tries again while a Secret the pods would get has not opted in.
+SECRET_RETRY_SECONDS = 30
 
 
 def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
     """What the API server cannot check; a message the user can act on, or None."""
+    # Also a blank name, which the CRD rejects only since it had the rule.
+    if blank := [index for index, model in enumerate(spec.models) if not model.name.strip()]:
+        return f"spec.models[{blank[0]}].name is empty or only spaces: name a model"
     if spec.runtime is None:
         return None
     runtime = managed_descriptor(spec)
@@ -53,28 +72,50 @@ async def ensure_backend_objects(
     context.apply_errors.pop((namespace, name), None)
     if problem:
         context.apply_errors[(namespace, name)] = problem
-        kopf.event(body, type="Warning", reason="InvalidSpec", message=problem)
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=status_text(problem))
         return
     kube = context.kube
     if parsed.external is not None:
         return  # nothing to deploy: the daemon observes the URL
     try:
+        # Before anything that leads to pods: a Secret that has not opted in never reaches one.
+        await check_pod_secrets(kube, namespace, parsed)
         claim = build_model_claim(name, namespace, uid, parsed)
         if claim:
             await kube.apply(PVCS, claim)
+        if runtime_pod(parsed).needs_agent:
+            await ensure_agent_access(context, name, namespace, uid, parsed)
         await kube.apply(DEPLOYMENTS, build_deployment(name, namespace, uid, parsed, context.config))
         await kube.apply(SERVICES, build_service(name, namespace, uid, parsed))
         await ensure_model_pulls(kube, name, namespace, uid, parsed)
+    except SecretNotUsable as error:
+        # The observer shows it in status; kopf retries, so a label added later takes effect.
+        raise kopf.TemporaryError(error.message, delay=SECRET_RETRY_SECONDS) from error
+    except AgentTokenUnavailable as error:
+        context.apply_errors[(namespace, name)] = str(error)
+        kopf.event(body, type="Warning", reason="ApplyFailed", message=status_text(str(error)))
+        raise kopf.TemporaryError(str(error), delay=30) from error
     except KubeAPIError as error:
         if error.status_code in (400, 403, 422):
             # The API server refused what the spec asked for: tell the user where they look.
             context.apply_errors[(namespace, name)] = (
                 f"the API server refused the backend's objects: {error.message}"
             )
-            kopf.event(body, type="Warning", reason="ApplyFailed", message=error.message)
+            kopf.event(body, type="Warning", reason="ApplyFailed", message=status_text(error.message))
             raise kopf.PermanentError(error.message) from error
         raise kopf.TemporaryError(str(error), delay=10) from error
     logger.info("ensured the objects of backend %s/%s", namespace, name)
+
+
+async def ensure_agent_access(
+    context: OperatorContext, name: str, namespace: str, uid: str, spec: LLMBackendSpec
+) -> None:
+    """Before the pods that mount it: the agent's token Secret (created once), and the
+    NetworkPolicy that lets only the operator's pods reach the agent."""
+    await ensure_agent_token(context, name, namespace, uid, spec.runtime or "")
+    policy = build_agent_network_policy(name, namespace, uid, spec, context.config, AGENT_PORT)
+    if policy is not None:
+        await context.kube.apply(NETWORKPOLICIES, policy)
 
 
 async def ensure_model_pulls(

@@ -6,26 +6,32 @@ Its fields are what one round leaves to the next; the decisions it takes are in 
 from __future__ import annotations
 
 import asyncio
-import base64
+import contextlib
+import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import kopf
 from pydantic import ValidationError
 
 from llmop import metrics
-from llmop.k8s.client import LLMBACKENDS, SECRETS, KubeUnavailable
+from llmop.k8s.client import LLMBACKENDS, KubeUnavailable
 from llmop.loops.context import BackendKey, OperatorContext
 from llmop.loops.pace import (
     API_RETRY_SECONDS,
     DOUBT_SECONDS,
+    FAILED_ROUND_SECONDS,
     ObserverPace,
     caught_up,
+    probe_interval_seconds,
     status_patch,
 )
+from llmop.loops.secret_access import SecretNotUsable, check_pod_secrets, read_api_key
 from llmop.manifests import endpoint_url, openai_base_url
 from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
 from llmop.models.duration import parse_duration
@@ -37,13 +43,15 @@ from llmop.reconcile.backend_status import (
     PullFacts,
     RuntimeObservation,
     compute_backend_status,
+    unobservable_status,
 )
-from llmop.reconcile.conditions import find, stored_now
+from llmop.reconcile.conditions import describe_failure, find, status_text, stored_now
 from llmop.runtimes import connect
 from llmop.runtimes.registry import serving_port
 
-#: A spec the models cannot read waits for its fix this long between looks.
-_INVALID_SPEC_SECONDS = 10.0
+logger = logging.getLogger(__name__)
+#: A Secret that is not usable (no opt-in label, not text) is looked at again this often.
+SECRET_RECHECK_SECONDS = 10.0
 
 
 @dataclass
@@ -70,6 +78,10 @@ class BackendObserver:
     # Not stored_now(): a start cut to the second would spend up to a second of startup.timeout early.
     observing_since: datetime = field(default_factory=lambda: datetime.now(UTC))
     api_key: str | None = None
+    #: Why a Secret the spec names is not used, and when llmop last looked (monotonic seconds):
+    #: looked at again every SECRET_RECHECK_SECONDS until it is fixed (a label added).
+    secret_problem: SecretNotUsable | None = None
+    secret_checked: float = 0.0
     warmed: set[str] = field(default_factory=set)
     #: The last full observation of each target.
     seen: dict[str, RuntimeObservation] = field(default_factory=dict)
@@ -77,6 +89,8 @@ class BackendObserver:
     written: tuple[str | None, dict[str, Any]] | None = None
     pace: ObserverPace = field(default_factory=ObserverPace)
     waker: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Why the last round failed, if it did: logged once, not every round.
+    failure: str | None = None
 
     @property
     def key(self) -> BackendKey:
@@ -87,18 +101,43 @@ class BackendObserver:
         try:
             while not self.stopped:
                 self.waker.clear()
-                await self.round()
+                try:
+                    await self.round()
+                    self.failure = None
+                except Exception as error:  # whatever a spec or a runtime does, observing goes on
+                    await self.report_failed_round(error)
         finally:
             if self.context.observers.get(self.key) is self.waker:
                 del self.context.observers[self.key]
             metrics.forget_backend(self.namespace, self.name)
+            self.context.agent_tokens.pop(self.key, None)
+            if self.stopped.reason and self.stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+                self.context.forget_backend(self.key)
+                metrics.forget_deleted_backend(str(self.body.metadata.get("uid", "")))
+
+    async def report_failed_round(self, error: Exception) -> None:
+        """Say in status (and an Event) why this round failed, then wait: a cause that stays (a
+        spec stored before the CRD's rules, an answer llmop cannot read) costs one round every
+        FAILED_ROUND_SECONDS, never a spin or a dead observer."""
+        message = status_text(f"llmop cannot observe this backend: {describe_failure(error)}")
+        if message != self.failure:
+            logger.warning("backend %s/%s: %s", self.namespace, self.name, message)
+            self.failure = message
+        try:
+            stored = self.stored_status()
+            previous = readable_status(stored)
+            generation = int(self.body.metadata.get("generation") or 0)
+            status = unobservable_status(previous, generation, message, stored_now())
+            if status.to_api() != previous.to_api():
+                await self.write(stored, previous, status)
+        except Exception as failure:  # the API server refused even that: the log says so
+            logger.warning("backend %s/%s: cannot write status: %s", self.namespace, self.name, failure)
+        await self.wait(FAILED_ROUND_SECONDS)
 
     async def round(self) -> None:
         stored = self.stored_status()
-        spec = self.valid_spec()
-        if spec is None:
-            await self.wait(_INVALID_SPEC_SECONDS)
-            return
+        # A spec the models cannot read fails the round: status says why (report_failed_round).
+        spec = LLMBackendSpec.model_validate(dict(self.body.get("spec", {})))
         if not await self.follow_generation(spec):
             await self.wait(API_RETRY_SECONDS)
             return
@@ -107,7 +146,7 @@ class BackendObserver:
         changed = look.status.to_api() != previous.to_api()
         if self.pace.doubts(previous.phase, changed, self.stopped_answering(look)):
             self.seen = {}
-            await self.wait(min(parse_duration(spec.startup.probe_interval), DOUBT_SECONDS))
+            await self.wait(min(probe_interval_seconds(spec.startup.probe_interval), DOUBT_SECONDS))
             return
         self.seen = dict(look.snapshot.runtimes)
         if changed and not await self.write(stored, previous, look.status):
@@ -116,7 +155,7 @@ class BackendObserver:
         metrics.record_backend_phase(self.body, previous.phase, look.status.phase, written=changed)
         if spec.warmup.enabled and look.status.phase == "Ready":
             await self.warm_up(look, spec)
-        fast = parse_duration(spec.startup.probe_interval)
+        fast = probe_interval_seconds(spec.startup.probe_interval)
         interval = self.pace.next_interval(
             look.status.phase, changed, fast, len(self.context.observers), random.uniform(0.9, 1.0)
         )
@@ -136,19 +175,17 @@ class BackendObserver:
                 return ours
         return stored
 
-    def valid_spec(self) -> LLMBackendSpec | None:
-        try:
-            return LLMBackendSpec.model_validate(dict(self.body.get("spec", {})))
-        except ValidationError:
-            return None  # the ensure handler reports it
-
     async def follow_generation(self, spec: LLMBackendSpec) -> bool:
         """A new generation starts the clock and the pace over and reads the API key again.
         False while the API server cannot be asked for the key."""
         if self.body.metadata.get("generation") == self.generation:
+            recheck = time.monotonic() - self.secret_checked >= SECRET_RECHECK_SECONDS
+            if self.secret_problem is not None and recheck:
+                with contextlib.suppress(KubeUnavailable):
+                    await self.read_secrets(spec)
             return True
         try:
-            self.api_key = await self.read_api_key(spec)
+            await self.read_secrets(spec)
         except KubeUnavailable:
             return False
         self.generation = self.body.metadata.get("generation", 0)
@@ -156,13 +193,18 @@ class BackendObserver:
         self.pace.restart()
         return True
 
-    async def read_api_key(self, spec: LLMBackendSpec) -> str | None:
-        ref = spec.api_key_secret_ref
-        if ref is None:
-            return None
-        secret = await self.context.kube.get(SECRETS, ref.name, self.namespace)
-        value = (secret or {}).get("data", {}).get(ref.key)
-        return base64.b64decode(value).decode().strip() if value else None
+    async def read_secrets(self, spec: LLMBackendSpec) -> None:
+        """The API key, and whether every Secret the pods would get opted in; nothing of a
+        Secret that did not is kept."""
+        self.secret_checked = time.monotonic()
+        try:
+            api_key = await read_api_key(self.context.kube, self.namespace, spec)
+            if spec.runtime is not None:
+                await check_pod_secrets(self.context.kube, self.namespace, spec)
+        except SecretNotUsable as problem:
+            self.api_key, self.secret_problem = None, problem
+            return
+        self.api_key, self.secret_problem = api_key, None
 
     async def look(self, spec: LLMBackendSpec, previous: LLMBackendStatus) -> Look:
         steady = self.pace.steady(previous.phase)
@@ -185,14 +227,15 @@ class BackendObserver:
         endpoint = endpoint_url(self.name, self.namespace, spec, self.context.config.cluster_domain)
         kind = spec.runtime_kind
         pods = self.pods()
-        targets = self.targets(spec, pods, endpoint)
+        # A Secret that is not llmop's to use: nothing is asked of the server until it is fixed.
+        targets = {} if self.secret_problem else self.targets(spec, pods, endpoint)
 
         async def observe(key: str, url: str) -> RuntimeObservation:
             async with self.context.probe_gate:
                 return await observe_runtime(
                     kind,
                     url,
-                    client=self.context.runtime_http,
+                    client=self.http_for(spec),
                     api_key=self.api_key,
                     previous=carried.get(key),
                 )
@@ -209,10 +252,17 @@ class BackendObserver:
             pods=pods,
             runtimes=dict(zip(targets, observations, strict=True)),
             pulls=dict(self.pulls()),
-            normalize=connect(kind, "http://normalize.invalid").normalize_model_name,
+            normalize=tolerant(connect(kind, "http://normalize.invalid").normalize_model_name),
             invalid_spec=self.context.apply_errors.get(self.key),
+            secret_problem=(
+                (self.secret_problem.reason, self.secret_problem.message) if self.secret_problem else None
+            ),
         )
         return snapshot, targets
+
+    def http_for(self, spec: LLMBackendSpec) -> httpx.AsyncClient:
+        """A tenant's URL goes through the deny list; llmop's own pods need no check."""
+        return self.context.external_http if spec.external is not None else self.context.runtime_http
 
     @staticmethod
     def targets(spec: LLMBackendSpec, pods: list[PodFacts], endpoint: str) -> dict[str, str]:
@@ -258,7 +308,7 @@ class BackendObserver:
                 runtime = connect(
                     spec.runtime_kind,
                     look.targets[key],
-                    client=self.context.runtime_http,
+                    client=self.http_for(spec),
                     api_key=self.api_key,
                     timeout=timeout,
                 )
@@ -281,6 +331,27 @@ class BackendObserver:
         return self.waker.is_set()
 
 
+def readable_status(stored: dict[str, Any]) -> LLMBackendStatus:
+    """The stored status; an empty one where it cannot be read (written by another version)."""
+    try:
+        return LLMBackendStatus.model_validate(stored)
+    except ValidationError:
+        return LLMBackendStatus()
+
+
+def tolerant(normalize: Callable[[str], str]) -> Callable[[str], str]:
+    """A runtime's name normalizer that never raises: a name it rejects (blank) stays as written,
+    and the ensure handler reports it as InvalidSpec."""
+
+    def normalized(name: str) -> str:
+        try:
+            return normalize(name)
+        except ValueError:
+            return name.strip()
+
+    return normalized
+
+
 def post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBackendStatus) -> None:
     if before.phase == after.phase:
         return
@@ -289,6 +360,6 @@ def post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBacken
     reason = ready.reason if ready else (after.phase or "Unknown")
     message = f"{before.phase or 'New'} -> {after.phase}: {ready.message if ready else ''}".strip()
     if (stalled and stalled.status == "True") or after.phase in ("Degraded", "Failed"):
-        kopf.event(body, type="Warning", reason=reason, message=message)
+        kopf.event(body, type="Warning", reason=reason, message=status_text(message))
     else:
-        kopf.event(body, type="Normal", reason=reason, message=message)
+        kopf.event(body, type="Normal", reason=reason, message=status_text(message))

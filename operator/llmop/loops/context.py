@@ -13,6 +13,7 @@ import kopf
 from llmop.config import OperatorConfig
 from llmop.k8s.client import KubeClient
 from llmop.loops.pace import PROBE_CONCURRENCY
+from llmop.runtimes.address_guard import DeniedTargets, guarded_client, parse_cidrs
 
 BackendKey = tuple[str, str]
 
@@ -24,9 +25,13 @@ class OperatorContext:
     kube: KubeClient = field(init=False)
     #: One pooled client for every runtime probe: connection reuse across backends.
     runtime_http: httpx.AsyncClient = field(init=False)
+    #: The client for spec.external servers: each connection passes the deny list.
+    external_http: httpx.AsyncClient = field(init=False)
     #: Why a backend's objects could not be applied, by backend: the ensure handler says it, the
     #: backend's observer shows it in status (InvalidSpec).
     apply_errors: dict[BackendKey, str] = field(default_factory=dict)
+    #: Each managed backend's agent token, with the backend's UID (llmop.loops.agent_token).
+    agent_tokens: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
     #: Each observed backend's wake-up: set it and the observer looks at once.
     observers: dict[BackendKey, asyncio.Event] = field(default_factory=dict)
     #: Every runtime probe passes this gate: a burst queues here, not in the HTTP pool.
@@ -43,13 +48,29 @@ class OperatorContext:
         self.kube = KubeClient.from_environment()
         # Few idle connections: the pool checks each one on every request, and a steady backend's
         # next probe comes after the keep-alive expiry anyway.
-        self.runtime_http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=200, max_keepalive_connections=16)
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=16)
+        self.runtime_http = httpx.AsyncClient(limits=limits)
+        self.external_http = guarded_client(self.denied_targets(), limits)
+
+    def denied_targets(self) -> DeniedTargets:
+        """The configured deny list, and always the API server llmop itself talks to."""
+        api = self.kube.http.base_url
+        port = api.port or (443 if api.scheme == "https" else 80)
+        return DeniedTargets(
+            networks=parse_cidrs(self.config.external_deny_cidrs),
+            services=((api.host, port, "the cluster's API server"),),
         )
 
     async def close_clients(self) -> None:
         await self.kube.close()
         await self.runtime_http.aclose()
+        await self.external_http.aclose()
+
+    def forget_backend(self, key: BackendKey) -> None:
+        """The backend is deleted: free everything kept for it."""
+        self.apply_errors.pop(key, None)
+        self.agent_tokens.pop(key, None)
+        self.observers.pop(key, None)
 
     def wake_backend(self, key: BackendKey) -> None:
         """Something the backend's status depends on changed: observe it now."""

@@ -20,8 +20,9 @@ from pydantic import ValidationError
 
 from llmop import metrics
 from llmop.k8s.client import LLMBACKENDS, MODELPULLS, KubeAPIError, KubeClient, KubeUnavailable
+from llmop.loops.agent_token import AgentTokenUnavailable, agent_token
 from llmop.loops.context import OperatorContext
-from llmop.loops.pace import API_RETRY_SECONDS, status_patch
+from llmop.loops.pace import API_RETRY_SECONDS, FAILED_ROUND_SECONDS, status_patch
 from llmop.loops.pull_plan import (
     NEW_POD_CHECK_SECONDS,
     SETTLED_SECONDS,
@@ -37,11 +38,16 @@ from llmop.loops.pull_plan import (
     waiting_status,
 )
 from llmop.models.backend import LLMBackendSpec
-from llmop.models.duration import parse_duration
 from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase
 from llmop.reconcile.backend_status import PodFacts
-from llmop.reconcile.conditions import stored_now
-from llmop.reconcile.pull_status import PullTracker, attempt_number, backoff_seconds, human_bytes
+from llmop.reconcile.conditions import describe_failure, status_text, stored_now
+from llmop.reconcile.pull_status import (
+    PullTracker,
+    attempt_number,
+    backoff_seconds,
+    human_bytes,
+    retry_limits,
+)
 from llmop.runtimes import RuntimeAdapter, RuntimeAPIError, connect
 from llmop.runtimes.agent import connect_agent
 
@@ -98,11 +104,32 @@ class ModelPuller:
     resuming: bool = True
     #: The backend as last read, to look for new pods without asking the API server.
     known_backend: LLMBackendSpec | None = None
+    #: The UID of the backend as last read: its agent token belongs to it.
+    backend_uid: str = ""
+    #: The agent's token for this round (None for a runtime that pulls itself).
+    token: str | None = None
     generation: int = field(default=0)
 
     async def run(self) -> None:
         while not self.stopped:
-            await self.round()
+            try:
+                await self.round()
+            except Exception as error:  # whatever a spec or a runtime does, the pull loop goes on
+                await self.report_failed_round(error)
+
+    async def report_failed_round(self, error: Exception) -> None:
+        """Say in status why this round failed, then wait: a cause that stays (a spec stored
+        before the CRD's rules) costs one round every FAILED_ROUND_SECONDS, never a spin."""
+        message = status_text(f"llmop cannot run this pull: {describe_failure(error)}")
+        logger.warning("pull %s/%s: %s", self.namespace, self.name, message)
+        # Not settled (Failed): a cause that passes must not stop the pull for good.
+        waiting = waiting_status(self.writer.written, "PullError", message, self.generation)
+        status = waiting.model_copy(update={"last_error": message})
+        try:
+            await self.writer.write(status)
+        except Exception as failure:  # the API server refused even that: the log says so
+            logger.warning("pull %s/%s: cannot write status: %s", self.namespace, self.name, failure)
+        await self.stopped.wait(FAILED_ROUND_SECONDS)
 
     async def round(self) -> None:
         self.generation = int(self.body.metadata.get("generation") or 0)
@@ -122,7 +149,10 @@ class ModelPuller:
             await self.stopped.wait(plan.wait)
             return
         assert self.known_backend is not None  # a plan to pull has a backend
-        if await self.waiting_for_silent(plan, self.known_backend, is_settled(current, self.generation)):
+        settled = is_settled(current, self.generation)
+        if not await self.has_agent_token(spec, self.known_backend, plan, settled):
+            return
+        if await self.waiting_for_silent(plan, self.known_backend, settled):
             return
         await self.attempt(spec, self.known_backend, plan)
 
@@ -139,13 +169,37 @@ class ModelPuller:
 
     async def read_backend(self, spec: ModelPullSpec) -> LLMBackendSpec | None:
         backend = await self.context.kube.get(LLMBACKENDS, spec.backend_ref.name, self.namespace)
-        return LLMBackendSpec.model_validate(backend.get("spec", {})) if backend else None
+        if not backend:
+            return None
+        self.backend_uid = str(backend.get("metadata", {}).get("uid", ""))
+        return LLMBackendSpec.model_validate(backend.get("spec", {}))
+
+    async def has_agent_token(
+        self, spec: ModelPullSpec, backend: LLMBackendSpec, plan: Plan, settled: bool
+    ) -> bool:
+        """The agent answers only the operator: find its token first (none needed for Ollama).
+        Until its Secret is there, the pull waits, as for an agent that does not answer yet."""
+        self.token = None
+        if pulls_itself(backend):
+            return True
+        try:
+            self.token = await agent_token(
+                self.context, spec.backend_ref.name, self.namespace, self.backend_uid
+            )
+        except AgentTokenUnavailable as error:
+            if not settled:
+                await self.writer.write(
+                    waiting_status(plan.start, "WaitingForRuntime", str(error), self.generation)
+                )
+            await self.stopped.wait(SILENT_SECONDS)
+            return False
+        return True
 
     async def waiting_for_silent(self, plan: Plan, backend: LLMBackendSpec, settled: bool) -> bool:
         """A pod whose pull API does not answer yet (a runtime or agent still starting, or
         restarting) is waited for: that is no failed attempt. A finished pull stays Succeeded
         meanwhile."""
-        silent = await silent_targets(plan.targets, backend, self.context.runtime_http)
+        silent = await silent_targets(plan.targets, backend, self.context.runtime_http, self.token)
         if not silent:
             return False
         if not settled:
@@ -163,7 +217,7 @@ class ModelPuller:
         await self.writer.write(pulling)
         if attempts == 1:
             message = f"pulling {spec.model} into {len(plan.targets)} pod(s)"
-            kopf.event(self.body, type="Normal", reason="PullStarted", message=message)
+            kopf.event(self.body, type="Normal", reason="PullStarted", message=status_text(message))
         tracker = PullTracker()
         failure = await self.pull_everywhere(spec, plan.targets, backend, tracker, pulling)
         if failure is None:
@@ -183,11 +237,13 @@ class ModelPuller:
         started: datetime,
     ) -> None:
         first_url = next(iter(plan.targets.values()))
-        digest, size = await pulled_model_facts(backend, first_url, spec.model, self.context.runtime_http)
+        digest, size = await pulled_model_facts(
+            backend, first_url, spec.model, self.context.runtime_http, self.token
+        )
         size = size or tracker.total or None
         message = f"pulled {spec.model} ({human_bytes(size or 0)}) into {len(plan.targets)} pod(s)"
         await self.writer.write(succeeded_status(pulling, tracker, plan.kept, (digest, size), message))
-        kopf.event(self.body, type="Normal", reason="PullSucceeded", message=message)
+        kopf.event(self.body, type="Normal", reason="PullSucceeded", message=status_text(message))
         metrics.record_pull_done((stored_now() - started).total_seconds())
 
     async def stop(self, spec: ModelPullSpec, plan: Plan, backend: LLMBackendSpec) -> None:
@@ -195,21 +251,20 @@ class ModelPuller:
         # Ollama stops a pull when its client leaves; the agent's transfer outlives its clients
         # (an operator restart must not lose it), so it is told to stop.
         if deleted and not pulls_itself(backend):
-            await cancel_on_agents(plan.targets, spec.model, self.context.runtime_http)
+            await cancel_on_agents(plan.targets, spec.model, self.context.runtime_http, self.token)
 
     async def failed(
         self, spec: ModelPullSpec, attempts: int, failure: str, tracker: PullTracker, pulling: ModelPullStatus
     ) -> None:
-        phase: PullPhase = "Failed" if attempts >= spec.retry.max_attempts else "Pulling"
+        max_attempts, backoff = retry_limits(spec.retry)
+        phase: PullPhase = "Failed" if attempts >= max_attempts else "Pulling"
         metrics.record_pull_failed()
-        wait = backoff_seconds(parse_duration(spec.retry.backoff), attempts)
+        wait = backoff_seconds(backoff, attempts)
         if phase == "Failed":
             message = f"gave up after {attempts} attempt(s): {failure}"
-            kopf.event(self.body, type="Warning", reason="PullFailed", message=message)
+            kopf.event(self.body, type="Warning", reason="PullFailed", message=status_text(message))
         else:
-            message = (
-                f"attempt {attempts} of {spec.retry.max_attempts} failed, retrying in {wait:.0f}s: {failure}"
-            )
+            message = f"attempt {attempts} of {max_attempts} failed, retrying in {wait:.0f}s: {failure}"
         await self.writer.write(failed_status(pulling, tracker, phase, failure, message))
         if phase == "Pulling":
             await self.stopped.wait(wait)
@@ -225,7 +280,7 @@ class ModelPuller:
         """Pull on every target at once; progress is written while it runs. Returns the error, if any."""
         client = self.context.runtime_http
         tasks = [
-            asyncio.create_task(pull_one(pod, url, backend, spec, tracker, client))
+            asyncio.create_task(pull_one(pod, url, backend, spec, tracker, client, self.token))
             for pod, url in targets.items()
         ]
         all_done = asyncio.gather(*tasks, return_exceptions=True)
@@ -256,12 +311,14 @@ class ModelPuller:
             logger.warning("could not write pull progress: %s", error)
 
 
-def pull_api(spec: LLMBackendSpec, url: str, client: httpx.AsyncClient, timeout: float) -> RuntimeAdapter:
+def pull_api(
+    spec: LLMBackendSpec, url: str, client: httpx.AsyncClient, timeout: float, token: str | None
+) -> RuntimeAdapter:
     """A runtime that pulls for itself (Ollama) is asked; else the agent beside it, which speaks
-    the same API."""
+    the same API and answers only requests with the backend's agent token."""
     if pulls_itself(spec):
         return connect(spec.runtime_kind, url, client=client, timeout=timeout)
-    return connect_agent(url, client=client, timeout=timeout)
+    return connect_agent(url, token=token, client=client, timeout=timeout)
 
 
 async def pull_one(
@@ -271,8 +328,9 @@ async def pull_one(
     spec: ModelPullSpec,
     tracker: PullTracker,
     client: httpx.AsyncClient,
+    token: str | None,
 ) -> None:
-    runtime = pull_api(backend, url, client, timeout=30.0)
+    runtime = pull_api(backend, url, client, timeout=30.0, token=token)
     replica = tracker.replica(pod)
     replica.phase, replica.error = "Pulling", None
     try:
@@ -286,12 +344,12 @@ async def pull_one(
 
 
 async def silent_targets(
-    targets: dict[str, str], backend: LLMBackendSpec, client: httpx.AsyncClient
+    targets: dict[str, str], backend: LLMBackendSpec, client: httpx.AsyncClient, token: str | None
 ) -> str | None:
     """The pods whose pull API does not answer, with the reason, in words; None when all do."""
 
     async def probe(url: str) -> str | None:
-        result = await pull_api(backend, url, client, timeout=5.0).probe(limit_seconds=5.0)
+        result = await pull_api(backend, url, client, timeout=5.0, token=token).probe(limit_seconds=5.0)
         return None if result.serving else result.reason
 
     reasons = await asyncio.gather(*(probe(url) for url in targets.values()))
@@ -299,19 +357,21 @@ async def silent_targets(
     return "; ".join(silent) or None
 
 
-async def cancel_on_agents(targets: dict[str, str], model: str, client: httpx.AsyncClient) -> None:
+async def cancel_on_agents(
+    targets: dict[str, str], model: str, client: httpx.AsyncClient, token: str | None
+) -> None:
     for url in targets.values():
         try:
-            await connect_agent(url, client=client, timeout=5.0).cancel_pull(model)
+            await connect_agent(url, token=token, client=client, timeout=5.0).cancel_pull(model)
         except RuntimeAPIError:
             pass  # the pod is gone already: nothing to cancel
 
 
 async def pulled_model_facts(
-    backend: LLMBackendSpec, url: str, model: str, client: httpx.AsyncClient
+    backend: LLMBackendSpec, url: str, model: str, client: httpx.AsyncClient, token: str | None
 ) -> tuple[str | None, int | None]:
     """Digest and size of the model as the runtime (or agent) lists it after the pull."""
-    runtime = pull_api(backend, url, client, timeout=15.0)
+    runtime = pull_api(backend, url, client, timeout=15.0, token=token)
     try:
         found = await runtime.find_model(model)
     except RuntimeAPIError:

@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llmop.models.backend import PROBE_INTERVAL_BOUNDS
+from llmop.models.duration import parse_duration
+
 STEADY_INTERVAL = 8.0
 STEADY_PROBES_PER_SECOND = 25.0
 FULL_ROUND_EVERY = 5
@@ -27,6 +30,16 @@ API_RETRY_SECONDS = 1.0
 DAEMON_BACKOFF = 5.0
 #: A doubted probe is asked again after this, or probeInterval if shorter.
 DOUBT_SECONDS = 1.0
+#: A round that failed for a reason of llmop's own (a spec or an answer it could not handle) is
+#: tried again after this: the user reads why in status meanwhile.
+FAILED_ROUND_SECONDS = 10.0
+
+
+def probe_interval_seconds(probe_interval: str) -> float:
+    """`startup.probeInterval` held to the CRD's bounds: an object stored before the rule (a zero
+    interval) must not spin its observer, nor a huge one silence it."""
+    shortest, longest = (parse_duration(bound) for bound in PROBE_INTERVAL_BOUNDS)
+    return min(max(parse_duration(probe_interval), shortest), longest)
 
 
 def steady_interval(fast: float, observed: int) -> float:

@@ -12,9 +12,10 @@ from llmop.manifests import AGENT_CONTAINER, AGENT_PORT, RUNTIME_CONTAINER
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.pull import ModelPullSpec, ModelPullStatus, PullPhase, ReplicaPull
 from llmop.reconcile.backend_status import PodFacts
-from llmop.reconcile.conditions import stored_now
+from llmop.reconcile.conditions import status_text, stored_now
 from llmop.reconcile.pull_status import IN_FLIGHT_REASON, PullTracker, pull_conditions, waiting_phase
 from llmop.runtimes.registry import managed_descriptor, serving_port
+from llmop.sources import InvalidModelSource, parse_model_source
 
 #: How often a finished pull looks for backend pods that came after it (in memory, no requests).
 NEW_POD_CHECK_SECONDS = 5.0
@@ -26,6 +27,24 @@ NO_PODS_SECONDS = 2.0
 
 def pulls_itself(spec: LLMBackendSpec) -> bool:
     return managed_descriptor(spec).pulls_itself
+
+
+def declared_by(backend: LLMBackendSpec, model: str) -> bool:
+    """Whether the backend's spec.models names `model`, or the repo it is a file of: the agent
+    beside vLLM and llama.cpp pulls nothing else (Ollama pulls whatever it is asked)."""
+    if pulls_itself(backend):
+        return True
+    try:
+        wanted = parse_model_source(model)
+    except InvalidModelSource:
+        return True  # the agent answers what is wrong with the name
+    for declared in backend.models:
+        try:
+            if wanted.belongs_to(parse_model_source(declared.name)):
+                return True
+        except InvalidModelSource:
+            continue
+    return False
 
 
 def pull_targets(spec: LLMBackendSpec, pods: list[PodFacts]) -> dict[str, str]:
@@ -116,6 +135,18 @@ def plan_round(
             status=settled_status(start, "Failed", "ExternalBackend", message, generation, stalled=True),
             wait=0,
         )
+    if not declared_by(backend, spec.model):
+        if settled:
+            return Plan(start, wait=SETTLED_SECONDS)  # what was pulled stays; new pods get nothing
+        message = (
+            f"LLMBackend {name!r} does not declare {spec.model}: its agent pulls only the models in "
+            "spec.models; add it there and the pull starts"
+        )
+        return Plan(
+            start,
+            status=waiting_status(start, "ModelNotDeclared", message, generation),
+            wait=BACKEND_MISSING_SECONDS,
+        )
     if settled:  # Succeeded: only the pods that came since
         targets = targets_without_the_model(backend, pods, start)
         if not targets:
@@ -152,7 +183,7 @@ def settled_status(
         update={
             "observed_generation": generation,
             "phase": phase,
-            "last_error": message,
+            "last_error": status_text(message),
             "conditions": pull_conditions(
                 phase, reason, message, generation, current.conditions, stored_now(), stalled
             ),
@@ -191,7 +222,7 @@ def succeeded_status(
             "phase": "Succeeded",
             "progress": tracker.progress(),
             "replicas": sorted([*kept, *tracker.replica_states()], key=lambda r: r.pod),
-            "digest": digest,
+            "digest": digest and status_text(digest, 128),
             "size_bytes": size,
             "completed_at": stored_now(),
             "last_error": None,
@@ -213,7 +244,7 @@ def failed_status(
     return pulling.model_copy(
         update={
             "phase": phase,
-            "last_error": failure,
+            "last_error": status_text(failure),
             "progress": tracker.progress(),
             "replicas": tracker.replica_states(),
             "conditions": conditions,

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import math
 from copy import deepcopy
 from typing import Any
 
 from llmop.config import OperatorConfig
+from llmop.manifests.agent_access import (
+    AGENT_TOKEN_DIR,
+    AGENT_TOKEN_KEY,
+    AGENT_TOKEN_VOLUME,
+    agent_token_secret_name,
+)
 from llmop.manifests.labels import (
     BACKEND_KIND,
     backend_labels,
@@ -15,7 +22,7 @@ from llmop.manifests.labels import (
     owner_reference,
 )
 from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
-from llmop.manifests.storage import MODELS_VOLUME, models_claim, models_volume
+from llmop.manifests.storage import EMPTY_DIR_LIMIT, MODELS_VOLUME, models_claim, models_volume
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.duration import parse_duration
 from llmop.runtimes.descriptor import PodRecipe, served_model_path
@@ -29,6 +36,26 @@ AGENT_PORT = 8090
 AGENT_PORT_NAME = "agent"
 #: The user of llmop's image (the Dockerfile's USER): the agent runs as it and writes the models.
 AGENT_USER = 65532
+AGENT_TMP_VOLUME = "agent-tmp"
+#: The agent's only writable place besides the models: a little scratch room.
+AGENT_TMP_LIMIT = "64Mi"
+
+#: Every container, runtime included, unless spec.securityContext says otherwise: no way to gain
+#: privileges, no capabilities, the runtime's default seccomp filter (what Pod Security
+#: "restricted" asks, short of a non-root user, which the runtime images do not have).
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+#: The agent is llmop's own image: it runs as its non-root user and writes only its volumes.
+AGENT_SECURITY = {
+    **CONTAINER_SECURITY,
+    "runAsNonRoot": True,
+    "runAsUser": AGENT_USER,
+    "runAsGroup": AGENT_USER,
+    "readOnlyRootFilesystem": True,
+}
 
 RUNTIME_STARTUP_PERIOD = 10
 AGENT_STARTUP_PERIOD = 5
@@ -123,6 +150,8 @@ def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: PodReci
     if pod.needs_shm:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     container["volumeMounts"] = mounts
+    # The user's keys replace llmop's one by one (e.g. runAsUser for a "restricted" namespace).
+    container["securityContext"] = {**deepcopy(CONTAINER_SECURITY), **deepcopy(spec.security_context or {})}
     # Loading weights can take many minutes: only the startup probe runs until the port opens,
     # and it allows the whole cold-start budget, so a loading pod is never killed.
     container["startupProbe"] = {
@@ -158,19 +187,33 @@ def agent_container(spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, A
     path = served_model_path(spec)
     required = [path.removeprefix(f"{MODELS_DIR}/")] if path else []
     shared = [deepcopy(var) for var in spec.env or [] if var.get("name") in AGENT_SHARED_ENV]
+    token_file = f"{AGENT_TOKEN_DIR}/{AGENT_TOKEN_KEY}"
     return {
         "name": AGENT_CONTAINER,
         "image": config.agent_image,
-        "args": ["agent", "--models-dir", MODELS_DIR, "--port", str(AGENT_PORT)],
+        "args": ["agent", "--models-dir", MODELS_DIR, "--port", str(AGENT_PORT), "--token-file", token_file],
         "env": [
             {"name": "LLMOP_REQUIRED_MODELS", "value": ",".join(required)},
+            # The only sources it may pull: what the backend declares.
+            {"name": "LLMOP_DECLARED_MODELS", "value": json.dumps([model.name for model in spec.models])},
+            # statvfs sees the node's disk, not an emptyDir's sizeLimit: the agent is told the limit.
+            *(
+                [{"name": "LLMOP_MODELS_VOLUME_LIMIT", "value": EMPTY_DIR_LIMIT}]
+                if spec.storage is None
+                else []
+            ),
             # A Hugging Face mirror for clusters that cannot reach the Hub (HF_ENDPOINT convention).
             *([{"name": "HF_ENDPOINT", "value": config.hf_endpoint}] if config.hf_endpoint else []),
             # As the user wrote it: a secretKeyRef stays a reference, never a value.
             *shared,
         ],
         "ports": [{"name": AGENT_PORT_NAME, "containerPort": AGENT_PORT, "protocol": "TCP"}],
-        "volumeMounts": [_models_mount()],
+        "volumeMounts": [
+            _models_mount(),
+            {"name": AGENT_TOKEN_VOLUME, "mountPath": AGENT_TOKEN_DIR, "readOnly": True},
+            {"name": AGENT_TMP_VOLUME, "mountPath": "/tmp"},
+        ],
+        "securityContext": deepcopy(AGENT_SECURITY),
         "startupProbe": {
             "httpGet": {"path": "/startup", "port": AGENT_PORT_NAME},
             "periodSeconds": AGENT_STARTUP_PERIOD,
@@ -193,16 +236,39 @@ def deployment_strategy(spec: LLMBackendSpec, name: str) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
 
 
+def pod_security_context(spec: LLMBackendSpec, needs_agent: bool) -> dict[str, Any]:
+    """llmop's pod securityContext with the user's keys over it, one by one."""
+    ours: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
+    if needs_agent:
+        # The agent is not root: the volumes' group becomes its group, so it can write the models
+        # and read its token (the runtime images run as root and read them either way).
+        ours["fsGroup"] = AGENT_USER
+    return {**ours, **deepcopy(spec.pod_security_context or {})}
+
+
+def agent_volumes(name: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": AGENT_TOKEN_VOLUME,
+            # Readable by the agent's group alone (fsGroup), never written.
+            "secret": {"secretName": agent_token_secret_name(name), "defaultMode": 0o440},
+        },
+        {"name": AGENT_TMP_VOLUME, "emptyDir": {"sizeLimit": AGENT_TMP_LIMIT}},
+    ]
+
+
 def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, Any]:
     pod = runtime_pod(spec)
     result: dict[str, Any] = {}
     if pod.needs_agent:
         result["initContainers"] = [agent_container(spec, config)]
-        # The agent is not root: the model volume's group becomes its group, so it can write there
-        # (the runtime images run as root and read it either way).
-        result["securityContext"] = {"fsGroup": AGENT_USER}
+    result["securityContext"] = pod_security_context(spec, pod.needs_agent)
+    # Nothing in the pod talks to the API server: no credentials for it to leak.
+    result["automountServiceAccountToken"] = False
     result["containers"] = [runtime_container(spec, config, pod)]
     volumes = [models_volume(name, spec)]
+    if pod.needs_agent:
+        volumes += agent_volumes(name)
     if pod.needs_shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     result["volumes"] = volumes

@@ -14,6 +14,11 @@ RUNTIME_LABEL = "llmop.dev/runtime"
 NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+#: A Secret that LLMBackends may use (apiKeySecretRef, env secretKeyRef) carries this label with
+#: this value: setting it takes the right to change the Secret, which a tenant who may not read
+#: Secrets lacks.
+SECRET_OPT_IN_LABEL = "llmop.dev/use"
+SECRET_OPT_IN_VALUE = "true"
 
 APP_NAME = "llmop-backend"
 MANAGER = "llmop"

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from llmop.manifests.labels import BACKEND_KIND, backend_labels, object_metadata, owner_reference
-from llmop.models.backend import LLMBackendSpec
+from llmop.models.backend import LLMBackendSpec, StorageSpec
 
 MODELS_VOLUME = "models"
+#: An emptyDir lives on the node's disk: capped at the size a claim would get by default, so that a
+#: pod cannot fill the node (the kubelet evicts a pod that writes more).
+EMPTY_DIR_LIMIT = StorageSpec.model_fields["size"].default
 
 
 def model_claim_name(name: str) -> str:
@@ -24,7 +27,7 @@ def models_claim(name: str, spec: LLMBackendSpec) -> str | None:
 def models_volume(name: str, spec: LLMBackendSpec) -> dict[str, Any]:
     claim = models_claim(name, spec)
     if claim is None:
-        return {"name": MODELS_VOLUME, "emptyDir": {}}
+        return {"name": MODELS_VOLUME, "emptyDir": {"sizeLimit": EMPTY_DIR_LIMIT}}
     return {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
 
 

@@ -15,6 +15,7 @@ from llmop.models.base import (
     KubeObject,
     SecretKeyReference,
     Toleration,
+    bounded_duration_field,
     cel,
     duration_field,
     non_negative_field,
@@ -24,6 +25,20 @@ from llmop.models.base import (
 ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
 BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "Failed"]
+#: startup.probeInterval's bounds: the CRD rejects others, and the operator holds a backend stored
+#: before the rule to them (a zero interval would spin its observer).
+PROBE_INTERVAL_BOUNDS = ("100ms", "10m")
+#: Bounds that keep the CEL rules on each model name within the API server's cost budget.
+MAX_SPEC_MODELS = 64
+MAX_MODEL_NAME_CHARS = 4096
+#: Status stays far below the API server's object limit (1.5 MiB) whatever a runtime lists.
+MAX_STATUS_MODELS = 100
+MAX_POD_MODELS = 10
+#: A port in a URL: `url(self).getPort()` is '' when the URL names none.
+URL_PORT_RULE = (
+    "url(self).getPort() == '' || (int(url(self).getPort()) >= 1 && int(url(self).getPort()) <= 65535)"
+)
+URL_PORT_MESSAGE = "the port in the URL must be between 1 and 65535"
 
 
 class ExternalEndpoint(ApiModel):
@@ -36,7 +51,25 @@ class ExternalEndpoint(ApiModel):
             cel(
                 "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''",
                 "url must be an absolute http:// or https:// URL, e.g. http://10.0.0.5:8000",
-            )
+            ),
+            # llmop appends the API paths itself: a query or fragment would swallow them and make
+            # llmop fetch a page of the tenant's choosing; a password in the URL leaks everywhere.
+            cel(
+                "!self.matches('^[^:/?#]+://[^/?#]*@')",
+                "url must not carry user info (user:password@); put the API key in a Secret and "
+                "name it in spec.apiKeySecretRef",
+            ),
+            cel(
+                "!self.contains('?')",
+                "url must not carry a query (?...): give the server's base URL, e.g. "
+                "http://10.0.0.5:8000; llmop adds the API paths itself",
+            ),
+            cel(
+                "!self.contains('#')",
+                "url must not carry a fragment (#...): give the server's base URL, e.g. http://10.0.0.5:8000",
+            ),
+            # isURL() and url() accept any number as a port.
+            cel(f"!isURL(self) || {URL_PORT_RULE}", URL_PORT_MESSAGE),
         ),
     )
     kind: ExternalKind = Field(
@@ -53,7 +86,18 @@ class ModelSpec(ApiModel):
         description="Model name as the runtime lists it: an Ollama tag (qwen3:0.6b), a Hugging Face id "
         "for vLLM (hf://org/repo[@revision]), or a GGUF for llama.cpp (hf://org/repo/file.gguf or "
         "https://host/path/file.gguf).",
-        json_schema_extra=validations(cel("self.size() > 0", "model name must not be empty")),
+        # maxLength in the schema only (it bounds the cost of these rules): the operator still
+        # reads a backend stored before it.
+        json_schema_extra={
+            "maxLength": MAX_MODEL_NAME_CHARS,
+            **validations(
+                cel("self.trim().size() > 0", "model name must not be empty or only spaces"),
+                cel(
+                    "!self.matches('^https?://') || !isURL(self) || " + URL_PORT_RULE,
+                    "model " + URL_PORT_MESSAGE,
+                ),
+            ),
+        },
     )
     sha256: str | None = Field(
         default=None,
@@ -103,12 +147,13 @@ class StartupSpec(ApiModel):
         "Cold-start budget: how long the runtime may refuse connections or answer 503 while it loads "
         "weights before the backend is Stalled.",
     )
-    probe_interval: str = duration_field(
+    probe_interval: str = bounded_duration_field(
         "1s",
         "How often llmop probes the runtime's API while the backend is not Ready (starting, loading, "
         "failing), so Ready shows within one interval of the runtime answering. Once Ready and unchanged, "
         "probes slow down to every 8s (longer when one operator observes more than 200 "
         "backends: 25 probes per second in all); any change brings back this pace.",
+        *PROBE_INTERVAL_BOUNDS,
     )
 
 
@@ -134,7 +179,10 @@ class LLMBackendSpec(ApiModel):
     replicas: int = non_negative_field(1, "Number of runtime pods.")
     models: list[ModelSpec] = Field(
         default_factory=list,
-        description="Models this backend must serve; llmop pulls each one that is missing.",
+        # In the schema only: the operator still reads a backend stored before the bound.
+        json_schema_extra={"maxItems": MAX_SPEC_MODELS},
+        description=f"Models this backend must serve, at most {MAX_SPEC_MODELS}; llmop pulls each one "
+        "that is missing.",
     )
     gpu: GPUSpec = Field(default_factory=GPUSpec, description="GPUs per replica.")
     resources: ResourceRequirements | None = Field(
@@ -146,6 +194,17 @@ class LLMBackendSpec(ApiModel):
         description="Pod tolerations; a GPU backend tolerates the GPU resource's NoSchedule taint by default.",
     )
     affinity: KubeObject | None = Field(default=None, description="Pod affinity, as in a pod spec.")
+    pod_security_context: KubeObject | None = Field(
+        default=None,
+        description="Pod securityContext, as in a pod spec, merged over llmop's (fsGroup 65532, "
+        "seccompProfile RuntimeDefault), e.g. runAsNonRoot and runAsUser for a namespace that enforces "
+        "Pod Security 'restricted'.",
+    )
+    security_context: KubeObject | None = Field(
+        default=None,
+        description="securityContext of the runtime container, as in a container, merged over llmop's "
+        "(allowPrivilegeEscalation false, every capability dropped, seccompProfile RuntimeDefault).",
+    )
     runtime_class_name: str | None = Field(default=None, description="RuntimeClass of the pods, e.g. nvidia.")
     priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
     storage: StorageSpec | None = Field(
@@ -156,7 +215,8 @@ class LLMBackendSpec(ApiModel):
         default=None,
         description="Extra environment of the runtime container, as in a container. An HF_TOKEN entry "
         "(a Hugging Face token, best from a Secret with valueFrom.secretKeyRef) is given to the llmop "
-        "agent too, which downloads vLLM's and llama.cpp's models from gated or private repos with it.",
+        "agent too, which downloads vLLM's and llama.cpp's models from gated or private repos with it. "
+        'A Secret named in a secretKeyRef must carry the label llmop.dev/use: "true".',
     )
     port: int = Field(
         default=0,
@@ -166,7 +226,8 @@ class LLMBackendSpec(ApiModel):
     )
     api_key_secret_ref: SecretKeyReference | None = Field(
         default=None,
-        description="Secret key holding an API key, sent as a bearer token; never copied into status.",
+        description="Secret key holding an API key, sent as a bearer token; never copied into status. "
+        'The Secret must carry the label llmop.dev/use: "true" (llmop uses no other Secret).',
     )
     startup: StartupSpec = Field(default_factory=StartupSpec, description="Cold-start behaviour.")
     warmup: WarmupSpec = Field(default_factory=WarmupSpec, description="Loading models into memory.")
@@ -243,7 +304,10 @@ class PodState(ApiModel):
     phase: str | None = Field(
         default=None, description="Runtime state: Pending, Starting, Loading, Serving, Failing, Refused."
     )
-    models: list[str] = Field(default_factory=list, description="Models this pod's runtime lists.")
+    models: list[str] = Field(
+        default_factory=list,
+        description=f"Models this pod's runtime lists, at most {MAX_POD_MODELS} (status.models has more).",
+    )
     message: str | None = Field(default=None, description="Why the pod is not serving, if it is not.")
     last_probe: datetime | None = Field(
         default=None, description="When llmop last saw this pod's state change."
@@ -263,7 +327,14 @@ class LLMBackendStatus(ApiModel):
         default=None, alias="openaiBaseURL", description="OpenAI-compatible base URL (ends in /v1)."
     )
     replicas: ReplicaCounts | None = Field(default=None, description="Desired and serving replicas.")
-    models: list[ObservedModel] | None = Field(default=None, description="Models observed from the runtime.")
+    models: list[ObservedModel] | None = Field(
+        default=None,
+        description=f"Models observed from the runtime: those of spec.models first, at most {MAX_STATUS_MODELS}.",
+    )
+    models_omitted: int | None = Field(
+        default=None,
+        description=f"How many more models the runtime lists, left out of models (beyond {MAX_STATUS_MODELS}).",
+    )
     models_summary: str | None = Field(default=None, description="Observed model names, for kubectl get.")
     capabilities: BackendCapabilities | None = Field(default=None, description="What the backend can serve.")
     pods: list[PodState] | None = Field(default=None, description="Runtime state of each replica.")

@@ -41,6 +41,19 @@ def duration_field(default: str, description: str) -> Any:
     )
 
 
+def bounded_duration_field(default: str, description: str, shortest: str, longest: str) -> Any:
+    """A duration between `shortest` and `longest`: a zero probe interval or retry backoff would
+    spin a loop, a huge one silences it."""
+    field = duration_field(default, f"{description} Between {shortest} and {longest}.")
+    bounds = (
+        f"!self.matches('{DURATION_PATTERN}') || "
+        f"(duration(self) >= duration('{shortest}') && duration(self) <= duration('{longest}'))"
+    )
+    extra = field.json_schema_extra["x-kubernetes-validations"]
+    extra.append(cel(bounds, f"must be between {shortest} and {longest}"))
+    return field
+
+
 def non_negative_field(default: int, description: str) -> Any:
     return Field(
         default=default,

@@ -7,17 +7,22 @@ from typing import Literal
 
 from pydantic import Field
 
+from llmop.models.backend import MAX_MODEL_NAME_CHARS, URL_PORT_MESSAGE, URL_PORT_RULE
 from llmop.models.base import (
     CONDITIONS_LIST,
     ApiModel,
     Condition,
     LocalObjectReference,
+    bounded_duration_field,
     cel,
-    duration_field,
     validations,
 )
 
 PullPhase = Literal["Pending", "Pulling", "Succeeded", "Failed"]
+#: retry's bounds: the CRD rejects others, and the operator holds a pull stored before the rules
+#: to them (a zero backoff would retry a failing pull without pause).
+MAX_ATTEMPTS_LIMIT = 100
+BACKOFF_BOUNDS = ("1s", "10m")
 
 
 class RetrySpec(ApiModel):
@@ -25,10 +30,17 @@ class RetrySpec(ApiModel):
 
     max_attempts: int = Field(
         default=5,
-        description="Attempts before the pull is Stalled. Defaults to 5.",
-        json_schema_extra=validations(cel("self >= 1", "maxAttempts must be 1 or more")),
+        description=f"Attempts before the pull is Stalled, from 1 to {MAX_ATTEMPTS_LIMIT}. Defaults to 5.",
+        json_schema_extra=validations(
+            cel(
+                f"self >= 1 && self <= {MAX_ATTEMPTS_LIMIT}",
+                f"maxAttempts must be 1 or more, and at most {MAX_ATTEMPTS_LIMIT}",
+            )
+        ),
     )
-    backoff: str = duration_field("10s", "Wait before the second attempt; doubles each time, capped at 10m.")
+    backoff: str = bounded_duration_field(
+        "10s", "Wait before the second attempt; doubles each time, capped at 10m.", *BACKOFF_BOUNDS
+    )
 
 
 class ModelPullSpec(ApiModel):
@@ -37,8 +49,19 @@ class ModelPullSpec(ApiModel):
     backend_ref: LocalObjectReference = Field(description="The LLMBackend to pull the model into.")
     model: str = Field(
         description="Ollama: a tag (qwen3:0.6b, or registry.host/ns/model:tag). vLLM: hf://org/repo[@revision]. "
-        "llama.cpp: hf://org/repo/file.gguf or https://host/path/file.gguf.",
-        json_schema_extra=validations(cel("self.size() > 0", "model must not be empty")),
+        "llama.cpp: hf://org/repo/file.gguf or https://host/path/file.gguf. A vLLM or llama.cpp backend "
+        "pulls only the models its spec.models names.",
+        # maxLength in the schema only: the operator still reads a pull stored before it.
+        json_schema_extra={
+            "maxLength": MAX_MODEL_NAME_CHARS,
+            **validations(
+                cel("self.trim().size() > 0", "model must not be empty or only spaces"),
+                cel(
+                    "!self.matches('^https?://') || !isURL(self) || " + URL_PORT_RULE,
+                    "model " + URL_PORT_MESSAGE,
+                ),
+            ),
+        },
     )
     sha256: str | None = Field(
         default=None,

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from llmop.models.backend import (
+    MAX_POD_MODELS,
+    MAX_STATUS_MODELS,
     BackendCapabilities,
     BackendPhase,
     LLMBackendSpec,
@@ -23,12 +25,15 @@ from llmop.models.backend import (
 )
 from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
-from llmop.reconcile.conditions import carry_transition_times, condition, find
+from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
 from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
 PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
 EXTERNAL = "external"
 _SUMMARY_LIMIT = 60
+#: A runtime names its models as it likes: what status shows of a name or a figure is cut here.
+_NAME_CHARS = 256
+_FIGURE_CHARS = 128
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ class BackendSnapshot:
     pulls: dict[str, PullFacts] = field(default_factory=dict)
     normalize: Callable[[str], str] = str
     invalid_spec: str | None = None
+    #: A Secret the spec names that llmop will not use: (condition reason, message).
+    secret_problem: tuple[str, str] | None = None
 
     @property
     def external(self) -> bool:
@@ -137,7 +144,8 @@ def _observed_models(snapshot: BackendSnapshot, serving: list[str]) -> list[Obse
         seen = snapshot.runtimes[key]
         running = {snapshot.normalize(m.name): m for m in seen.running or ()}
         for info in seen.models:
-            models.setdefault(info.name, _observed_model(snapshot, info, running, seen.running is not None))
+            if info.name not in models:  # each replica lists the same models: build each once
+                models[info.name] = _observed_model(snapshot, info, running, seen.running is not None)
     return sorted(models.values(), key=lambda m: m.name)
 
 
@@ -161,6 +169,51 @@ def _observed_model(
         family=info.family,
         parameter_size=info.parameter_size,
         quantization=info.quantization,
+    )
+
+
+def unobservable_status(
+    previous: LLMBackendStatus, generation: int, message: str, now: datetime
+) -> LLMBackendStatus:
+    """The stored status, with why llmop could not observe the backend: Failed and Stalled
+    (reason ObserveFailed) until a round succeeds again; the rest as last observed."""
+    failed = [
+        condition("Ready", False, "ObserveFailed", message, generation),
+        condition("Reconciling", False, "ObserveFailed", "", generation),
+        condition("Stalled", True, "ObserveFailed", message, generation),
+    ]
+    others = [c for c in previous.conditions or [] if c.type not in ("Ready", "Reconciling", "Stalled")]
+    return previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": "Failed",
+            "last_error": status_text(message),
+            "conditions": carry_transition_times([*failed, *others], previous.conditions, now),
+        }
+    )
+
+
+def _shown_models(snapshot: BackendSnapshot, models: list[ObservedModel]) -> tuple[list[ObservedModel], int]:
+    """At most MAX_STATUS_MODELS models, those of the spec first, names and figures cut short;
+    and how many were left out."""
+    wanted = {snapshot.normalize(m.name) for m in snapshot.spec.models}
+    ordered = sorted(models, key=lambda m: snapshot.normalize(m.name) not in wanted)
+    shown = [_cut_model(model) for model in ordered[:MAX_STATUS_MODELS]]
+    return sorted(shown, key=lambda m: m.name), max(0, len(models) - MAX_STATUS_MODELS)
+
+
+def _cut_model(model: ObservedModel) -> ObservedModel:
+    def cut(text: str | None, limit: int = _FIGURE_CHARS) -> str | None:
+        return None if text is None else status_text(text, limit)
+
+    return model.model_copy(
+        update={
+            "name": cut(model.name, _NAME_CHARS),
+            "digest": cut(model.digest),
+            "family": cut(model.family),
+            "parameter_size": cut(model.parameter_size),
+            "quantization": cut(model.quantization),
+        }
     )
 
 
@@ -235,15 +288,17 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         *_scheduled(snapshot, seen),
     ]
     serving = seen.serving
+    shown, omitted = _shown_models(snapshot, seen.models)
     return LLMBackendStatus(
         observed_generation=gen,
         phase=phase,
         runtime=spec.runtime_kind,
-        endpoint=snapshot.endpoint,
-        openai_base_url=snapshot.openai_base_url,
+        endpoint=status_text(snapshot.endpoint),
+        openai_base_url=status_text(snapshot.openai_base_url),
         replicas=ReplicaCounts(desired=desired, ready=len(serving), summary=f"{len(serving)}/{desired}"),
-        models=seen.models,
-        models_summary=_summary([m.name for m in seen.models]) or None,
+        models=shown,
+        models_omitted=omitted or None,
+        models_summary=status_text(_summary([m.name for m in seen.models]), _NAME_CHARS) or None,
         capabilities=_capabilities(snapshot, serving, seen.models) if serving else None,
         pods=seen.pod_states or None,
         last_error=None if ready else _last_error(snapshot, seen, phase, message, stalled_message),
@@ -291,20 +346,31 @@ def _pod_status(
         ready=pod_phase == "Serving",
         ip=pod.ip,
         phase=pod_phase,
-        models=sorted(m.name for m in seen.models) if seen and pod_phase == "Serving" else [],
-        message=pod_message or None,
+        models=_pod_models(seen) if seen and pod_phase == "Serving" else [],
+        message=status_text(pod_message) if pod_message else None,
         last_probe=snapshot.now if changed or old is None else old.last_probe,
     )
+
+
+def _pod_models(seen: RuntimeObservation) -> list[str]:
+    names = sorted(m.name for m in seen.models)[:MAX_POD_MODELS]
+    return [status_text(name, _NAME_CHARS) for name in names]
 
 
 def _phase(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> tuple[BackendPhase, str, str]:
     """The backend's phase, with the reason and message of its Ready condition."""
     serving, missing = seen.serving, seen.missing
     failed_pulls = {name: pull for name, pull in snapshot.pulls.items() if pull.phase == "Failed"}
+    if snapshot.secret_problem:
+        reason, message = snapshot.secret_problem
+        return "Failed", reason, message
     if snapshot.invalid_spec:
         return "Failed", "InvalidSpec", snapshot.invalid_spec
     if desired == 0:
         return "Pending", "ScaledToZero", "replicas is 0: nothing serves"
+    if denied := [o.probe.reason for o in snapshot.runtimes.values() if o.probe.state is ProbeState.DENIED]:
+        # The address is one llmop never connects to: no request was sent, waiting changes nothing.
+        return "Failed", "TargetRefused", denied[0]
     if len(serving) >= desired and not missing:
         count = len(seen.models)
         served = f"{count} model{'s' if count != 1 else ''}" if count else "(no models listed)"
@@ -405,5 +471,5 @@ def _last_error(
     troubled = (ProbeState.ERROR, ProbeState.UNAUTHORIZED, ProbeState.TIMEOUT)
     waiting = seen.waiting
     if last_error is None and waiting and any(o.probe.state in troubled for o in snapshot.runtimes.values()):
-        return waiting[0]
-    return last_error
+        last_error = waiting[0]
+    return None if last_error is None else status_text(last_error)

@@ -6,8 +6,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from llmop.models.base import Condition
-from llmop.models.pull import ModelPullStatus, PullPhase, PullProgress, ReplicaPull
-from llmop.reconcile.conditions import carry_transition_times, condition, find
+from llmop.models.duration import parse_duration
+from llmop.models.pull import (
+    BACKOFF_BOUNDS,
+    MAX_ATTEMPTS_LIMIT,
+    ModelPullStatus,
+    PullPhase,
+    PullProgress,
+    ReplicaPull,
+    RetrySpec,
+)
+from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
 from llmop.runtimes.results import PullLine
 
 _RATE_WINDOW_SECONDS = 10.0
@@ -98,13 +107,15 @@ class PullTracker:
             percent=percent,
             bytes_per_second=rate,
             eta_seconds=eta,
-            current_layer=current,
+            current_layer=current and status_text(current, 256),
             summary=summary,
         )
 
     def replica_states(self) -> list[ReplicaPull]:
         return [
-            ReplicaPull(pod=r.pod, phase=r.phase, percent=r.percent, message=r.error or r.status or None)
+            ReplicaPull(
+                pod=r.pod, phase=r.phase, percent=r.percent, message=status_text(r.error or r.status) or None
+            )
             for r in sorted(self.replicas.values(), key=lambda r: r.pod)
         ]
 
@@ -144,7 +155,16 @@ def pull_conditions(
 
 def backoff_seconds(base: float, attempt: int, cap: float = 600.0) -> float:
     """Wait before attempt `attempt + 1`: base, 2*base, 4*base ... capped."""
-    return float(min(cap, base * (2 ** max(0, attempt - 1))))
+    # The exponent stops where the cap is reached anyway: 2**1100 is no float.
+    return float(min(cap, base * (2 ** min(max(0, attempt - 1), 64))))
+
+
+def retry_limits(retry: RetrySpec) -> tuple[int, float]:
+    """maxAttempts and the backoff in seconds, held to the CRD's bounds: a pull stored before the
+    rules (a zero backoff) must not retry without pause."""
+    shortest, longest = (parse_duration(bound) for bound in BACKOFF_BOUNDS)
+    attempts = min(max(retry.max_attempts, 1), MAX_ATTEMPTS_LIMIT)
+    return attempts, min(max(parse_duration(retry.backoff), shortest), longest)
 
 
 #: The Reconciling reason while an attempt runs (as opposed to PullFailed, waiting to retry).

@@ -24,6 +24,7 @@ from llmop.runtimes.errors import (
     RuntimeHTTPError,
     RuntimeTimeout,
     RuntimeUnavailable,
+    TargetRefused,
     UnknownRuntimeKind,
     Unsupported,
 )
@@ -62,6 +63,7 @@ __all__ = [
     "RuntimeHTTPError",
     "RuntimeTimeout",
     "RuntimeUnavailable",
+    "TargetRefused",
     "UnknownRuntimeKind",
     "Unsupported",
     "WarmupResult",

@@ -22,6 +22,12 @@ class AgentAdapter(OllamaAdapter):
 
 
 def connect_agent(
-    base_url: str, *, client: httpx.AsyncClient | None = None, timeout: float = DEFAULT_TIMEOUT_SECONDS
+    base_url: str,
+    *,
+    token: str | None,
+    client: httpx.AsyncClient | None = None,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> AgentAdapter:
-    return AgentAdapter(Endpoint.parse(base_url, client=client, timeout=timeout))
+    """The agent at `base_url`, sent `token` as its bearer token on every request (the agent
+    answers 401 to any request without it but its probes)."""
+    return AgentAdapter(Endpoint.parse(base_url, client=client, timeout=timeout, api_key=token))

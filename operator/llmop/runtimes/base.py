@@ -86,7 +86,7 @@ class HTTPRuntimeAdapter:
             result = await self.probe(limit_seconds=probe_timeout)
             if on_probe is not None:
                 on_probe(result)
-            if result.serving or result.state is ProbeState.UNAUTHORIZED:
+            if result.serving or result.state in (ProbeState.UNAUTHORIZED, ProbeState.DENIED):
                 return result
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -78,6 +78,17 @@ class ModelNotFound(RuntimeHTTPError):
     """The runtime does not have the model the request named (HTTP 404)."""
 
 
+class TargetRefused(RuntimeAPIError):
+    """The address is one llmop never connects to for a tenant's URL (the operator's deny list);
+    nothing was sent. Waiting does not fix it: the URL or the deny list must change."""
+
+    probe_state = ProbeState.DENIED
+
+    def __init__(self, message: str, *, address: str) -> None:
+        super().__init__(message)
+        self.address = address
+
+
 class ResponseTooLarge(RuntimeAPIError):
     """The runtime sent more bytes than the adapter accepts for one response."""
 

@@ -48,6 +48,10 @@ PULL_IDLE_TIMEOUT_SECONDS = 300.0
 #: /api/show is one request per model; a few at a time keeps a large library quick to list
 #: without queueing many requests on a busy server.
 _SHOW_CONCURRENCY = 4
+#: Models described with /api/show, in name order; any more are listed with what /api/tags says:
+#: a library of thousands must not cost thousands of requests every round (status shows at most
+#: 100 models anyway).
+DESCRIBED_MODELS = 100
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 # Ollama's capability words, mapped to ours; "completion" means generate, and chat with it.
@@ -132,9 +136,8 @@ class OllamaAdapter(HTTPRuntimeAdapter):
         if result.state is not ProbeState.SERVING:
             return result
         try:
-            version = self.http.parse_wire(
-                _Version, self.http.decode_json(answer.body, "GET", self.health_path), "GET", self.health_path
-            ).version
+            data = self.http.decode_answer(answer, "GET", self.health_path)
+            version = self.http.parse_wire(_Version, data, "GET", self.health_path, answer=answer).version
         except MalformedResponse as error:  # a 200 that is not Ollama's: something else listens there
             return result.model_copy(update={"state": ProbeState.ERROR, "reason": str(error)})
         return result.model_copy(
@@ -166,6 +169,8 @@ class OllamaAdapter(HTTPRuntimeAdapter):
         limit = asyncio.Semaphore(_SHOW_CONCURRENCY)
 
         async def describe(tag: _Tag) -> ModelInfo | None:
+            if tag.name not in described_names:
+                return _model_info(tag, _Show())
             async with limit:
                 try:
                     show = await self.http.call_wire(
@@ -179,6 +184,7 @@ class OllamaAdapter(HTTPRuntimeAdapter):
                     show = _Show()
             return _model_info(tag, show)
 
+        described_names = set(sorted(tag.name for tag in tags.models or [])[:DESCRIBED_MODELS])
         described = await asyncio.gather(*(describe(tag) for tag in tags.models or []))
         return [info for info in described if info is not None]
 

@@ -19,6 +19,8 @@ class ProbeState(enum.StrEnum):
     TIMEOUT = "timeout"
     #: The API key is missing or wrong (HTTP 401/403); waiting will not fix it.
     UNAUTHORIZED = "unauthorized"
+    #: The address is in the operator's deny list: nothing was sent, waiting will not fix it.
+    DENIED = "denied"
     ERROR = "error"
 
 

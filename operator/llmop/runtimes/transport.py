@@ -7,7 +7,9 @@ either parsed data or an exception whose message names the runtime, the request 
 from __future__ import annotations
 
 import asyncio
+import http
 import json
+import re
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
@@ -31,8 +33,12 @@ from llmop.runtimes.results import ProbeState
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 #: Model lists, /api/show and /props (which carries the chat template) stay well under this.
-DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Parsed, a body costs the operator ten times its size or more, and up to PROBE_CONCURRENCY are
+#: read at once: a tenant's runtime must not be able to exhaust the operator's memory.
+DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 _PREVIEW_CHARS = 200
+#: A content type as servers send it (`text/html; charset=utf-8` is described as `text/html`).
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9.+-]{1,60}/[A-Za-z0-9.+-]{1,60}")
 #: What web frameworks say for an unknown path: Go's net/http and gin, FastAPI, cpp-httplib, aiohttp.
 _ROUTER_NOT_FOUND = {
     "",
@@ -76,6 +82,12 @@ class HTTPAnswer:
     reason_phrase: str
     body: bytes
     latency_seconds: float
+    content_type: str = ""
+
+    def described(self) -> str:
+        """What came back, without a word of the body: an unexpected answer may be any page
+        (an internal admin page, a metadata endpoint), and status and Events are widely readable."""
+        return describe_answer(self.status_code, self.content_type, len(self.body))
 
 
 class RuntimeHTTP:
@@ -142,7 +154,13 @@ class RuntimeHTTP:
             raise RuntimeTimeout(f"{self.where} did not answer {method} {path} within {seconds:g}s") from exc
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, method, path, answered=answered) from exc
-        return HTTPAnswer(response.status_code, response.reason_phrase, body, time.monotonic() - started)
+        return HTTPAnswer(
+            response.status_code,
+            response.reason_phrase,
+            body,
+            time.monotonic() - started,
+            response.headers.get("content-type", ""),
+        )
 
     async def send(
         self, method: str, path: str, *, json_body: Any = None, limit_seconds: float | None = None
@@ -158,7 +176,7 @@ class RuntimeHTTP:
     ) -> Any:
         """Send one request and return its JSON body; raise for any error status."""
         answer = await self.send(method, path, json_body=json_body, limit_seconds=limit_seconds)
-        return self.decode_json(answer.body, method, path)
+        return self.decode_answer(answer, method, path)
 
     async def call_wire(
         self,
@@ -170,8 +188,9 @@ class RuntimeHTTP:
         limit_seconds: float | None = None,
     ) -> WireModel:
         """`call`, then check the JSON against the shape the runtime's API documents."""
-        data = await self.call(method, path, json_body=json_body, limit_seconds=limit_seconds)
-        return self.parse_wire(wire_type, data, method, path)
+        answer = await self.send(method, path, json_body=json_body, limit_seconds=limit_seconds)
+        data = self.decode_answer(answer, method, path)
+        return self.parse_wire(wire_type, data, method, path, answer=answer)
 
     async def stream_ndjson(
         self, method: str, path: str, *, json_body: Any, idle_timeout: float
@@ -190,8 +209,11 @@ class RuntimeHTTP:
                 answered = True
                 if response.status_code >= 400:
                     body = await self._read_bounded(response, method, path)
+                    content_type = response.headers.get("content-type", "")
                     raise self.status_error(
-                        HTTPAnswer(response.status_code, response.reason_phrase, body, 0.0), method, path
+                        HTTPAnswer(response.status_code, response.reason_phrase, body, 0.0, content_type),
+                        method,
+                        path,
                     )
                 pending = bytearray()
                 async for chunk in response.aiter_bytes():
@@ -200,11 +222,11 @@ class RuntimeHTTP:
                         line = bytes(pending[:newline])
                         del pending[: newline + 1]
                         if len(line) > self.endpoint.max_body_bytes:
-                            raise self._too_large(method, path, what="one line of its streamed answer to")
+                            raise self._too_large(method, path, line=True)
                         if line.strip():
                             yield self.decode_json(line, method, path)
                     if len(pending) > self.endpoint.max_body_bytes:
-                        raise self._too_large(method, path, what="one line of its streamed answer to")
+                        raise self._too_large(method, path, line=True)
                 if pending.strip():
                     yield self.decode_json(bytes(pending), method, path)
         except httpx.TimeoutException as exc:
@@ -227,12 +249,15 @@ class RuntimeHTTP:
         return bytes(body)
 
     def _too_large(
-        self, method: str, path: str, *, declared: int | None = None, what: str = "its answer to"
+        self, method: str, path: str, *, declared: int | None = None, line: bool = False
     ) -> ResponseTooLarge:
         limit = self.endpoint.max_body_bytes
-        size = f"{declared} bytes" if declared is not None else f"more than {limit} bytes"
+        size = (
+            f"{declared} bytes (its Content-Length)" if declared is not None else f"more than {limit} bytes"
+        )
+        where = " in one line of its stream" if line else ""
         return ResponseTooLarge(
-            f"{self.where} sent {size} in {what} {method} {path}; the limit is {limit} bytes",
+            f"{self.where} answered {method} {path} with {size}{where}; the limit is {limit} bytes",
             limit_bytes=limit,
         )
 
@@ -267,10 +292,22 @@ class RuntimeHTTP:
         return RuntimeUnavailable(f"{method} {path} to {self.where} failed: {_describe(exc)}")
 
     def status_error(self, answer: HTTPAnswer, method: str, path: str) -> RuntimeAPIError:
-        """The exception that an error status means, with the runtime's own words in it."""
+        """The exception that an error status means, with the runtime's own words in it (its JSON
+        error message; any other body is described, never quoted)."""
         status = answer.status_code
-        said = runtime_error_text(answer.body) or answer.reason_phrase
-        heading = f"{self.where} answered {method} {path} with {status} {answer.reason_phrase}"
+        # The standard phrase, not the server's: a reason phrase is free text too.
+        phrase = _standard_phrase(status)
+        said = runtime_error_text(answer.body)
+        heading = f"{self.where} answered {method} {path} with {status} {phrase}"
+        if status == 404 and is_route_missing(said):
+            # The web framework's own 404, not the runtime's: probably another kind of server.
+            return RuntimeHTTPError(
+                f"{heading}; is the server at {self.display_url} really {self.runtime_name}?",
+                status_code=status,
+                runtime_message=said,
+            )
+        if not said:
+            said = f"{answer.described()}, not an error of its API" if answer.body.strip() else phrase
         if status in (401, 403):
             advice = (
                 "check that the API key is the one the runtime expects"
@@ -280,35 +317,42 @@ class RuntimeHTTP:
             return AuthFailed(f"{heading}: {said}; {advice}", status_code=status)
         if status == 503:
             return RuntimeUnavailable(f"{heading}: {said}", probe_state=ProbeState.LOADING)
-        if status == 404 and is_route_missing(said):
-            # The web framework's own 404, not the runtime's: probably another kind of server.
-            return RuntimeHTTPError(
-                f"{heading}; is the server at {self.display_url} really {self.runtime_name}?",
-                status_code=status,
-                runtime_message=said,
-            )
         return RuntimeHTTPError(f"{heading}: {said}", status_code=status, runtime_message=said)
 
-    def decode_json(self, body: bytes, method: str, path: str) -> Any:
+    def decode_answer(self, answer: HTTPAnswer, method: str, path: str) -> Any:
+        """The answer's JSON; what came back, described, when it is not JSON."""
+        return self.decode_json(answer.body, method, path, described=answer.described())
+
+    def decode_json(self, body: bytes, method: str, path: str, *, described: str = "") -> Any:
         try:
             return json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python parses
             if not body.strip():
                 problem = "an empty body"
             else:
-                problem = f"text that is not JSON ({exc}), beginning {_preview(body)!r}"
-            raise MalformedResponse(f"{self.where} answered {method} {path} with {problem}") from exc
+                what = described or f"{len(body):,} bytes"
+                problem = f"{what}, not the JSON {self.runtime_name}'s {path} answers"
+            raise MalformedResponse(f"{self.where} answered {method} {path} with {problem}") from None
 
-    def parse_wire(self, wire_type: type[WireModel], data: Any, method: str, path: str) -> WireModel:
+    def parse_wire(
+        self,
+        wire_type: type[WireModel],
+        data: Any,
+        method: str,
+        path: str,
+        *,
+        answer: HTTPAnswer | None = None,
+    ) -> WireModel:
         try:
             return wire_type.model_validate(data)
         except ValidationError as exc:
             first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "the top level"
+            field = ".".join(str(part) for part in first["loc"])[:_PREVIEW_CHARS] or "the top level"
+            what = f"{answer.described()}, JSON" if answer is not None else "JSON"
             raise MalformedResponse(
-                f"{self.where} answered {method} {path} with JSON its API does not document: "
-                f"{field}: {first['msg']} (got {_preview(json.dumps(data).encode())!r})"
-            ) from exc
+                f"{self.where} answered {method} {path} with {what} its API does not document: "
+                f"{field}: {first['msg']}"
+            ) from None
 
 
 def is_route_missing(runtime_message: str) -> bool:
@@ -318,24 +362,45 @@ def is_route_missing(runtime_message: str) -> bool:
 
 
 def runtime_error_text(body: bytes) -> str:
-    """The error message in a runtime's error body, in the shapes Ollama, OpenAI-style servers,
-    llama.cpp and FastAPI use; the start of the raw text otherwise."""
+    """The error message of a runtime's JSON error body, in the shapes Ollama, OpenAI-style
+    servers, llama.cpp and FastAPI document; a web framework's plain "not found"; else "".
+
+    Nothing else of a body is ever quoted: whatever answers may be a page the tenant must not read.
+    """
     try:
         data = json.loads(body)
-    except ValueError:
-        return _preview(body)
+    except (ValueError, RecursionError):
+        text = _preview(body)
+        return text if is_route_missing(text) else ""
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, str) and error:
-            return error
+            return _preview(error.encode())
         if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return str(error["message"])
+            return _preview(str(error["message"]).encode())
         for key in ("message", "detail", "status"):
             if isinstance(data.get(key), str) and data[key]:
-                return str(data[key])
+                return _preview(str(data[key]).encode())
         if "detail" in data:
             return json.dumps(data["detail"])[:_PREVIEW_CHARS]
-    return _preview(body)
+    return ""
+
+
+def describe_answer(status_code: int, content_type: str, size: int) -> str:
+    """`HTTP 200 text/html, 1,234 bytes`: what came back, in words that quote nothing of it."""
+    media = content_type.split(";")[0].strip()
+    if not media:
+        media = "without a content type"
+    elif not _MEDIA_TYPE.fullmatch(media):
+        media = "of an unusual content type"
+    return f"HTTP {status_code} {media}, {size:,} bytes"
+
+
+def _standard_phrase(status_code: int) -> str:
+    try:
+        return http.HTTPStatus(status_code).phrase
+    except ValueError:
+        return "(a status without a standard name)"
 
 
 def _preview(body: bytes) -> str:

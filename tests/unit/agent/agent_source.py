@@ -1,8 +1,8 @@
 """A real model source for the agent's tests, and the agent as the tests drive it.
 
 The source is an aiohttp server that serves bytes with Range and If-Range, a Hugging Face
-compatible API (`/api/models/...`, `/{repo}/resolve/...` redirecting LFS files to a CDN path),
-and misbehaves on request: 404s, connections dropped in the middle of a body, bodies held
+compatible API (`/api/models/...`, `/{repo}/resolve/...` redirecting LFS files to a CDN path)
+whose listings name a commit that stays readable after the branch moves, and misbehaves on request: 404s, connections dropped in the middle of a body, bodies held
 halfway until the test lets them go.
 """
 
@@ -35,7 +35,10 @@ def sha256_of(data: bytes) -> str:
 @dataclass
 class SourceFile:
     body: bytes
+    #: The ETag sent; by default a strong one made of the bytes' sha256, as the Hub sends.
     etag: str | None = None
+    #: False: neither ETag nor Last-Modified, as some plain HTTP servers answer.
+    validators: bool = True
     #: Close the connection once this many bytes of the file were sent, for the next `drops` GETs.
     drop_at: int | None = None
     drops: int = 1
@@ -45,6 +48,8 @@ class SourceFile:
     #: Pause between chunks, so a transfer takes a while.
     delay: float = 0.0
     honours_range: bool = True
+    #: False: a Range is answered with 206 whatever If-Range says (a broken cache or server).
+    honours_if_range: bool = True
     #: Hugging Face keeps large files in LFS, lists their sha256 and redirects them to a CDN.
     lfs: bool = False
     #: The sha256 Hugging Face lists, when it should differ from the bytes' own.
@@ -66,6 +71,8 @@ class SourceServer:
     repos: dict[str, dict[str, dict[str, SourceFile]]] = field(default_factory=dict)
     #: When set, the Hugging Face routes answer 401 without `Authorization: Bearer <token>`.
     token: str | None = None
+    #: commit -> path in repo -> file: every commit a listing named, still served by its id.
+    commits: dict[str, dict[str, SourceFile]] = field(default_factory=dict)
     seen: list[SeenRequest] = field(default_factory=list)
 
     def all_files(self) -> list[SourceFile]:
@@ -86,13 +93,32 @@ class SourceServer:
     def ranges_asked(self, path_part: str) -> list[str | None]:
         return [seen.headers.get("Range") for seen in self.gets_of(path_part)]
 
+    def commit_of(self, repo_id: str, revision: str) -> str:
+        """The commit a listing of `repo_id@revision` names now."""
+        return commit_of(repo_id, self.repos[repo_id][revision])
+
+
+def commit_of(repo_id: str, files: dict[str, SourceFile]) -> str:
+    digest = hashlib.sha1(repo_id.encode())
+    for path, file in sorted(files.items()):
+        digest.update(f"\0{path}\0{sha256_of(file.body)}".encode())
+    return digest.hexdigest()
+
+
+def etag_of(file: SourceFile) -> str | None:
+    if not file.validators:
+        return None
+    return file.etag or f'"{sha256_of(file.body)}"'
+
 
 async def _send_file(request: web.Request, file: SourceFile) -> web.StreamResponse:
     size = len(file.body)
     start, status = 0, 200
     asked = request.headers.get("Range")
     if_range = request.headers.get("If-Range")
-    if asked and file.honours_range and (if_range is None or if_range == file.etag):
+    etag = etag_of(file)
+    if_range_holds = if_range is None or if_range == etag or not file.honours_if_range
+    if asked and file.honours_range and if_range_holds:
         match = re.fullmatch(r"bytes=(\d+)-", asked)
         assert match, asked
         start = int(match[1])
@@ -102,8 +128,8 @@ async def _send_file(request: web.Request, file: SourceFile) -> web.StreamRespon
     headers = {"Content-Length": str(size - start), "Content-Type": "application/octet-stream"}
     if file.honours_range:
         headers["Accept-Ranges"] = "bytes"
-    if file.etag:
-        headers["ETag"] = file.etag
+    if etag:
+        headers["ETag"] = etag
     if status == 206:
         headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
     response = web.StreamResponse(status=status, headers=headers)
@@ -152,7 +178,9 @@ def build_source(source: SourceServer) -> web.Application:
 
     def repo_files(request: web.Request) -> dict[str, SourceFile] | None:
         repo_id = f"{request.match_info['org']}/{request.match_info['repo']}"
-        return source.repos.get(repo_id, {}).get(request.match_info["rev"])
+        revision = request.match_info["rev"]
+        files = source.repos.get(repo_id, {}).get(revision)
+        return files if files is not None else source.commits.get(revision)
 
     async def plain_file(request: web.Request) -> web.StreamResponse:
         file = source.files.get(request.match_info["name"])
@@ -173,7 +201,10 @@ def build_source(source: SourceServer) -> web.Application:
                 digest = file.listed_sha256 or sha256_of(file.body)
                 sibling["lfs"] = {"sha256": digest, "size": len(file.body), "pointerSize": 134}
             siblings.append(sibling)
-        return web.json_response({"id": "x", "sha": "0123abcd" * 5, "siblings": siblings})
+        repo_id = f"{request.match_info['org']}/{request.match_info['repo']}"
+        commit = commit_of(repo_id, files)
+        source.commits[commit] = dict(files)
+        return web.json_response({"id": repo_id, "sha": commit, "siblings": siblings})
 
     async def resolve(request: web.Request) -> web.StreamResponse:
         if not authorized(request):

@@ -9,7 +9,7 @@ import pytest
 from agent_source import SourceFile, SourceServer, StartAgent, random_bytes, sha256_of
 
 from llmop.agent.cli import add_subcommand
-from llmop.agent.store import COMPLETE_MARKER
+from llmop.agent.store import ModelRecord, ModelStore, now
 
 
 async def test_tags_list_completed_models_and_delete_removes_them(
@@ -41,15 +41,16 @@ async def test_tags_list_completed_models_and_delete_removes_them(
 
 async def test_tags_ignore_a_record_whose_model_is_not_complete(start_agent: StartAgent) -> None:
     agent = await start_agent()
-    repo = agent.models_dir / "hf/org/tiny/main"
-    repo.mkdir(parents=True)
-    (agent.models_dir / "hf/org/tiny/main.llmop.json").write_text(
-        '{"name": "hf://org/tiny", "local_path": "hf/org/tiny/main", "size": 1, '
-        '"digest": "sha256:00", "modified_at": "2025-01-01T00:00:00Z"}'
+    store = ModelStore(agent.models_dir)
+    (agent.models_dir / "hf/org/tiny/main").mkdir(parents=True)
+    store.write_record(
+        ModelRecord(
+            name="hf://org/tiny", local_path="hf/org/tiny/main", size=1, digest="sha256:00", modified_at=now()
+        )
     )
     assert await agent.tags() == []
 
-    (repo / COMPLETE_MARKER).write_text("sha256:00\n")
+    store.mark_repo_complete("hf/org/tiny/main", "sha256:00")
     assert [tag["name"] for tag in await agent.tags()] == ["hf://org/tiny"]
 
 
@@ -62,8 +63,9 @@ async def test_tags_ignore_a_record_whose_model_is_not_complete(start_agent: Sta
         ({"model": "http://host/x.gguf", "sha256": "xyz"}, "sha256 'xyz' is not 64 hexadecimal digits"),
         ({"model": "hf://org/repo", "sha256": "a" * 64}, "sha256 applies to one file"),
         ({"model": "hf://org/repo", "stream": "sometimes"}, "the request body is not valid"),
-        ({"model": "https://host/dir/"}, "does not name a file to store"),
-        ({"model": "https://host/a/./b.gguf"}, "does not name a file to store"),
+        ({"model": "https://host/dir/"}, "is not a file URL"),
+        ({"model": "https://host/a/./b.gguf"}, "is not a file URL"),
+        ({"model": "https://host:65536/b.gguf"}, "the port is not a number from 1 to 65535"),
     ],
 )
 async def test_pull_refuses_what_it_cannot_do_with_400_and_a_reason(

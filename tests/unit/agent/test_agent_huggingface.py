@@ -7,7 +7,7 @@ from typing import Any
 
 from agent_source import SourceFile, SourceServer, StartAgent, random_bytes, sha256_of
 
-from llmop.agent.store import COMPLETE_MARKER
+from llmop.agent.store import ModelStore
 
 MiB = 1024 * 1024
 
@@ -45,12 +45,9 @@ async def test_a_repo_lands_file_by_file_and_is_complete_only_with_its_marker(
     repo = agent.models_dir / "hf/org/tiny/main"
     assert (repo / "config.json").read_bytes() == config
     assert (repo / "model.safetensors").read_bytes() == weights
-    assert (repo / COMPLETE_MARKER).is_file()
-    assert sorted(path.name for path in repo.iterdir()) == [
-        COMPLETE_MARKER,
-        "config.json",
-        "model.safetensors",
-    ]
+    # The repo's directory holds the repo's files and nothing of the agent's.
+    assert sorted(path.name for path in repo.iterdir()) == ["config.json", "model.safetensors"]
+    assert ModelStore(agent.models_dir).is_complete("hf/org/tiny/main")
     assert (await agent.startup()).status_code == 200
     [tag] = await agent.tags()
     assert tag["name"] == "hf://org/tiny"
@@ -69,13 +66,15 @@ async def test_hf_endpoint_is_honoured_and_the_token_is_sent_as_a_bearer(
 
     listing, *files = [seen for seen in source.seen if "/cdn/" not in seen.path]
     assert listing.path == "/api/models/org/tiny/revision/main?blobs=true"
+    commit = source.commit_of("org/tiny", "main")
+    # Every file comes from the commit the listing named, never from the moving branch.
     assert [seen.path for seen in files] == [
-        "/org/tiny/resolve/main/config.json",
-        "/org/tiny/resolve/main/model.safetensors",
+        f"/org/tiny/resolve/{commit}/config.json",
+        f"/org/tiny/resolve/{commit}/model.safetensors",
     ]
     assert {seen.headers["Authorization"] for seen in [listing, *files]} == {"Bearer hf_secret"}
     # LFS files come from the CDN the resolve URL redirects to.
-    assert len(source.gets_of("/cdn/org/tiny/main/model.safetensors")) == 1
+    assert len(source.gets_of(f"/cdn/org/tiny/{commit}/model.safetensors")) == 1
 
 
 async def test_a_gated_repo_without_a_token_fails_with_the_endpoints_answer(
@@ -105,15 +104,16 @@ async def test_a_repo_whose_second_file_fails_is_not_complete_and_keeps_the_firs
 
     assert "error" in failed[-1]
     assert (repo / "config.json").read_bytes() == config
-    assert not (repo / COMPLETE_MARKER).exists() and not (repo / "model.safetensors").exists()
+    assert not ModelStore(agent.models_dir).is_complete("hf/org/tiny/main")
+    assert not (repo / "model.safetensors").exists()
     assert (await agent.startup()).status_code == 503
     assert await agent.tags() == []
 
     assert (await agent.pull("hf://org/tiny"))[-1] == {"status": "success"}
     # The landed file was kept; only the interrupted one was asked for again, from its partial.
-    assert len(source.gets_of("/org/tiny/resolve/main/config.json")) == 1
-    assert source.ranges_asked("/cdn/org/tiny/main/model.safetensors")[-1] == f"bytes={MiB}-"
-    assert (repo / COMPLETE_MARKER).is_file()
+    assert len(source.gets_of("/config.json")) == 1
+    assert source.ranges_asked("/cdn/org/tiny/")[-1] == f"bytes={MiB}-"
+    assert ModelStore(agent.models_dir).is_complete("hf/org/tiny/main")
 
 
 async def test_a_single_file_of_a_repo_at_a_revision(source: SourceServer, start_agent: StartAgent) -> None:
@@ -126,8 +126,8 @@ async def test_a_single_file_of_a_repo_at_a_revision(source: SourceServer, start
     lines = await agent.pull("hf://org/gguf@v1.0/tiny-q8.gguf", sha256=sha256_of(gguf))
 
     assert lines[-1] == {"status": "success"}
-    assert (agent.models_dir / "hf/org/gguf/v1.0/tiny-q8.gguf").read_bytes() == gguf
-    assert not (agent.models_dir / "hf/org/gguf/v1.0/README.md").exists()
+    assert (agent.models_dir / "hf-file/org/gguf/v1.0/tiny-q8.gguf").read_bytes() == gguf
+    assert not (agent.models_dir / "hf-file/org/gguf/v1.0/README.md").exists()
     [tag] = await agent.tags()
     assert tag["name"] == "hf://org/gguf@v1.0/tiny-q8.gguf"
     assert tag["digest"] == f"sha256:{sha256_of(gguf)}"
@@ -144,7 +144,7 @@ async def test_bytes_that_do_not_match_the_listed_digest_fail_naming_both(
     lines = await agent.pull("hf://org/gguf/m.gguf")
 
     assert lines[-1] == {"error": f"sha256 mismatch for m.gguf: expected {listed}, got {sha256_of(gguf)}"}
-    assert list((agent.models_dir / "hf/org/gguf/main").iterdir()) == []
+    assert not (agent.models_dir / "hf-file/org/gguf/main/m.gguf").exists()
 
 
 async def test_a_requested_sha256_that_differs_from_the_listed_one_fails_before_downloading(

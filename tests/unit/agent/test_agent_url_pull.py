@@ -8,6 +8,7 @@ from typing import Any
 
 from agent_source import CHUNK, SourceFile, SourceServer, StartAgent, eventually, random_bytes, sha256_of
 
+from llmop.agent.store import ModelStore
 from llmop.sources import parse_model_source
 
 MiB = 1024 * 1024
@@ -15,6 +16,11 @@ MiB = 1024 * 1024
 
 def local_file(agent_models_dir: Any, model: str) -> Any:
     return agent_models_dir / parse_model_source(model).local_path
+
+
+def partial_file(agent_models_dir: Any, model: str) -> Any:
+    """Where the agent gathers the bytes of a URL's file until they are verified."""
+    return ModelStore(agent_models_dir).partial_of(parse_model_source(model).local_path, "")
 
 
 def progress_of(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -46,7 +52,7 @@ async def test_pull_streams_rising_progress_then_success_and_lands_the_verified_
 
     landed = local_file(agent.models_dir, model)
     assert landed.read_bytes() == body
-    assert not landed.with_name("tiny.gguf.partial").exists()
+    assert not partial_file(agent.models_dir, model).exists()
     [tag] = await agent.tags()
     assert tag["name"] == model and tag["size"] == len(body)
     assert tag["digest"] == f"sha256:{sha256_of(body)}"
@@ -60,7 +66,7 @@ async def test_a_dropped_connection_fails_the_pull_and_the_next_pull_resumes_wit
     model = source.file_url("m.gguf")
     agent = await start_agent(required_models=(parse_model_source(model).local_path,))
     landed = local_file(agent.models_dir, model)
-    partial = landed.with_name("m.gguf.partial")
+    partial = partial_file(agent.models_dir, model)
 
     failed = await agent.pull(model)
 
@@ -92,7 +98,7 @@ async def test_a_silent_source_fails_after_the_read_timeout_keeping_every_byte_i
     source.files["m.gguf"] = held
     model = source.file_url("m.gguf")
     agent = await start_agent(read_timeout=1)
-    partial = local_file(agent.models_dir, model).with_name("m.gguf.partial")
+    partial = partial_file(agent.models_dir, model)
 
     failed = await agent.pull(model)
 
@@ -147,8 +153,9 @@ async def test_a_partial_holding_every_byte_is_verified_and_landed_after_a_416(
     model = source.file_url("m.gguf")
     agent = await start_agent()
     landed = local_file(agent.models_dir, model)
-    landed.parent.mkdir(parents=True)
-    landed.with_name("m.gguf.partial").write_bytes(body)
+    partial = partial_file(agent.models_dir, model)
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(body)
 
     lines = await agent.pull(model, sha256=sha256_of(body))
 
@@ -170,7 +177,7 @@ async def test_a_wrong_sha256_fails_naming_both_digests_and_leaves_nothing_compl
 
     assert lines[-1] == {"error": f"sha256 mismatch for m.gguf: expected {wrong}, got {sha256_of(body)}"}
     landed = local_file(agent.models_dir, model)
-    assert not landed.exists() and not landed.with_name("m.gguf.partial").exists()
+    assert not landed.exists() and not partial_file(agent.models_dir, model).exists()
     assert await agent.tags() == []
     assert (await agent.startup()).status_code == 503
 
@@ -208,7 +215,7 @@ async def test_startup_answers_503_naming_what_is_missing_until_the_model_is_com
     model = source.file_url("m.gguf")
     local_path = parse_model_source(model).local_path
     agent = await start_agent(required_models=(local_path,))
-    partial = local_file(agent.models_dir, model).with_name("m.gguf.partial")
+    partial = partial_file(agent.models_dir, model)
 
     before = await agent.startup()
     assert before.status_code == 503
@@ -233,7 +240,7 @@ async def test_delete_cancels_the_transfer_and_keeps_the_partial_for_a_resume(
     source.files["m.gguf"] = held
     model = source.file_url("m.gguf")
     agent = await start_agent()
-    partial = local_file(agent.models_dir, model).with_name("m.gguf.partial")
+    partial = partial_file(agent.models_dir, model)
 
     pulling = asyncio.create_task(agent.pull(model))
     await eventually(lambda: partial.exists() and partial.stat().st_size == MiB, "half the file on disk")
@@ -262,7 +269,7 @@ async def test_concurrent_pulls_share_one_transfer_and_a_leaving_client_cancels_
     source.files["m.gguf"] = held
     model = source.file_url("m.gguf")
     agent = await start_agent()
-    partial = local_file(agent.models_dir, model).with_name("m.gguf.partial")
+    partial = partial_file(agent.models_dir, model)
 
     # The first client reads one line and hangs up, as an operator restarting would.
     async with agent.http.stream("POST", f"{agent.url}/api/pull", json={"model": model}) as first:
@@ -329,7 +336,7 @@ async def test_stopping_the_agent_ends_its_followers_and_a_new_agent_resumes_the
     source.files["m.gguf"] = held
     model = source.file_url("m.gguf")
     agent = await start_agent()
-    partial = local_file(agent.models_dir, model).with_name("m.gguf.partial")
+    partial = partial_file(agent.models_dir, model)
     pulling = asyncio.create_task(agent.pull(model))
     await eventually(lambda: partial.exists() and partial.stat().st_size == MiB, "half the file on disk")
 

@@ -155,7 +155,7 @@ def test_llamacpp_serves_the_gguf_file_under_its_file_name() -> None:
         "--port",
         "8080",
         "--model",
-        "/models/url/example.com/files/tiny.gguf",
+        "/models/url/https/example.com/files/tiny.gguf",
         "--alias",
         "tiny.gguf",
     ]
@@ -274,9 +274,21 @@ def test_runtimes_that_cannot_pull_get_the_agent_as_a_native_sidecar(runtime_nam
     sidecar = agent(spec(runtime_name, startup={"timeout": "30m"}))
     assert sidecar["restartPolicy"] == "Always"
     assert sidecar["image"] == "llmop:test"
-    assert sidecar["args"] == ["agent", "--models-dir", "/models", "--port", "8090"]
+    assert sidecar["args"] == [
+        "agent",
+        "--models-dir",
+        "/models",
+        "--port",
+        "8090",
+        "--token-file",
+        "/var/run/llmop/agent-token/token",
+    ]
     assert sidecar["ports"] == [{"name": "agent", "containerPort": 8090, "protocol": "TCP"}]
-    assert sidecar["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]
+    assert sidecar["volumeMounts"] == [
+        {"name": "models", "mountPath": "/models"},
+        {"name": "agent-token", "mountPath": "/var/run/llmop/agent-token", "readOnly": True},
+        {"name": "agent-tmp", "mountPath": "/tmp"},
+    ]
     probe = sidecar["startupProbe"]
     assert probe["httpGet"] == {"path": "/startup", "port": "agent"}
     assert probe["periodSeconds"] == 5
@@ -287,8 +299,8 @@ def test_runtimes_that_cannot_pull_get_the_agent_as_a_native_sidecar(runtime_nam
     ("runtime_name", "model", "required"),
     [
         ("vllm", "hf://Qwen/Qwen3-0.6B", "hf/Qwen/Qwen3-0.6B/main"),
-        ("llamacpp", "hf://org/repo@v2/sub/m.gguf", "hf/org/repo/v2/sub/m.gguf"),
-        ("llamacpp", "https://example.com:8443/m.gguf", "url/example.com_8443/m.gguf"),
+        ("llamacpp", "hf://org/repo@v2/sub/m.gguf", "hf-file/org/repo/v2/sub/m.gguf"),
+        ("llamacpp", "https://example.com:8443/m.gguf", "url/https/example.com:8443/m.gguf"),
     ],
 )
 def test_the_agent_waits_for_the_model_the_runtime_serves(
@@ -325,7 +337,7 @@ def test_ollama_pulls_by_itself_and_gets_no_agent() -> None:
 @pytest.mark.parametrize(
     ("storage", "volume"),
     [
-        (None, {"name": "models", "emptyDir": {}}),
+        (None, {"name": "models", "emptyDir": {"sizeLimit": "50Gi"}}),
         ({"size": "100Gi"}, {"name": "models", "persistentVolumeClaim": {"claimName": "chat-models"}}),
         (
             {"existingClaim": "shared-models"},

@@ -291,3 +291,22 @@ def test_a_refused_api_key_fails_the_backend_at_once_with_the_servers_words() ->
     assert stalled is not None and (stalled.status, stalled.reason) == ("True", "Unauthorized")
     assert status.last_error == said
     assert status.pods is not None and status.pods[0].phase == "Refused"
+
+
+def test_an_external_url_in_the_deny_list_fails_at_once_saying_address_and_rule() -> None:
+    spec = {"external": {"url": "http://169.254.169.254", "kind": "openai"}, "startup": {"timeout": "30m"}}
+    said = (
+        "llmop refuses to connect to 169.254.169.254:80: the address is in 169.254.0.0/16 in the "
+        "operator's deny list (LLMOP_EXTERNAL_DENY_CIDRS, Helm value externalDenyCIDRs); nothing was sent"
+    )
+    denied = RuntimeObservation(probe=probe(ProbeState.DENIED, said))
+    status = compute_backend_status(snapshot(spec, pods=[], runtimes={"external": denied}))
+    assert status.phase == "Failed"
+    ready, stalled = find(status.conditions, "Ready"), find(status.conditions, "Stalled")
+    assert ready is not None and (ready.status, ready.reason, ready.message) == (
+        "False",
+        "TargetRefused",
+        said,
+    )
+    assert stalled is not None and (stalled.status, stalled.reason) == ("True", "TargetRefused")
+    assert status.last_error == said

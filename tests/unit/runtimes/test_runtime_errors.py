@@ -111,13 +111,62 @@ async def test_other_http_errors_carry_the_runtimes_text(fake_runtime) -> None:
     assert "GET /api/tags" in str(caught.value)
 
 
-async def test_text_that_is_not_json_is_malformed(fake_runtime) -> None:
+async def test_text_that_is_not_json_is_described_not_quoted(fake_runtime) -> None:
+    page = "<html>proxy error</html>"
     server = await fake_runtime(
-        {"GET /v1/models": lambda request: web.Response(text="<html>proxy error</html>")}
+        {"GET /v1/models": lambda request: web.Response(text=page, content_type="text/html")}
     )
     async with connect("vllm", server.url) as runtime:
-        with pytest.raises(MalformedResponse, match=r"not JSON.*<html>proxy error</html>"):
+        with pytest.raises(MalformedResponse) as caught:
             await runtime.list_models()
+    assert "GET /v1/models with HTTP 200 text/html, 24 bytes, not the JSON vLLM's /v1/models answers" in str(
+        caught.value
+    )
+    assert "proxy error" not in str(caught.value)
+
+
+#: What an internal page (a cloud metadata endpoint, an admin console) might answer.
+_INTERNAL_PAGE = "<html><body>ami-id: ami-0abc AccessKeyId=AKIAIOSFODNN7EXAMPLE token=s3cr3t</body></html>"
+
+
+@pytest.mark.parametrize("status", [200, 403, 404, 500, 503])
+async def test_an_internal_pages_text_never_reaches_the_message(fake_runtime, status: int) -> None:
+    server = await fake_runtime(
+        {
+            "GET /v1/models": lambda request: web.Response(
+                text=_INTERNAL_PAGE, status=status, content_type="text/html", reason="token=s3cr3t"
+            )
+        }
+    )
+    async with connect("openai", server.url) as runtime:
+        probe = await runtime.probe()
+        with pytest.raises(RuntimeAPIError) as caught:
+            await runtime.list_models()
+    for text in (probe.reason, str(caught.value), getattr(caught.value, "runtime_message", "")):
+        assert "AKIA" not in text and "s3cr3t" not in text and "ami-" not in text, text
+    assert f"HTTP {status} text/html, {len(_INTERNAL_PAGE)} bytes" in str(caught.value) or status == 404
+
+
+async def test_a_404_page_that_is_not_the_runtimes_asks_whether_the_kind_is_right(fake_runtime) -> None:
+    server = await fake_runtime(
+        {
+            "GET /v1/models": lambda request: web.Response(
+                text=_INTERNAL_PAGE, status=404, content_type="text/html"
+            )
+        }
+    )
+    async with connect("vllm", server.url) as runtime:
+        with pytest.raises(RuntimeHTTPError, match=r"404 Not Found; is the server at .* really vLLM\?"):
+            await runtime.list_models()
+
+
+async def test_json_of_the_wrong_shape_is_described_without_its_values(fake_runtime) -> None:
+    server = await fake_runtime({"GET /v1/models": {"data": [{"object": "model", "secret": "s3cr3t"}]}})
+    async with connect("vllm", server.url) as runtime:
+        with pytest.raises(MalformedResponse) as caught:
+            await runtime.list_models()
+    assert "HTTP 200 application/json" in str(caught.value)
+    assert "s3cr3t" not in str(caught.value)
 
 
 async def test_empty_body_is_malformed(fake_runtime) -> None:

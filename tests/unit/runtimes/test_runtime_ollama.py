@@ -443,6 +443,7 @@ async def test_the_agent_is_told_to_stop_a_transfer(fake_runtime) -> None:
     from llmop.runtimes.agent import connect_agent
 
     server = await fake_runtime({"DELETE /api/pull": {"status": "cancelled"}})
-    async with connect_agent(server.url) as agent:
+    async with connect_agent(server.url, token="agent-token") as agent:
         await agent.cancel_pull("hf://org/repo")
     assert server.bodies("/api/pull") == [{"model": "hf://org/repo"}]
+    assert server.requests[0].headers["Authorization"] == "Bearer agent-token"

@@ -115,7 +115,8 @@ async def test_ollama_probe_of_another_server_is_an_error(fake_runtime) -> None:
     async with connect("ollama", server.url) as runtime:
         result = await runtime.probe()
     assert result.state is ProbeState.ERROR
-    assert "not JSON" in result.reason
+    assert "HTTP 200 text/plain, 15 bytes, not the JSON Ollama's /api/version answers" in result.reason
+    assert "<html>" not in result.reason
 
 
 async def test_wrong_kind_of_server_is_an_error_that_says_so(fake_runtime) -> None:

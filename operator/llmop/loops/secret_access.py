@@ -1,0 +1,93 @@
+"""Secrets a backend names: used only when the Secret opts in.
+
+llmop may read Secrets its tenants may not. Without this rule, anyone allowed to create an
+LLMBackend could have llmop send any Secret of the namespace to a URL of their choosing
+(`apiKeySecretRef`), or mount it into a pod running an image of their choosing (`env`). A
+Secret's owner opts in with a label; llmop neither reads the value of any other Secret nor puts
+it into a pod, and says which label is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from llmop.k8s.client import SECRETS, KubeClient
+from llmop.manifests.labels import SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE
+from llmop.models.backend import LLMBackendSpec
+
+
+class SecretNotUsable(Exception):
+    """A Secret the spec names that llmop will not use; `reason` is a condition reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def opted_in(secret: dict[str, Any]) -> bool:
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(SECRET_OPT_IN_LABEL) == SECRET_OPT_IN_VALUE)
+
+
+def not_opted_in(name: str, namespace: str, use: str) -> SecretNotUsable:
+    return SecretNotUsable(
+        "SecretNotOptedIn",
+        f"Secret {name!r} ({use}) is not labeled for use by llmop: llmop uses only Secrets that "
+        f"opt in; if it is meant for this backend, run `kubectl label secret {name} -n {namespace} "
+        f"{SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}`",
+    )
+
+
+async def read_api_key(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -> str | None:
+    """The API key `spec.apiKeySecretRef` names, as text; SecretNotUsable says why not."""
+    ref = spec.api_key_secret_ref
+    if ref is None:
+        return None
+    use = "spec.apiKeySecretRef"
+    secret = await kube.get(SECRETS, ref.name, namespace)
+    if secret is None:
+        raise SecretNotUsable("SecretNotFound", f"Secret {ref.name!r} ({use}) does not exist in {namespace}")
+    if not opted_in(secret):
+        raise not_opted_in(ref.name, namespace, use)
+    value = (secret.get("data") or {}).get(ref.key)
+    if value is None:
+        raise SecretNotUsable("SecretNotFound", f"Secret {ref.name!r} ({use}) has no key {ref.key!r}")
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8").strip() or None
+    except (binascii.Error, UnicodeDecodeError):
+        raise SecretNotUsable(
+            "SecretNotText",
+            f"key {ref.key!r} of Secret {ref.name!r} ({use}) is not UTF-8 text; an API key is sent "
+            "as an HTTP header and must be text",
+        ) from None
+
+
+def pod_secret_names(spec: LLMBackendSpec) -> dict[str, str]:
+    """Each Secret the backend's pods would read, with the spec field that names it."""
+    names: dict[str, str] = {}
+    if spec.api_key_secret_ref is not None:
+        names[spec.api_key_secret_ref.name] = "spec.apiKeySecretRef"
+    for index, entry in enumerate(spec.env or []):
+        value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
+        ref = value_from.get("secretKeyRef") if isinstance(value_from, dict) else None
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+            names.setdefault(ref["name"], f"spec.env[{index}]")
+    return names
+
+
+async def check_pod_secrets(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -> None:
+    """Raise SecretNotUsable for the first Secret the pods would get that has not opted in, or
+    does not exist yet (it might be created later without the label, and the pod would get it)."""
+    for name, use in pod_secret_names(spec).items():
+        secret = await kube.get(SECRETS, name, namespace)
+        if secret is None:
+            raise SecretNotUsable(
+                "SecretNotFound",
+                f"Secret {name!r} ({use}) does not exist in {namespace}; create it with the label "
+                f"{SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}",
+            )
+        if not opted_in(secret):
+            raise not_opted_in(name, namespace, use)
