@@ -123,7 +123,7 @@ def test_an_external_url_that_could_reach_elsewhere_is_refused_at_apply(
     ("spec", "words"),
     [
         ({"startup": {"probeInterval": "0s"}}, "probeinterval"),
-        ({"models": [{"name": " "}]}, "blank"),
+        ({"models": [{"name": " "}]}, "only spaces"),
     ],
 )
 def test_values_that_would_spin_or_break_the_operator_are_refused_at_apply(
