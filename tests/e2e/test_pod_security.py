@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from test_model_pull import backend_pod
 
-from support.kube import REPO, Kube, eventually, wait_backend_ready
+from support.kube import REPO, Kube, wait_backend_ready
 from support.operator import OperatorProcess
 from support.runtimes import ModelSource, PodRunner
 
@@ -84,19 +85,6 @@ def restricted_ns(kube: Kube, operator: OperatorProcess, podrunner: PodRunner) -
 def guarded_ns(kube: Kube, operator: OperatorProcess, podrunner: PodRunner) -> Iterator[str]:
     with kube.namespace("guarded") as name:
         yield name
-
-
-def backend_pod(kube: Kube, backend: str, namespace: str) -> dict[str, Any]:
-    pods = eventually(
-        lambda: [
-            p
-            for p in kube.list("pods", namespace, f"llmop.dev/backend={backend}")
-            if p["status"].get("podIP") and not p["metadata"].get("deletionTimestamp")
-        ],
-        timeout=60,
-        message=f"a pod of {backend}",
-    )
-    return dict(pods[0])
 
 
 def assert_hardened(pod: dict[str, Any]) -> None:

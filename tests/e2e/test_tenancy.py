@@ -92,6 +92,17 @@ def ready_condition(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
 
 
+def wait_not_ready(kube: Kube, name: str, namespace: str, words: str) -> dict[str, Any]:
+    """The Ready condition once it is False and its message says `words`, as a user waits for it."""
+
+    def refused() -> dict[str, Any] | None:
+        condition = ready_condition(kube, name, namespace)
+        return condition if condition.get("status") == "False" and words in condition["message"] else None
+
+    found: dict[str, Any] = eventually(refused, timeout=30, message=f"Ready=False saying {words!r}")
+    return found
+
+
 def everything_shown(kube: Kube, namespace: str, operator: OperatorProcess) -> str:
     """What a user or the platform team can read about the namespace's backends."""
     statuses = [
@@ -145,15 +156,9 @@ def test_the_api_server_and_the_metadata_address_are_never_probed(
 ) -> None:
     url = api_server_url(kube) if target == "api-server" else "http://169.254.169.254"
     tenant.apply(external_backend("inside", url), tenant_ns)
-    refused = eventually(
-        lambda: (
-            (cond := ready_condition(tenant, "inside", tenant_ns)).get("reason") == "TargetRefused" and cond
-        ),
-        timeout=30,
-        message="Ready=False with reason TargetRefused",
-    )
-    host = urlsplit(url).hostname
-    assert refused["status"] == "False" and host in refused["message"], refused
+    host = str(urlsplit(url).hostname)
+    refused = wait_not_ready(tenant, "inside", tenant_ns, host)
+    assert refused["reason"] == "TargetRefused", refused
     events = tenant.list("events", tenant_ns)
     assert any(e["reason"] == "TargetRefused" and host in e["message"] for e in events), events
 
@@ -190,15 +195,7 @@ def test_an_internal_pages_body_is_described_never_echoed(
     kube: Kube, tenant: Tenant, tenant_ns: str, operator: OperatorProcess, internal_page: str
 ) -> None:
     tenant.apply(external_backend("echo", internal_page), tenant_ns)
-    seen = eventually(
-        lambda: (
-            (cond := ready_condition(tenant, "echo", tenant_ns)).get("status") == "False"
-            and "text/html" in cond.get("message", "")
-            and cond
-        ),
-        timeout=30,
-        message="Ready=False describing the HTML answer",
-    )
+    seen = wait_not_ready(tenant, "echo", tenant_ns, "text/html")
     assert "200" in seen["message"], seen
     assert INTERNAL_MARKER not in everything_shown(kube, tenant_ns, operator)
 
@@ -221,15 +218,7 @@ def test_a_secret_is_read_only_once_it_opts_in(
     kube.apply(api_key_secret(), tenant_ns)  # the admin's Secret, which the tenant may not read
     ref = {"name": "team-key", "key": "key"}
     tenant.apply(external_backend("keyed", keyed_server, apiKeySecretRef=ref), tenant_ns)
-    refused = eventually(
-        lambda: (
-            (cond := ready_condition(tenant, "keyed", tenant_ns)).get("status") == "False"
-            and "team-key" in cond.get("message", "")
-            and cond
-        ),
-        timeout=30,
-        message="a condition naming the Secret",
-    )
+    refused = wait_not_ready(tenant, "keyed", tenant_ns, "team-key")
     assert "llmop.dev/use" in refused["message"], refused
 
     kube.apply(api_key_secret(SECRET_LABEL), tenant_ns)  # whoever may read it opts it in

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import kopf
 import pytest
 
 from llmop import metrics
@@ -15,6 +14,7 @@ from llmop.loops import backend_observer
 from llmop.loops.backend_observer import BackendObserver
 from llmop.loops.context import OperatorContext
 from llmop.loops.pace import FULL_ROUND_EVERY, STEADY_INTERVAL, ObserverPace, caught_up, status_patch
+from support.observers import observer_of
 
 
 def test_a_backend_that_is_not_ready_is_looked_at_every_probe_interval() -> None:
@@ -74,17 +74,7 @@ class FakeKube:
 def observer(kube: FakeKube, spec: dict[str, Any]) -> BackendObserver:
     context = OperatorContext(config=OperatorConfig())
     context.kube = kube  # type: ignore[assignment]
-    body = kopf.Body({"metadata": {"name": "b", "namespace": "ns", "generation": 1}, "spec": spec})
-    return BackendObserver(
-        "b",
-        "ns",
-        body,
-        context,
-        kopf.DaemonStopped({}),
-        pods=list,
-        pulls=list,
-        logger=kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings()),
-    )
+    return observer_of(context, spec)
 
 
 @pytest.mark.parametrize("away", [False, True])

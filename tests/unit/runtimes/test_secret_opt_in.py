@@ -19,6 +19,7 @@ from llmop.loops.backend_ensure import ensure_backend_objects
 from llmop.loops.backend_observer import BackendObserver
 from llmop.loops.context import OperatorContext
 from llmop.manifests.labels import SECRET_OPT_IN_LABEL
+from support.observers import observer_of
 
 KEY = "sk-tenant-key-1234"
 MODELS = {"GET /v1/models": {"object": "list", "data": [{"id": "tiny", "object": "model"}]}}
@@ -71,17 +72,7 @@ async def observer_for(monkeypatch: pytest.MonkeyPatch):
         context.kube = kube  # type: ignore[assignment]
         clients.append(httpx.AsyncClient())
         context.runtime_http = context.external_http = clients[-1]
-        body = kopf.Body({"metadata": {"name": "b", "namespace": "ns", "generation": 1}, "spec": spec})
-        watched = BackendObserver(
-            "b",
-            "ns",
-            body,
-            context,
-            kopf.DaemonStopped({}),
-            pods=list,
-            pulls=list,
-            logger=kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings()),
-        )
+        watched = observer_of(context, spec)
 
         async def wait(seconds: float) -> bool:
             return False
