@@ -97,13 +97,13 @@ def _check_url(name: str, text: str) -> None:
     try:
         port = parts.port
     except ValueError:
-        raise InvalidModelSource(f"{name!r}: the port is not a number from 1 to 65535") from None
+        raise InvalidModelSource(f"{shown_url(name)!r}: the port is not a number from 1 to 65535") from None
     if port == 0:
-        raise InvalidModelSource(f"{name!r}: the port is not a number from 1 to 65535")
+        raise InvalidModelSource(f"{shown_url(name)!r}: the port is not a number from 1 to 65535")
     if not parts.hostname or not _valid_host(parts.hostname):
-        raise InvalidModelSource(f"{name!r}: the host is not a host name or an IP address")
+        raise InvalidModelSource(f"{shown_url(name)!r}: the host is not a host name or an IP address")
     if not segments or any(segment in ("", ".", "..") for segment in segments):
-        raise InvalidModelSource(f"{name!r} is not a file URL: write https://host/path/file.gguf")
+        raise InvalidModelSource(f"{shown_url(name)!r} is not a file URL: write https://host/path/file.gguf")
 
 
 def _valid_host(host: str) -> bool:
@@ -139,7 +139,9 @@ def parse_model_source(name: str) -> ModelSource:
         _check_url(name, text)
         return ModelSource(kind="url", name=text, url=text)
     if "://" in text:
-        raise InvalidModelSource(f"{name!r}: only hf://, https:// and http:// sources are supported")
+        raise InvalidModelSource(
+            f"{shown_url(name)!r}: only hf://, https:// and http:// sources are supported"
+        )
     if not text:
         raise InvalidModelSource("the model name is empty")
     return ModelSource(kind="ollama", name=text)
@@ -172,8 +174,10 @@ def model_slug(name: str) -> str:
 
 #: A URL in free text: scheme, optional user info (up to its last `@`), the rest, optional query.
 #: The scheme's length is bounded so that text without URLs costs linear time, however long.
+#: User info may hold quotes (legal there); no word boundary before the scheme, as `x_https://`
+#: is still a URL to hide.
 _URL_IN_TEXT = re.compile(
-    r"(?i)\b(?P<scheme>[a-z][a-z0-9+.-]{0,31}://)(?P<user>[^\s/?#'\"<>]*@)?(?P<rest>[^\s?#'\"<>]*)"
+    r"(?i)(?P<scheme>[a-z][a-z0-9+.-]{0,31}://)(?P<user>[^\s/?#<>]*@)?(?P<rest>[^\s?#'\"<>]*)"
     r"(?P<query>\?[^\s#'\"<>]*)?"
 )
 REDACTED = "<redacted>"
@@ -193,6 +197,18 @@ def redact_credentials(text: str) -> str:
         return f"{url['scheme']}{user}{url['rest']}{f'?{REDACTED}{after}' if query else ''}"
 
     return _URL_IN_TEXT.sub(redact, text)
+
+
+def shown_url(name: str) -> str:
+    """A model URL llmop could not parse, as a message may show it: everything up to its last `@`
+    (a password holding `/` or `?` unencoded included) and its query replaced."""
+    scheme, separator, rest = name.partition("://")
+    if not separator:
+        return redact_credentials(name)
+    if "@" in rest:
+        rest = f"{REDACTED}@{rest.rsplit('@', 1)[1]}"
+    rest, query, _ = rest.partition("?")
+    return f"{scheme}://{rest}{f'?{REDACTED}' if query else ''}"
 
 
 def redact_log_records() -> None:

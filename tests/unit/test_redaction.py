@@ -10,12 +10,20 @@ from typing import Any
 import kopf
 import pytest
 
+from llmop.agent.errors import body_excerpt
 from llmop.config import OperatorConfig
 from llmop.loops import backend_observer
 from llmop.manifests import build_deployment
 from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
 from llmop.models.base import Condition
-from llmop.sources import redact_credentials, redact_log_records, served_model_name
+from llmop.runtimes.transport import _preview as runtime_body_preview
+from llmop.sources import (
+    InvalidModelSource,
+    parse_model_source,
+    redact_credentials,
+    redact_log_records,
+    served_model_name,
+)
 
 SECRETS = ("hunter2", "alice", "AKIAEXAMPLE", "0ddba11")
 PRESIGNED = "https://models.example/m.gguf?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=0ddba11"
@@ -39,6 +47,8 @@ def assert_no_secret(text: str) -> None:
         (f"'{PRESIGNED}'", "'https://models.example/m.gguf?<redacted>'"),
         ("qwen3:0.6b and hf://org/repo@v1/f.gguf", "qwen3:0.6b and hf://org/repo@v1/f.gguf"),
         ("http://h/path/a@b.gguf", "http://h/path/a@b.gguf"),
+        ("https://alice:it's-hunter2@h/m.gguf", "https://<redacted>@h/m.gguf"),
+        ('see x_https://alice:"hunter2"@h/m.gguf', "see x_https://<redacted>@h/m.gguf"),
     ],
 )
 def test_user_info_and_queries_of_urls_in_text_are_redacted(text: str, redacted: str) -> None:
@@ -104,3 +114,27 @@ def test_phase_events_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     (event,) = posted
     assert "https://models.example/m.gguf?<redacted>" in event["message"]
     assert_no_secret(event["message"])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "https://alice:hun/ter2@h/m.gguf",
+        "https://alice:hunter2?x@h:99999/m.gguf",
+        "https://alice:hunter2@h:99999/m.gguf?sig=0ddba11",
+        "ftp://alice:hunter2@h/m.gguf",
+    ],
+)
+def test_a_url_that_cannot_be_parsed_is_refused_without_its_credentials(name: str) -> None:
+    """A password holding `/` or `?` unencoded defeats any pattern for URLs in text; a name llmop
+    cannot parse is shown with everything up to its last `@` hidden."""
+    with pytest.raises(InvalidModelSource) as refused:
+        parse_model_source(name)
+    assert_no_secret(str(refused.value))
+
+
+def test_a_body_is_redacted_before_it_is_cut_short() -> None:
+    """Cut first, a body would lose the `@` that marks `alice:hunter2` as user info."""
+    body = ("x" * 190 + " https://alice:hunter2hunter2hunter2@h/m.gguf").encode()
+    assert_no_secret(runtime_body_preview(body))
+    assert_no_secret(body_excerpt(b"y" * 290 + b" https://alice:hunter2hunter2@h/m.gguf"))

@@ -8,6 +8,8 @@ import socket
 
 import aiohttp
 
+from llmop.sources import redact_credentials
+
 #: How much of a failing source's answer is quoted: enough for "Repository not found" or an
 #: nginx error page's title, not a whole HTML page.
 BODY_EXCERPT_CHARS = 300
@@ -31,7 +33,8 @@ class DigestMismatch(PullError):
 
 def body_excerpt(body: bytes) -> str:
     """The start of a response body on one line, whitespace collapsed."""
-    text = re.sub(r"\s+", " ", body.decode("utf-8", errors="replace")).strip()
+    # Redacted before the cut: a cut inside `user:pass@` would hide the `@` that marks it.
+    text = redact_credentials(re.sub(r"\s+", " ", body.decode("utf-8", errors="replace")).strip())
     if len(text) > BODY_EXCERPT_CHARS:
         return text[:BODY_EXCERPT_CHARS].rstrip() + "..."
     return text

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from llmop.k8s.client import SECRETS, KubeClient
@@ -56,13 +57,22 @@ async def read_api_key(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -
     if value is None:
         raise SecretNotUsable("SecretNotFound", f"Secret {ref.name!r} ({use}) has no key {ref.key!r}")
     try:
-        return base64.b64decode(value, validate=True).decode("utf-8").strip() or None
+        key = base64.b64decode(value, validate=True).decode("utf-8").strip()
     except (binascii.Error, UnicodeDecodeError):
+        key = None
+    if key is None or not _HEADER_SAFE.fullmatch(key or "x"):
         raise SecretNotUsable(
             "SecretNotText",
-            f"key {ref.key!r} of Secret {ref.name!r} ({use}) is not UTF-8 text; an API key is sent "
-            "as an HTTP header and must be text",
-        ) from None
+            f"key {ref.key!r} of Secret {ref.name!r} ({use}) is not one line of printable text; an API "
+            "key is sent as an HTTP header (Authorization: Bearer <key>) and must be one",
+        )
+    return key or None
+
+
+#: What a bearer token may hold: printable ASCII without spaces (RFC 6750's b64token and more).
+#: A line break or a control character would be refused by the HTTP client, whose error quotes
+#: the header, key included.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
 def pod_secret_names(spec: LLMBackendSpec) -> dict[str, str]:

@@ -26,7 +26,18 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Link-local (cloud metadata endpoints live at 169.254.169.254, fd00:ec2::254 aside), loopback
 #: (the operator's own pod, a node's local services) and "this host" (0.0.0.0 reaches loopback).
-DEFAULT_DENIED_CIDRS = ("169.254.0.0/16", "fe80::/10", "127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128")
+DEFAULT_DENIED_CIDRS = (
+    "169.254.0.0/16",
+    "fe80::/10",
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+    # Metadata and host endpoints outside link-local: Alibaba Cloud, Azure's wireserver, AWS IPv6.
+    "100.100.100.200/32",
+    "168.63.129.16/32",
+    "fd00:ec2::254/128",
+)
 #: Where the deny list comes from, for messages.
 SETTING = "LLMOP_EXTERNAL_DENY_CIDRS, Helm value externalDenyCIDRs"
 

@@ -30,6 +30,7 @@ from llmop.runtimes.errors import (
     RuntimeUnavailable,
 )
 from llmop.runtimes.results import ProbeState
+from llmop.sources import redact_credentials
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 #: Model lists, /api/show and /props (which carries the chat template) stay well under this.
@@ -276,6 +277,12 @@ class RuntimeHTTP:
             return MalformedResponse(
                 f"{self.where} answered {method} {path} with a body that cannot be decoded: {exc}"
             )
+        if isinstance(exc, httpx.LocalProtocolError):
+            # Its message quotes the request, headers included: the API key would reach status.
+            return RuntimeUnavailable(
+                f"llmop could not send {method} {path} to {self.where}: a header (the API key?) is "
+                "not valid in HTTP"
+            )
         dropped = isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError)
         if dropped or _caused_by(exc, ConnectionResetError):
             if answered:
@@ -404,7 +411,8 @@ def _standard_phrase(status_code: int) -> str:
 
 
 def _preview(body: bytes) -> str:
-    text = " ".join(body.decode("utf-8", errors="replace").split())
+    # Redacted before the cut: a cut inside `user:pass@` would hide the `@` that marks it.
+    text = redact_credentials(" ".join(body.decode("utf-8", errors="replace").split()))
     return text if len(text) <= _PREVIEW_CHARS else text[:_PREVIEW_CHARS] + "…"
 
 

@@ -126,15 +126,25 @@ async def test_a_secret_with_the_label_is_sent_and_a_label_added_later_takes_eff
     assert kube.patches[-1]["phase"] == "Ready"
 
 
-async def test_a_key_that_is_not_text_gives_a_condition_round_after_round(fake_runtime, observer_for) -> None:
+@pytest.mark.parametrize(
+    "value", [b"\xff\xfe\x00key", b"sec\nret-VALUE", b"sec ret-VALUE", b"sec\x7fret-VALUE"]
+)
+async def test_a_key_that_is_not_one_line_of_text_gives_a_condition_round_after_round(
+    fake_runtime, observer_for, value: bytes
+) -> None:
+    """A line break would make the HTTP client refuse the header, quoting it, key and all."""
     server = await fake_runtime(MODELS)
-    kube = FakeKube({"keys": secret(b"\xff\xfe\x00key", opted_in=True)})
+    kube = FakeKube({"keys": secret(value, opted_in=True)})
     watched = observer_for(kube, external(server.url))
     for _ in range(3):
         await watched.round()  # never raises
     condition = ready(kube.patches[-1])
     assert condition["reason"] == "SecretNotText"
-    assert "key 'key' of Secret 'keys' (spec.apiKeySecretRef) is not UTF-8 text" in condition["message"]
+    assert (
+        "key 'key' of Secret 'keys' (spec.apiKeySecretRef) is not one line of printable text"
+        in (condition["message"])
+    )
+    assert "VALUE" not in str(kube.patches)
     assert server.requests == []
 
 
