@@ -225,6 +225,8 @@ NAMESPACED = {
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "secrets", "get"),
+    ("", "configmaps", "get"),
+    ("", "persistentvolumeclaims", "get"),
     ("", "secrets", "create"),
     ("networking.k8s.io", "networkpolicies", "create"),
     ("networking.k8s.io", "networkpolicies", "patch"),

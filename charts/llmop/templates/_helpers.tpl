@@ -73,9 +73,10 @@ llmop's (the handlers in operator/llmop/handlers/).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# llmop: read the API key a backend names in spec.apiKeySecretRef. Never written or listed.
+# llmop: read the API key a backend names in spec.apiKeySecretRef, and check that every Secret,
+# ConfigMap and claim a backend's pods would get carries llmop.dev/use=true. Never written or listed.
 - apiGroups: [""]
-  resources: ["secrets"]
+  resources: ["secrets", "configmaps", "persistentvolumeclaims"]
   verbs: ["get"]
 # llmop: each vLLM and llama.cpp backend's agent token, a Secret llmop creates once and reads back
 # by name; llmop uses one only when it carries llmop's label and an owner reference to the backend.

@@ -16,7 +16,7 @@ from llmop.k8s.client import (
 )
 from llmop.loops.agent_token import AgentTokenUnavailable, ensure_agent_token
 from llmop.loops.context import OperatorContext
-from llmop.loops.secret_access import SecretNotUsable, check_pod_secrets
+from llmop.loops.secret_access import SecretNotUsable, check_pod_references
 from llmop.manifests import AGENT_PORT, build_deployment, build_model_claim, build_model_pull, build_service
 from llmop.manifests.agent_access import build_agent_network_policy
 from llmop.manifests.labels import BACKEND_LABEL
@@ -79,7 +79,7 @@ async def ensure_backend_objects(
         return  # nothing to deploy: the daemon observes the URL
     try:
         # Before anything that leads to pods: a Secret that has not opted in never reaches one.
-        await check_pod_secrets(kube, namespace, parsed)
+        await check_pod_references(kube, namespace, parsed)
         claim = build_model_claim(name, namespace, uid, parsed)
         if claim:
             await kube.apply(PVCS, claim)

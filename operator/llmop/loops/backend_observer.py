@@ -31,7 +31,7 @@ from llmop.loops.pace import (
     probe_interval_seconds,
     status_patch,
 )
-from llmop.loops.secret_access import SecretNotUsable, check_pod_secrets, read_api_key
+from llmop.loops.secret_access import SecretNotUsable, check_pod_references, read_api_key
 from llmop.manifests import endpoint_url, openai_base_url
 from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
 from llmop.models.duration import parse_duration
@@ -200,7 +200,7 @@ class BackendObserver:
         try:
             api_key = await read_api_key(self.context.kube, self.namespace, spec)
             if spec.runtime is not None:
-                await check_pod_secrets(self.context.kube, self.namespace, spec)
+                await check_pod_references(self.context.kube, self.namespace, spec)
         except SecretNotUsable as problem:
             self.api_key, self.secret_problem = None, problem
             return

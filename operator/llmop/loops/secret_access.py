@@ -1,4 +1,4 @@
-"""Secrets a backend names: used only when the Secret opts in.
+"""Secrets (and ConfigMaps and claims) a backend names: used only when they opt in.
 
 llmop may read Secrets its tenants may not. Without this rule, anyone allowed to create an
 LLMBackend could have llmop send any Secret of the namespace to a URL of their choosing
@@ -12,9 +12,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from llmop.k8s.client import SECRETS, KubeClient
+from llmop.k8s.client import CONFIGMAPS, PVCS, SECRETS, KubeClient, Resource
 from llmop.manifests.labels import SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE
 from llmop.models.backend import LLMBackendSpec
 
@@ -33,12 +34,12 @@ def opted_in(secret: dict[str, Any]) -> bool:
     return bool(labels.get(SECRET_OPT_IN_LABEL) == SECRET_OPT_IN_VALUE)
 
 
-def not_opted_in(name: str, namespace: str, use: str) -> SecretNotUsable:
+def not_opted_in(name: str, namespace: str, use: str, kind: str = "Secret") -> SecretNotUsable:
     return SecretNotUsable(
-        "SecretNotOptedIn",
-        f"Secret {name!r} ({use}) is not labeled for use by llmop: llmop uses only Secrets that "
-        f"opt in; if it is meant for this backend, run `kubectl label secret {name} -n {namespace} "
-        f"{SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}`",
+        f"{kind}NotOptedIn",
+        f"{kind} {name!r} ({use}) is not labeled for use by llmop: llmop uses only {kind}s that "
+        f"opt in; if it is meant for this backend, run `kubectl label {kind.lower()} {name} -n "
+        f"{namespace} {SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}`",
     )
 
 
@@ -75,29 +76,54 @@ async def read_api_key(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 
 
-def pod_secret_names(spec: LLMBackendSpec) -> dict[str, str]:
-    """Each Secret the backend's pods would read, with the spec field that names it."""
-    names: dict[str, str] = {}
+@dataclass(frozen=True)
+class PodReference:
+    """An object of the namespace a backend's pods would get: a Secret or ConfigMap key in their
+    environment, or the claim they mount."""
+
+    kind: str
+    resource: Resource
+    name: str
+    use: str
+
+
+def pod_references(spec: LLMBackendSpec) -> list[PodReference]:
+    """Each Secret, ConfigMap and claim the backend's pods would get, with the field naming it."""
+    found: dict[tuple[str, str], PodReference] = {}
     if spec.api_key_secret_ref is not None:
-        names[spec.api_key_secret_ref.name] = "spec.apiKeySecretRef"
+        found[("Secret", spec.api_key_secret_ref.name)] = PodReference(
+            "Secret", SECRETS, spec.api_key_secret_ref.name, "spec.apiKeySecretRef"
+        )
     for index, entry in enumerate(spec.env or []):
         value_from = entry.get("valueFrom") if isinstance(entry, dict) else None
-        ref = value_from.get("secretKeyRef") if isinstance(value_from, dict) else None
-        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
-            names.setdefault(ref["name"], f"spec.env[{index}]")
-    return names
+        for field, kind, resource in _ENV_REFERENCES:
+            ref = value_from.get(field) if isinstance(value_from, dict) else None
+            if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+                found.setdefault(
+                    (kind, ref["name"]), PodReference(kind, resource, ref["name"], f"spec.env[{index}]")
+                )
+    claim = spec.storage.existing_claim if spec.storage else None
+    if claim:
+        found[("PersistentVolumeClaim", claim)] = PodReference(
+            "PersistentVolumeClaim", PVCS, claim, "spec.storage.existingClaim"
+        )
+    return list(found.values())
 
 
-async def check_pod_secrets(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -> None:
-    """Raise SecretNotUsable for the first Secret the pods would get that has not opted in, or
-    does not exist yet (it might be created later without the label, and the pod would get it)."""
-    for name, use in pod_secret_names(spec).items():
-        secret = await kube.get(SECRETS, name, namespace)
-        if secret is None:
+_ENV_REFERENCES = (("secretKeyRef", "Secret", SECRETS), ("configMapKeyRef", "ConfigMap", CONFIGMAPS))
+
+
+async def check_pod_references(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -> None:
+    """Raise SecretNotUsable for the first object the pods would get that has not opted in, or
+    does not exist yet (it might be created later without the label, and the pod would get it).
+    A tenant who may not read a Secret, a ConfigMap or a claim cannot have a pod read it."""
+    for ref in pod_references(spec):
+        found = await kube.get(ref.resource, ref.name, namespace)
+        if found is None:
             raise SecretNotUsable(
-                "SecretNotFound",
-                f"Secret {name!r} ({use}) does not exist in {namespace}; create it with the label "
-                f"{SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}",
+                f"{ref.kind}NotFound",
+                f"{ref.kind} {ref.name!r} ({ref.use}) does not exist in {namespace}; create it with the "
+                f"label {SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}",
             )
-        if not opted_in(secret):
-            raise not_opted_in(name, namespace, use)
+        if not opted_in(found):
+            raise not_opted_in(ref.name, namespace, ref.use, ref.kind)

@@ -13,7 +13,7 @@ import pytest
 
 from llmop import metrics
 from llmop.config import OperatorConfig
-from llmop.k8s.client import DEPLOYMENTS, SECRETS, Resource
+from llmop.k8s.client import CONFIGMAPS, DEPLOYMENTS, PVCS, SECRETS, Resource
 from llmop.loops import backend_observer
 from llmop.loops.backend_ensure import ensure_backend_objects
 from llmop.loops.backend_observer import BackendObserver
@@ -40,11 +40,12 @@ class FakeKube:
 
     def __init__(self, secrets: dict[str, dict[str, Any]]) -> None:
         self.secrets = secrets
+        self.others: dict[tuple[Resource, str], dict[str, Any]] = {}
         self.patches: list[dict[str, Any]] = []
         self.applied: list[tuple[Resource, dict[str, Any]]] = []
 
     async def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        return self.secrets.get(name) if resource == SECRETS else None
+        return self.secrets.get(name) if resource == SECRETS else self.others.get((resource, name))
 
     async def list(
         self, resource: Resource, namespace: str | None = None, label_selector: str = ""
@@ -171,3 +172,41 @@ async def test_no_pod_gets_a_secret_without_the_label(spec: dict[str, Any], use:
     kube.secrets["keys"] = secret(KEY.encode(), opted_in=True)
     await ensure_backend_objects("b", "ns", "uid-1", kopf.Spec(body), body, context, logger)
     assert DEPLOYMENTS in [resource for resource, _ in kube.applied]
+
+
+@pytest.mark.parametrize(
+    ("spec", "resource", "words"),
+    [
+        (
+            {
+                "env": [
+                    {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "team-config", "key": "k"}}}
+                ]
+            },
+            CONFIGMAPS,
+            "ConfigMap 'team-config' (spec.env[0]) is not labeled",
+        ),
+        (
+            {"storage": {"existingClaim": "team-config"}},
+            PVCS,
+            "PersistentVolumeClaim 'team-config' (spec.storage.existingClaim) is not labeled",
+        ),
+    ],
+)
+async def test_no_pod_gets_a_configmap_or_a_claim_without_the_label(
+    spec: dict[str, Any], resource: Resource, words: str
+) -> None:
+    """A tenant who may not read a ConfigMap, or mount a claim, cannot have a pod do it for them."""
+    kube = FakeKube({})
+    kube.others[(resource, "team-config")] = {"metadata": {"name": "team-config", "labels": {"team": "a"}}}
+    context = OperatorContext(config=OperatorConfig())
+    context.kube = kube  # type: ignore[assignment]
+    manifest = {"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}], **spec}
+    body = kopf.Body({"metadata": {"name": "b", "namespace": "ns"}, "spec": manifest})
+    logger = kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings())
+    with pytest.raises(kopf.TemporaryError, match=re.escape(words)):
+        await ensure_backend_objects("b", "ns", "uid-1", kopf.Spec(body), body, context, logger)
+    assert kube.applied == []
+    kube.others[(resource, "team-config")]["metadata"]["labels"] = {SECRET_OPT_IN_LABEL: "true"}
+    await ensure_backend_objects("b", "ns", "uid-1", kopf.Spec(body), body, context, logger)
+    assert DEPLOYMENTS in [applied for applied, _ in kube.applied]
