@@ -3,6 +3,7 @@ a status llmop wrote until kopf's view carries it, and a round against fakes of 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -108,3 +109,24 @@ async def test_a_round_writes_a_changed_status_or_looks_again_soon_while_the_api
         assert announced == [(None, "Deploying")]
     assert watched.generation == 1
     metrics.forget_backend("ns", "b")  # as the observer does when it stops: the gauges are global
+
+
+async def test_wakes_never_bring_rounds_closer_than_the_shortest_probe_interval() -> None:
+    """A pod or a ModelPull changing wakes the observer; a tenant patching a ModelPull in a loop
+    must not set the rate at which llmop probes the backend's target."""
+    watched = observer(FakeKube(False), {"runtime": "llamacpp", "models": [{"name": "https://h/f.gguf"}]})
+    waited: list[float] = []
+
+    class Stopped:
+        async def wait(self, seconds: float) -> None:
+            waited.append(seconds)
+
+    watched.stopped = Stopped()  # type: ignore[assignment]
+    watched.round_began = time.monotonic()
+    await watched.keep_round_gap()
+    assert len(waited) == 1 and 0.05 < waited[0] <= 0.1
+
+    waited.clear()
+    watched.round_began = time.monotonic() - 1.0
+    await watched.keep_round_gap()
+    assert waited == [], "a round a second after the last one starts at once"

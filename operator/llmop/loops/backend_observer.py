@@ -33,7 +33,7 @@ from llmop.loops.pace import (
 )
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references, read_api_key
 from llmop.manifests import endpoint_url, openai_base_url
-from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
+from llmop.models.backend import PROBE_INTERVAL_BOUNDS, LLMBackendSpec, LLMBackendStatus
 from llmop.models.duration import parse_duration
 from llmop.observer import observe_runtime
 from llmop.reconcile.backend_status import (
@@ -52,6 +52,7 @@ from llmop.runtimes.registry import serving_port
 logger = logging.getLogger(__name__)
 #: A Secret that is not usable (no opt-in label, not text) is looked at again this often.
 SECRET_RECHECK_SECONDS = 10.0
+MIN_ROUND_GAP_SECONDS = parse_duration(PROBE_INTERVAL_BOUNDS[0])
 
 
 @dataclass
@@ -91,6 +92,8 @@ class BackendObserver:
     waker: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why the last round failed, if it did: logged once, not every round.
     failure: str | None = None
+    #: When the last round began (monotonic seconds).
+    round_began: float = float("-inf")
 
     @property
     def key(self) -> BackendKey:
@@ -100,7 +103,9 @@ class BackendObserver:
         self.waker = self.context.observers.setdefault(self.key, self.waker)
         try:
             while not self.stopped:
+                await self.keep_round_gap()
                 self.waker.clear()
+                self.round_began = time.monotonic()
                 try:
                     await self.round()
                     self.failure = None
@@ -114,6 +119,13 @@ class BackendObserver:
             if self.stopped.reason and self.stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
                 self.context.forget_backend(self.key)
                 metrics.forget_deleted_backend(str(self.body.metadata.get("uid", "")))
+
+    async def keep_round_gap(self) -> None:
+        """Wakes (a pod or a ModelPull changed) never bring two rounds closer than the shortest
+        probe interval: a tenant patching a ModelPull in a loop does not set the probe rate."""
+        gap = MIN_ROUND_GAP_SECONDS - (time.monotonic() - self.round_began)
+        if gap > 0:
+            await self.stopped.wait(gap)
 
     async def report_failed_round(self, error: Exception) -> None:
         """Say in status (and an Event) why this round failed, then wait: a cause that stays (a
