@@ -31,6 +31,8 @@ import aiohttp
 
 from llmop.agent.errors import (
     DigestMismatch,
+    NoRoom,
+    PullError,
     SourceError,
     UnsafeVolumePath,
     describe_http_failure,
@@ -40,6 +42,7 @@ from llmop.agent.errors import (
 from llmop.agent.plan import FileToFetch
 from llmop.agent.store import (
     VolumeRoom,
+    human_size,
     make_dirs,
     open_no_follow,
     read_no_follow,
@@ -339,11 +342,14 @@ async def _receive(
             total = _expected_total(file, partial, response)
             if total is not None:
                 await asyncio.to_thread(room.check, total - partial.size, file.label)
+            # Without a size the room is the bound: the kubelet would evict the pod past it.
+            free = 0 if total is not None else await asyncio.to_thread(room.free)
+            bound = total if total is not None else received + free
             on_progress(partial.size, total)
             async for chunk in response.content.iter_any():
-                if total is not None and received + len(chunk) > total:
+                if received + len(chunk) > bound:
                     await batches.discard()
-                    raise SourceError(f"GET {file.url}: the source sent more than the {total} bytes expected")
+                    raise _past_bound(file, total, free)
                 received += len(chunk)
                 if await batches.add(chunk) and throttle.due():
                     on_progress(partial.size, total)
@@ -355,6 +361,15 @@ async def _receive(
     if total is not None and partial.size != total:
         raise SourceError(f"GET {file.url}: the source ended after {_bytes_of(partial.size, total)}; {_KEPT}")
     return "received"
+
+
+def _past_bound(file: FileToFetch, total: int | None, room: int) -> PullError:
+    if total is not None:
+        return SourceError(f"GET {file.url}: the source sent more than the {total} bytes expected")
+    return NoRoom(
+        f"{file.label} announced no size and grew past the {room} bytes ({human_size(room)}) the model "
+        "volume had free: give the volume more room or delete models it no longer needs"
+    )
 
 
 async def _request_headers(

@@ -54,6 +54,8 @@ class SourceFile:
     lfs: bool = False
     #: The sha256 Hugging Face lists, when it should differ from the bytes' own.
     listed_sha256: str | None = None
+    #: False: no Content-Length (a chunked answer), as a streaming server sends.
+    announces_size: bool = True
 
 
 @dataclass
@@ -125,7 +127,9 @@ async def _send_file(request: web.Request, file: SourceFile) -> web.StreamRespon
         if start >= size:
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
         status = 206
-    headers = {"Content-Length": str(size - start), "Content-Type": "application/octet-stream"}
+    headers = {"Content-Type": "application/octet-stream"}
+    if file.announces_size:
+        headers["Content-Length"] = str(size - start)
     if file.honours_range:
         headers["Accept-Ranges"] = "bytes"
     if etag:

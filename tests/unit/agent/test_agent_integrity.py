@@ -450,3 +450,21 @@ async def test_deleting_a_model_behind_a_link_is_refused_with_a_reason_not_a_cra
 
     assert answer.status_code == 409 and "symbolic link" in answer.json()["error"], answer.text
     assert (outside / "m.gguf").read_bytes() == b"keep me"
+
+
+async def test_a_file_of_no_announced_size_stops_at_the_volumes_room(
+    source: SourceServer, start_agent: StartAgent, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without Content-Length no check can come first; the room bounds the transfer instead of
+    the kubelet evicting the pod."""
+    source.files["m.gguf"] = SourceFile(random_bytes(2 * MiB), announces_size=False)
+    agent = await start_agent()
+    volume_with_free_bytes(monkeypatch, MiB)
+
+    lines = await agent.pull(source.file_url("m.gguf"))
+
+    assert (
+        "m.gguf announced no size and grew past the 1048576 bytes (1.0 MiB) the model volume had free"
+        in (lines[-1]["error"])
+    )
+    assert not (agent.models_dir / parse_model_source(source.file_url("m.gguf")).local_path).exists()
