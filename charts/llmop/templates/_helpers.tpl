@@ -62,13 +62,14 @@ llmop's (the handlers in operator/llmop/handlers/).
   resources: ["llmbackends/finalizers"]
   verbs: ["update"]
 # llmop: a backend's Deployment, Service and model claim, written by server-side apply
-# (patch; create when the object does not exist yet). Deletion is left to the garbage collector.
+# (patch; create when the object does not exist yet), each read first by name (get): llmop writes
+# over none that the backend does not own. Deletion is left to the garbage collector.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["services", "persistentvolumeclaims"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 # llmop: the in-memory index of the runtime pods (kopf.index on pods).
 - apiGroups: [""]
   resources: ["pods"]
@@ -83,10 +84,11 @@ llmop's (the handlers in operator/llmop/handlers/).
   resources: ["secrets"]
   verbs: ["get", "create"]
 # llmop: the NetworkPolicy that lets only the operator's pods reach a backend's agent
-# (server-side apply). Deletion is left to the garbage collector.
+# (server-side apply, read first by name like the objects above). Deletion is left to the garbage
+# collector.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 # kopf and llmop: Events on the backends and pulls (kubectl describe shows them).
 - apiGroups: [""]
   resources: ["events"]
