@@ -223,6 +223,7 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
     allowed = [
         ("patch", "deployments.apps", "-n", "anywhere"),
         ("create", "services", "-n", "anywhere"),
+        ("get", "services", "-n", "anywhere"),  # read first: llmop writes over no one else's
         ("patch", "llmbackends.llmop.dev/status", "-n", "anywhere"),
         ("create", "modelpulls.llmop.dev", "-n", "anywhere"),
         ("watch", "pods", "--all-namespaces"),

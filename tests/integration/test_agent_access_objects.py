@@ -17,6 +17,7 @@ from llmop.config import OperatorConfig, parse_labels
 from llmop.k8s.client import NETWORKPOLICIES, SECRETS, KubeClient
 from llmop.loops.agent_token import AgentTokenUnavailable, agent_token, ensure_agent_token
 from llmop.loops.context import OperatorContext
+from llmop.loops.name_conflicts import NameConflict
 from llmop.manifests import AGENT_PORT, build_deployment
 from llmop.manifests.agent_access import build_agent_network_policy
 from llmop.models.backend import LLMBackendSpec
@@ -100,7 +101,8 @@ async def test_a_secret_llmop_did_not_make_is_never_used_as_a_token(
     }
     kube.apply(planted, namespace)
 
-    with pytest.raises(AgentTokenUnavailable, match="is not the agent token llmop made for this backend"):
+    # The rule of every object llmop writes: a Secret this backend does not control is not its.
+    with pytest.raises(NameConflict, match="Secret 'chat-agent-token' already exists and does not belong"):
         await ensure_agent_token(context, "chat", namespace, uid, "llamacpp")
     with pytest.raises(AgentTokenUnavailable, match="is not the agent token"):
         await agent_token(context, "chat", namespace, uid)

@@ -119,7 +119,7 @@ def test_unschedulable_and_invalid_backends() -> None:
     message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
     pending = backend_status(pods=[PodFacts(name="x-1", unschedulable=message)], runtimes={})
     assert health("LLMBackend", obj(pending)) == {"status": "Progressing", "message": f"Pending: {message}"}
-    invalid = backend_status(invalid_spec="spec.models is empty")
+    invalid = backend_status(apply_problem=("InvalidSpec", "spec.models is empty"))
     assert health("LLMBackend", obj(invalid)) == {
         "status": "Degraded",
         "message": "InvalidSpec: spec.models is empty",

@@ -204,6 +204,14 @@ def _rules(doc: dict[str, Any]) -> set[tuple[str, str, str]]:
     }
 
 
+# The objects llmop applies for a backend, each read first by name (it writes over none the
+# backend does not own).
+OWNED = [
+    ("apps", "deployments"),
+    ("", "services"),
+    ("", "persistentvolumeclaims"),
+    ("networking.k8s.io", "networkpolicies"),
+]
 # What llmop does in a namespace it manages, and nothing more (see templates/_helpers.tpl).
 NAMESPACED = {
     *{
@@ -216,20 +224,13 @@ NAMESPACED = {
     ("llmop.dev", "modelpulls", "create"),
     ("llmop.dev", "modelpulls", "delete"),
     ("llmop.dev", "llmbackends/finalizers", "update"),
-    ("apps", "deployments", "create"),
-    ("apps", "deployments", "patch"),
-    ("", "services", "create"),
-    ("", "services", "patch"),
-    ("", "persistentvolumeclaims", "create"),
-    ("", "persistentvolumeclaims", "patch"),
+    *{(group, kind, verb) for group, kind in OWNED for verb in ("get", "create", "patch")},
     ("", "pods", "list"),
     ("", "pods", "watch"),
     ("", "secrets", "get"),
     ("", "configmaps", "get"),
     ("", "persistentvolumeclaims", "get"),
     ("", "secrets", "create"),
-    ("networking.k8s.io", "networkpolicies", "create"),
-    ("networking.k8s.io", "networkpolicies", "patch"),
     ("", "events", "create"),
 }
 CRDS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}

@@ -62,21 +62,23 @@ llmop's (the handlers in operator/llmop/handlers/).
   resources: ["llmbackends/finalizers"]
   verbs: ["update"]
 # llmop: a backend's Deployment, Service and model claim, written by server-side apply
-# (patch; create when the object does not exist yet). Deletion is left to the garbage collector.
+# (patch; create when the object does not exist yet), each read first by name (get): llmop writes
+# over none that the backend does not own. Deletion is left to the garbage collector.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["services", "persistentvolumeclaims"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 # llmop: the in-memory index of the runtime pods (kopf.index on pods).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
 # llmop: read the API key a backend names in spec.apiKeySecretRef, and check that every Secret,
-# ConfigMap and claim a backend's pods would get carries llmop.dev/use=true. Never written or listed.
+# ConfigMap and claim (get above) a backend's pods would get carries llmop.dev/use=true. Never
+# written or listed.
 - apiGroups: [""]
-  resources: ["secrets", "configmaps", "persistentvolumeclaims"]
+  resources: ["secrets", "configmaps"]
   verbs: ["get"]
 # llmop: each vLLM and llama.cpp backend's agent token, a Secret llmop creates once and reads back
 # by name; llmop uses one only when it carries llmop's label and an owner reference to the backend.
@@ -84,10 +86,11 @@ llmop's (the handlers in operator/llmop/handlers/).
   resources: ["secrets"]
   verbs: ["get", "create"]
 # llmop: the NetworkPolicy that lets only the operator's pods reach a backend's agent
-# (server-side apply). Deletion is left to the garbage collector.
+# (server-side apply, read first by name like the objects above). Deletion is left to the garbage
+# collector.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 # kopf and llmop: Events on the backends and pulls (kubectl describe shows them).
 - apiGroups: [""]
   resources: ["events"]

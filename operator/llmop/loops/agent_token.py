@@ -17,7 +17,9 @@ import secrets
 
 from llmop.k8s.client import SECRETS, KubeAPIError, KubeClient
 from llmop.loops.context import OperatorContext
+from llmop.loops.name_conflicts import NameConflict
 from llmop.manifests.agent_access import agent_token_of, agent_token_secret_name, build_agent_token_secret
+from llmop.manifests.ownership import name_conflict
 
 TOKEN_BYTES = 32
 
@@ -29,8 +31,8 @@ class AgentTokenUnavailable(Exception):
 async def ensure_agent_token(
     context: OperatorContext, name: str, namespace: str, uid: str, runtime: str
 ) -> str:
-    """The backend's token, creating its Secret the first time; AgentTokenUnavailable when a
-    Secret of that name exists that llmop did not make for this backend."""
+    """The backend's token, creating its Secret the first time; NameConflict when a Secret of
+    that name exists that this backend does not control (the rule of every object llmop writes)."""
     kube = context.kube
     existing = await kube.get(SECRETS, agent_token_secret_name(name), namespace)
     if existing is None:
@@ -42,6 +44,8 @@ async def ensure_agent_token(
                 raise
             # Another writer was quicker: use what it stored (if it is ours).
             existing = await kube.get(SECRETS, agent_token_secret_name(name), namespace) or {}
+    if taken := name_conflict(existing or None, "Secret", name, uid):
+        raise NameConflict(taken)
     return _remember(context, namespace, name, uid, existing)
 
 

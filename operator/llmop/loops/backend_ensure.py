@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 from pydantic import ValidationError
 
@@ -13,13 +15,16 @@ from llmop.k8s.client import (
     SERVICES,
     KubeAPIError,
     KubeClient,
+    Resource,
 )
 from llmop.loops.agent_token import AgentTokenUnavailable, ensure_agent_token
-from llmop.loops.context import OperatorContext
+from llmop.loops.context import BackendKey, OperatorContext
+from llmop.loops.name_conflicts import NameConflict, check_names_free
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references
 from llmop.manifests import AGENT_PORT, build_deployment, build_model_claim, build_model_pull, build_service
 from llmop.manifests.agent_access import build_agent_network_policy
 from llmop.manifests.labels import BACKEND_LABEL
+from llmop.manifests.ownership import controlled_by
 from llmop.manifests.runtime_pods import runtime_pod
 from llmop.models.backend import LLMBackendSpec
 from llmop.reconcile.conditions import status_text
@@ -28,6 +33,10 @@ from llmop.sources import InvalidModelSource, parse_model_source
 
 #: How often kopf tries again while a Secret the pods would get has not opted in.
 SECRET_RETRY_SECONDS = 30
+#: How often kopf tries again while a name the backend needs is taken (a GET per object), and
+#: while it is taken by a deleted backend's object, which the garbage collector removes in seconds.
+CONFLICT_RETRY_SECONDS = 30
+LEFTOVER_RETRY_SECONDS = 3
 
 
 def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
@@ -62,60 +71,95 @@ async def ensure_backend_objects(
     logger: kopf.Logger,
 ) -> None:
     """Apply what the spec asks for (claim, Deployment, Service, one ModelPull per model); what
-    the API server or llmop refuses is kept for the observer to show (InvalidSpec) and posted."""
+    the API server or llmop refuses is kept for the observer to show and posted."""
+    key = (namespace, name)
+    previous = context.apply_errors.get(key)
     try:
         parsed = LLMBackendSpec.model_validate(dict(spec))
     except ValidationError as error:
-        context.apply_errors[(namespace, name)] = f"spec is not valid: {error}"
+        context.apply_errors[key] = ("InvalidSpec", f"spec is not valid: {error}")
         raise kopf.PermanentError(str(error)) from error
-    problem = validate_backend_spec(parsed)
-    context.apply_errors.pop((namespace, name), None)
-    if problem:
-        context.apply_errors[(namespace, name)] = problem
-        kopf.event(body, type="Warning", reason="InvalidSpec", message=status_text(problem))
+    if problem := validate_backend_spec(parsed):
+        report_refusal(context, body, key, previous, "InvalidSpec", problem)
         return
-    kube = context.kube
-    if parsed.external is not None:
-        return  # nothing to deploy: the daemon observes the URL
     try:
-        # Before anything that leads to pods: a Secret that has not opted in never reaches one.
-        await check_pod_references(kube, namespace, parsed)
-        claim = build_model_claim(name, namespace, uid, parsed)
-        if claim:
-            await kube.apply(PVCS, claim)
-        if runtime_pod(parsed).needs_agent:
-            await ensure_agent_access(context, name, namespace, uid, parsed)
-        await kube.apply(DEPLOYMENTS, build_deployment(name, namespace, uid, parsed, context.config))
-        await kube.apply(SERVICES, build_service(name, namespace, uid, parsed))
-        await ensure_model_pulls(kube, name, namespace, uid, parsed)
+        if parsed.external is None:  # else nothing to deploy: the daemon observes the URL
+            await apply_backend_objects(context, name, namespace, uid, parsed)
+    except NameConflict as conflict:
+        # Retried: once the object is gone, the backend deploys.
+        report_refusal(context, body, key, previous, "NameConflict", conflict.message)
+        delay = LEFTOVER_RETRY_SECONDS if conflict.leftover else CONFLICT_RETRY_SECONDS
+        raise kopf.TemporaryError(conflict.message, delay=delay) from conflict
     except SecretNotUsable as error:
         # The observer shows it in status; kopf retries, so a label added later takes effect.
+        context.apply_errors.pop(key, None)
         raise kopf.TemporaryError(error.message, delay=SECRET_RETRY_SECONDS) from error
     except AgentTokenUnavailable as error:
-        context.apply_errors[(namespace, name)] = str(error)
-        kopf.event(body, type="Warning", reason="ApplyFailed", message=status_text(str(error)))
+        report_refusal(context, body, key, previous, "InvalidSpec", str(error), event_reason="ApplyFailed")
         raise kopf.TemporaryError(str(error), delay=30) from error
     except KubeAPIError as error:
-        if error.status_code in (400, 403, 422):
-            # The API server refused what the spec asked for: tell the user where they look.
-            context.apply_errors[(namespace, name)] = (
-                f"the API server refused the backend's objects: {error.message}"
-            )
-            kopf.event(body, type="Warning", reason="ApplyFailed", message=status_text(error.message))
-            raise kopf.PermanentError(error.message) from error
-        raise kopf.TemporaryError(str(error), delay=10) from error
+        if error.status_code not in (400, 403, 422):
+            # "Not now" rather than "no": status keeps what it said until the retry.
+            raise kopf.TemporaryError(str(error), delay=10) from error
+        # The API server refused what the spec asked for: tell the user where they look.
+        message = f"the API server refused the backend's objects: {error.message}"
+        report_refusal(context, body, key, previous, "InvalidSpec", message, event_reason="ApplyFailed")
+        raise kopf.PermanentError(error.message) from error
+    context.apply_errors.pop(key, None)
     logger.info("ensured the objects of backend %s/%s", namespace, name)
 
 
-async def ensure_agent_access(
+def report_refusal(
+    context: OperatorContext,
+    body: kopf.Body,
+    key: BackendKey,
+    previous: tuple[str, str] | None,
+    reason: str,
+    message: str,
+    event_reason: str | None = None,
+) -> None:
+    """Keep why the backend's objects were not applied, for its observer to show in status (a
+    condition with this reason), and post a Warning Event when it is news: a retry that meets
+    the same refusal posts nothing."""
+    context.apply_errors[key] = (reason, message)
+    if (reason, message) != previous:
+        kopf.event(body, type="Warning", reason=event_reason or reason, message=status_text(message))
+
+
+async def apply_backend_objects(
     context: OperatorContext, name: str, namespace: str, uid: str, spec: LLMBackendSpec
 ) -> None:
-    """Before the pods that mount it: the agent's token Secret (created once), and the
-    NetworkPolicy that lets only the operator's pods reach the agent."""
-    await ensure_agent_token(context, name, namespace, uid, spec.runtime or "")
-    policy = build_agent_network_policy(name, namespace, uid, spec, context.config, AGENT_PORT)
-    if policy is not None:
-        await context.kube.apply(NETWORKPOLICIES, policy)
+    """Every object of a managed backend, in the order the pods need them; nothing at all while
+    one of their names belongs to an object this backend does not control (NameConflict)."""
+    kube = context.kube
+    # Before anything that leads to pods: a Secret that has not opted in never reaches one.
+    await check_pod_references(kube, namespace, spec)
+    owned = owned_objects(context, name, namespace, uid, spec)
+    await check_names_free(kube, name, uid, owned)
+    if runtime_pod(spec).needs_agent:
+        # Before the pods that mount it; created once, never applied.
+        await ensure_agent_token(context, name, namespace, uid, spec.runtime or "")
+    for resource, manifest in owned:
+        await kube.apply(resource, manifest)
+    await ensure_model_pulls(kube, name, namespace, uid, spec)
+
+
+def owned_objects(
+    context: OperatorContext, name: str, namespace: str, uid: str, spec: LLMBackendSpec
+) -> list[tuple[Resource, dict[str, Any]]]:
+    """The objects llmop applies for a managed backend, each before those that need it: the
+    model claim (none with spec.storage.existingClaim, the user's own), the NetworkPolicy that
+    lets only the operator's pods reach the agent, the Deployment and the Service."""
+    objects: list[tuple[Resource, dict[str, Any]]] = []
+    if claim := build_model_claim(name, namespace, uid, spec):
+        objects.append((PVCS, claim))
+    if runtime_pod(spec).needs_agent:
+        policy = build_agent_network_policy(name, namespace, uid, spec, context.config, AGENT_PORT)
+        if policy is not None:
+            objects.append((NETWORKPOLICIES, policy))
+    objects.append((DEPLOYMENTS, build_deployment(name, namespace, uid, spec, context.config)))
+    objects.append((SERVICES, build_service(name, namespace, uid, spec)))
+    return objects
 
 
 async def ensure_model_pulls(
@@ -130,6 +174,5 @@ async def ensure_model_pulls(
         if existing is None or existing.get("spec") != pull["spec"]:
             await kube.apply(MODELPULLS, pull)
     for existing in await kube.list(MODELPULLS, namespace, f"{BACKEND_LABEL}={name}"):
-        owned = any(ref.get("uid") == uid for ref in existing["metadata"].get("ownerReferences", []))
-        if owned and existing["metadata"]["name"] not in wanted:
+        if controlled_by(existing, uid) and existing["metadata"]["name"] not in wanted:
             await kube.delete(MODELPULLS, existing["metadata"]["name"], namespace)

@@ -265,7 +265,7 @@ class BackendObserver:
             runtimes=dict(zip(targets, observations, strict=True)),
             pulls=dict(self.pulls()),
             normalize=tolerant(connect(kind, "http://normalize.invalid").normalize_model_name),
-            invalid_spec=self.context.apply_errors.get(self.key),
+            apply_problem=self.context.apply_errors.get(self.key),
             secret_problem=(
                 (self.secret_problem.reason, self.secret_problem.message) if self.secret_problem else None
             ),

@@ -27,9 +27,10 @@ class OperatorContext:
     runtime_http: httpx.AsyncClient = field(init=False)
     #: The client for spec.external servers: each connection passes the deny list.
     external_http: httpx.AsyncClient = field(init=False)
-    #: Why a backend's objects could not be applied, by backend: the ensure handler says it, the
-    #: backend's observer shows it in status (InvalidSpec).
-    apply_errors: dict[BackendKey, str] = field(default_factory=dict)
+    #: Why a backend's objects could not be applied, by backend, as (condition reason, message):
+    #: the ensure handler says it, the backend's observer shows it in status (InvalidSpec,
+    #: NameConflict).
+    apply_errors: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
     #: Each managed backend's agent token, with the backend's UID (llmop.loops.agent_token).
     agent_tokens: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
     #: Each observed backend's wake-up: set it and the observer looks at once.

@@ -19,6 +19,7 @@ from llmop.manifests.labels import (
     object_metadata,
     owner_reference,
 )
+from llmop.manifests.ownership import controlled_by
 from llmop.models.backend import LLMBackendSpec
 from llmop.runtimes.registry import serving_port
 
@@ -59,8 +60,7 @@ def agent_token_of(secret: dict[str, Any], name: str, uid: str) -> str | None:
     metadata = secret.get("metadata") or {}
     if (metadata.get("labels") or {}).get(AGENT_TOKEN_LABEL) != name:
         return None
-    owners = metadata.get("ownerReferences") or []
-    if not any(ref.get("uid") == uid and ref.get("controller") for ref in owners):
+    if not controlled_by(secret, uid):
         return None
     encoded = (secret.get("data") or {}).get(AGENT_TOKEN_KEY)
     try:

@@ -108,7 +108,8 @@ class BackendSnapshot:
     runtimes: dict[str, RuntimeObservation] = field(default_factory=dict)
     pulls: dict[str, PullFacts] = field(default_factory=dict)
     normalize: Callable[[str], str] = str
-    invalid_spec: str | None = None
+    #: Why the ensure handler applied nothing (InvalidSpec, NameConflict): (condition reason, message).
+    apply_problem: tuple[str, str] | None = None
     #: A Secret the spec names that llmop will not use: (condition reason, message).
     secret_problem: tuple[str, str] | None = None
 
@@ -364,8 +365,9 @@ def _phase(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> tuple[Backen
     if snapshot.secret_problem:
         reason, message = snapshot.secret_problem
         return "Failed", reason, message
-    if snapshot.invalid_spec:
-        return "Failed", "InvalidSpec", snapshot.invalid_spec
+    if snapshot.apply_problem:
+        reason, message = snapshot.apply_problem
+        return "Failed", reason, message
     if desired == 0:
         return "Pending", "ScaledToZero", "replicas is 0: nothing serves"
     if denied := [o.probe.reason for o in snapshot.runtimes.values() if o.probe.state is ProbeState.DENIED]:

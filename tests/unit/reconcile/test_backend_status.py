@@ -198,9 +198,19 @@ def test_pods_still_being_created_are_deploying() -> None:
 
 
 def test_invalid_spec_fails_and_stalls_at_once() -> None:
-    status = compute_backend_status(snapshot(invalid_spec="'ftp://x' is not a model source", runtimes={}))
+    problem = ("InvalidSpec", "'ftp://x' is not a model source")
+    status = compute_backend_status(snapshot(apply_problem=problem, runtimes={}))
     assert status.phase == "Failed"
     assert conditions(status)["Stalled"] == "True"
+
+
+def test_a_taken_name_fails_with_its_own_reason_and_says_what_to_do() -> None:
+    message = "Service 'b' already exists and does not belong to this backend: ... rename the backend"
+    status = compute_backend_status(snapshot(apply_problem=("NameConflict", message), pods=[], runtimes={}))
+    assert status.phase == "Failed"
+    ready = find(status.conditions, "Ready")
+    assert ready is not None and (ready.reason, ready.message) == ("NameConflict", message)
+    assert conditions(status)["Stalled"] == "True" and status.last_error == message
 
 
 def test_failed_pull_stalls_the_backend_with_the_pull_error() -> None:
