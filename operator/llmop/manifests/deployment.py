@@ -186,14 +186,16 @@ def agent_container(spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, A
     runtime back until every model the runtime serves is complete on disk."""
     path = served_model_path(spec)
     required = [path.removeprefix(f"{MODELS_DIR}/")] if path else []
-    shared = [deepcopy(var) for var in spec.env or [] if var.get("name") in AGENT_SHARED_ENV]
+    # The last entry of a name, as in the runtime's env: the API server refuses a name twice.
+    shared = _merge_env([], [deepcopy(var) for var in spec.env or [] if var.get("name") in AGENT_SHARED_ENV])
     token_file = f"{AGENT_TOKEN_DIR}/{AGENT_TOKEN_KEY}"
     return {
         "name": AGENT_CONTAINER,
         "image": config.agent_image,
         "args": ["agent", "--models-dir", MODELS_DIR, "--port", str(AGENT_PORT), "--token-file", token_file],
         "env": [
-            {"name": "LLMOP_REQUIRED_MODELS", "value": ",".join(required)},
+            # JSON, as a URL's path may hold a comma.
+            {"name": "LLMOP_REQUIRED_MODELS", "value": json.dumps(required)},
             # The only sources it may pull: what the backend declares.
             {"name": "LLMOP_DECLARED_MODELS", "value": json.dumps([model.name for model in spec.models])},
             # statvfs sees the node's disk, not an emptyDir's sizeLimit: the agent is told the limit.
