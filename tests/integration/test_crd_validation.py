@@ -135,6 +135,14 @@ BAD_MANIFESTS = {
     "huge-backoff": (_pull({"retry": {"backoff": "11m"}}), "must be between 1s and 10m"),
     "too-many-attempts": (_pull({"retry": {"maxAttempts": 101}}), "at most 100"),
     "bad-backoff": (_pull({"retry": {"backoff": "soon"}}), "must be a duration such as 30s"),
+    "huge-warmup-timeout": (
+        _backend({"runtime": "ollama", "warmup": {"timeout": "11m"}}),
+        "must be between 1s and 10m",
+    ),
+    "zero-warmup-timeout": (
+        _backend({"runtime": "ollama", "warmup": {"timeout": "0s"}}),
+        "must be between 1s and 10m",
+    ),
 }
 
 
@@ -164,8 +172,15 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         {"runtime": "vllm", "startup": {"probeInterval": "10m"}, "models": [{"name": "hf://o/r"}]},
         {"runtime": "llamacpp", "models": [{"name": "https://h.example:8443/m.gguf"}]},
         {"external": {"url": "http://10.0.0.5:65535"}},
+        {"runtime": "ollama", "warmup": {"timeout": "10m"}},
     ],
-    ids=["probe-100ms", "probe-10m", "model-url-port", "external-port-65535"],
+    ids=[
+        "probe-100ms",
+        "probe-10m",
+        "model-url-port",
+        "external-port-65535",
+        "warmup-10m",
+    ],
 )
 def test_values_at_the_bounds_are_accepted(kube: Kube, namespace: str, spec: dict[str, Any]) -> None:
     result = kube.apply(_backend(spec), namespace, check=False)

@@ -84,8 +84,10 @@ def test_llmbackend_cel_rules_cover_what_the_api_server_can_reject() -> None:
     assert rules[".spec.models[].name"][0] == "self.trim().size() > 0"
     assert "getPort()" in rules[".spec.models[].name"][1]
     assert "getPort()" in rules[".spec.external.url"][-1]
-    for duration in (".spec.startup.timeout", ".spec.warmup.timeout"):
-        assert rules[duration] == [f"self.matches('{DURATION_PATTERN}')"]
+    assert rules[".spec.startup.timeout"] == [f"self.matches('{DURATION_PATTERN}')"]
+    warmup = rules[".spec.warmup.timeout"]
+    assert warmup[0] == f"self.matches('{DURATION_PATTERN}')"
+    assert "duration(self) >= duration('1s')" in warmup[1] and "duration('10m')" in warmup[1]
     probe = rules[".spec.startup.probeInterval"]
     assert probe[0] == f"self.matches('{DURATION_PATTERN}')"
     assert "duration(self) >= duration('100ms')" in probe[1] and "duration('10m')" in probe[1]

@@ -30,11 +30,11 @@ from llmop.loops.pace import (
     caught_up,
     probe_interval_seconds,
     status_patch,
+    warmup_timeout_seconds,
 )
 from llmop.loops.secret_access import SecretNotUsable, check_pod_secrets, read_api_key
 from llmop.manifests import endpoint_url, openai_base_url
 from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
-from llmop.models.duration import parse_duration
 from llmop.observer import observe_runtime
 from llmop.reconcile.backend_status import (
     EXTERNAL,
@@ -296,7 +296,7 @@ class BackendObserver:
 
     async def warm_up(self, look: Look, spec: LLMBackendSpec) -> None:
         """Load each spec model into memory once per serving pod, so the first user request is fast."""
-        timeout = parse_duration(spec.warmup.timeout)
+        timeout = warmup_timeout_seconds(spec.warmup.timeout)
         for key, seen in look.snapshot.runtimes.items():
             if not seen.probe.serving:
                 continue

@@ -28,6 +28,9 @@ BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "
 #: startup.probeInterval's bounds: the CRD rejects others, and the operator holds a backend stored
 #: before the rule to them (a zero interval would spin its observer).
 PROBE_INTERVAL_BOUNDS = ("100ms", "10m")
+#: warmup.timeout's bounds, held by the operator too: one warmup request must not hold a serving
+#: pod's observer for hours.
+WARMUP_TIMEOUT_BOUNDS = ("1s", "10m")
 #: Bounds that keep the CEL rules on each model name within the API server's cost budget.
 MAX_SPEC_MODELS = 64
 MAX_MODEL_NAME_CHARS = 4096
@@ -161,7 +164,9 @@ class WarmupSpec(ApiModel):
     """Loading models into memory once the runtime serves."""
 
     enabled: bool = Field(default=True, description="Load the models into memory once the runtime serves.")
-    timeout: str = duration_field("2m", "How long one warmup request may take.")
+    timeout: str = bounded_duration_field(
+        "2m", "How long one warmup request may take.", *WARMUP_TIMEOUT_BOUNDS
+    )
 
 
 class LLMBackendSpec(ApiModel):
