@@ -135,6 +135,14 @@ BAD_MANIFESTS = {
     "huge-backoff": (_pull({"retry": {"backoff": "11m"}}), "must be between 1s and 10m"),
     "too-many-attempts": (_pull({"retry": {"maxAttempts": 101}}), "at most 100"),
     "bad-backoff": (_pull({"retry": {"backoff": "soon"}}), "must be a duration such as 30s"),
+    "vllm-on-the-agent-port": (
+        _backend({"runtime": "vllm", "port": 8090}),
+        "spec.port 8090 is the llmop agent's port",
+    ),
+    "llamacpp-on-the-agent-port": (
+        _backend({"runtime": "llamacpp", "port": 8090}),
+        "spec.port 8090 is the llmop agent's port",
+    ),
     "huge-warmup-timeout": (
         _backend({"runtime": "ollama", "warmup": {"timeout": "11m"}}),
         "must be between 1s and 10m",
@@ -173,6 +181,7 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         {"runtime": "llamacpp", "models": [{"name": "https://h.example:8443/m.gguf"}]},
         {"external": {"url": "http://10.0.0.5:65535"}},
         {"runtime": "ollama", "warmup": {"timeout": "10m"}},
+        {"runtime": "ollama", "port": 8090},  # Ollama's pods have no agent
     ],
     ids=[
         "probe-100ms",
@@ -180,6 +189,7 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         "model-url-port",
         "external-port-65535",
         "warmup-10m",
+        "ollama-port-8090",
     ],
 )
 def test_values_at_the_bounds_are_accepted(kube: Kube, namespace: str, spec: dict[str, Any]) -> None:

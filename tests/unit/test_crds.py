@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from llmop.cli import main
+from llmop.manifests.runtime_pods import runtime_pod
+from llmop.models.backend import AGENT_RUNTIMES, LLMBackendSpec
 from llmop.models.crd import all_crds, llmbackend_crd, modelpull_crd
 from llmop.models.duration import DURATION_PATTERN
 
@@ -77,7 +79,8 @@ def test_modelpull_names_and_columns() -> None:
 
 def test_llmbackend_cel_rules_cover_what_the_api_server_can_reject() -> None:
     rules = _rules(llmbackend_crd())
-    assert rules[".spec"] == ["has(self.runtime) != has(self.external)"]
+    assert rules[".spec"][0] == "has(self.runtime) != has(self.external)"
+    assert "self.port != 8090" in rules[".spec"][1]
     assert rules[".spec.replicas"] == ["self >= 0"]
     assert rules[".spec.gpu.count"] == ["self >= 0"]
     assert "isURL(self)" in rules[".spec.external.url"][0]
@@ -91,6 +94,11 @@ def test_llmbackend_cel_rules_cover_what_the_api_server_can_reject() -> None:
     probe = rules[".spec.startup.probeInterval"]
     assert probe[0] == f"self.matches('{DURATION_PATTERN}')"
     assert "duration(self) >= duration('100ms')" in probe[1] and "duration('10m')" in probe[1]
+
+
+def test_the_agent_port_rule_names_every_runtime_whose_pods_have_an_agent() -> None:
+    with_agent = {name for name in ("ollama", "vllm", "llamacpp") if runtime_pod(_managed(name)).needs_agent}
+    assert set(AGENT_RUNTIMES) == with_agent
 
 
 def test_modelpull_cel_rules() -> None:
@@ -162,6 +170,10 @@ def test_schema_rejects_a_wrong_type_with_the_field_named() -> None:
     }
     with pytest.raises(jsonschema.ValidationError, match="'two' is not of type 'integer'"):
         jsonschema.validate(bad, _schema(llmbackend_crd()))
+
+
+def _managed(runtime: str) -> LLMBackendSpec:
+    return LLMBackendSpec.model_validate({"runtime": runtime})
 
 
 def _lookup(document: dict[str, Any], path: str) -> Any:

@@ -141,6 +141,20 @@ async def test_a_warmup_timeout_stored_before_the_rule_is_held_to_1s_to_10m(
     assert timeouts == connected == [seconds]
 
 
+@pytest.mark.parametrize(("runtime", "port"), [("vllm", 8090), ("llamacpp", 8090)])
+def test_a_runtime_port_that_takes_the_agents_is_refused_with_a_message(runtime: str, port: int) -> None:
+    spec = LLMBackendSpec.model_validate(
+        {"runtime": runtime, "models": [{"name": "hf://o/r/m.gguf"}], "port": port}
+    )
+    problem = validate_backend_spec(spec)
+    assert problem is not None and "spec.port 8090 is the llmop agent's port" in problem
+
+
+def test_ollama_has_no_agent_and_may_listen_on_8090() -> None:
+    spec = LLMBackendSpec.model_validate({"runtime": "ollama", "port": 8090})
+    assert validate_backend_spec(spec) is None
+
+
 def test_an_error_that_quotes_bytes_of_a_secret_is_described_without_them() -> None:
     secret = b"\xffs3cr3t"
     try:

@@ -23,7 +23,7 @@ from llmop.manifests.labels import (
 )
 from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
 from llmop.manifests.storage import EMPTY_DIR_LIMIT, MODELS_VOLUME, models_claim, models_volume
-from llmop.models.backend import LLMBackendSpec
+from llmop.models.backend import AGENT_PORT, LLMBackendSpec
 from llmop.models.duration import parse_duration
 from llmop.runtimes.descriptor import PodRecipe, served_model_path
 from llmop.runtimes.registry import serving_port
@@ -32,7 +32,6 @@ from llmop.sources import MODELS_DIR
 RUNTIME_CONTAINER = "runtime"
 RUNTIME_PORT_NAME = "http"
 AGENT_CONTAINER = "agent"
-AGENT_PORT = 8090
 AGENT_PORT_NAME = "agent"
 #: The user of llmop's image (the Dockerfile's USER): the agent runs as it and writes the models.
 AGENT_USER = 65532

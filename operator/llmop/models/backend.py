@@ -31,6 +31,9 @@ PROBE_INTERVAL_BOUNDS = ("100ms", "10m")
 #: warmup.timeout's bounds, held by the operator too: one warmup request must not hold a serving
 #: pod's observer for hours.
 WARMUP_TIMEOUT_BOUNDS = ("1s", "10m")
+#: The llmop agent's port in every pod that has one (vllm, llamacpp): the runtime cannot take it.
+AGENT_PORT = 8090
+AGENT_RUNTIMES = ("vllm", "llamacpp")
 #: Bounds that keep the CEL rules on each model name within the API server's cost budget.
 MAX_SPEC_MODELS = 64
 MAX_MODEL_NAME_CHARS = 4096
@@ -251,7 +254,13 @@ LLMBackendSpec.model_config["json_schema_extra"] = validations(
         "has(self.runtime) != has(self.external)",
         "set exactly one of spec.runtime (llmop deploys ollama, vllm or llamacpp) or spec.external "
         "(llmop observes an existing server)",
-    )
+    ),
+    cel(
+        f"!has(self.runtime) || !(self.runtime in {list(AGENT_RUNTIMES)}) || !has(self.port) "
+        f"|| self.port != {AGENT_PORT}",
+        f"spec.port {AGENT_PORT} is the llmop agent's port in vllm and llamacpp pods: choose another "
+        "port, or 0 for the runtime's default",
+    ),
 )
 
 
