@@ -101,6 +101,32 @@ def test_the_agent_port_rule_names_every_runtime_whose_pods_have_an_agent() -> N
     assert set(AGENT_RUNTIMES) == with_agent
 
 
+@pytest.mark.parametrize(
+    ("field", "allowed"),
+    [
+        (
+            "podSecurityContext",
+            {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups", "seccompProfile"},
+        ),
+        (
+            "securityContext",
+            {"runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem", "seccompProfile"},
+        ),
+    ],
+)
+def test_security_contexts_hold_only_fields_that_grant_no_privilege(field: str, allowed: set[str]) -> None:
+    """No field is kept that the schema does not name: the API server refuses (kubectl's Strict
+    field validation) or prunes `privileged`, `capabilities` and the like."""
+    node = _schema(llmbackend_crd())["properties"]["spec"]["properties"][field]
+    assert set(node["properties"]) == allowed
+    for path, inner in _walk(node):
+        assert not inner.get("x-kubernetes-preserve-unknown-fields"), f"{field}{path} keeps unknown fields"
+    assert node["properties"]["seccompProfile"]["properties"]["type"]["enum"] == [
+        "RuntimeDefault",
+        "Localhost",
+    ]
+
+
 def test_modelpull_cel_rules() -> None:
     rules = _rules(modelpull_crd())
     assert rules[".spec.backendRef.name"] == ["self.size() > 0"]

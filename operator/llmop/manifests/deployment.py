@@ -150,7 +150,8 @@ def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: PodReci
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     container["volumeMounts"] = mounts
     # The user's keys replace llmop's one by one (e.g. runAsUser for a "restricted" namespace).
-    container["securityContext"] = {**deepcopy(CONTAINER_SECURITY), **deepcopy(spec.security_context or {})}
+    users = spec.security_context.to_api() if spec.security_context else {}
+    container["securityContext"] = {**deepcopy(CONTAINER_SECURITY), **users}
     # Loading weights can take many minutes: only the startup probe runs until the port opens,
     # and it allows the whole cold-start budget, so a loading pod is never killed.
     container["startupProbe"] = {
@@ -244,7 +245,8 @@ def pod_security_context(spec: LLMBackendSpec, needs_agent: bool) -> dict[str, A
         # The agent is not root: the volumes' group becomes its group, so it can write the models
         # and read its token (the runtime images run as root and read them either way).
         ours["fsGroup"] = AGENT_USER
-    return {**ours, **deepcopy(spec.pod_security_context or {})}
+    users = spec.pod_security_context.to_api() if spec.pod_security_context else {}
+    return {**ours, **users}
 
 
 def agent_volumes(name: str) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from llmop.models.base import (
     non_negative_field,
     validations,
 )
+from llmop.models.security import ContainerSecurity, PodSecurity
 
 ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
@@ -202,16 +203,19 @@ class LLMBackendSpec(ApiModel):
         description="Pod tolerations; a GPU backend tolerates the GPU resource's NoSchedule taint by default.",
     )
     affinity: KubeObject | None = Field(default=None, description="Pod affinity, as in a pod spec.")
-    pod_security_context: KubeObject | None = Field(
+    pod_security_context: PodSecurity | None = Field(
         default=None,
-        description="Pod securityContext, as in a pod spec, merged over llmop's (fsGroup 65532, "
-        "seccompProfile RuntimeDefault), e.g. runAsNonRoot and runAsUser for a namespace that enforces "
-        "Pod Security 'restricted'.",
+        description="Pod securityContext, merged key by key over llmop's (fsGroup 65532, seccompProfile "
+        "RuntimeDefault): runAsUser, runAsGroup, runAsNonRoot, fsGroup, supplementalGroups, "
+        "seccompProfile, e.g. runAsNonRoot and runAsUser for a namespace that enforces Pod Security "
+        "'restricted'. No other field: none that grants a privilege.",
     )
-    security_context: KubeObject | None = Field(
+    security_context: ContainerSecurity | None = Field(
         default=None,
-        description="securityContext of the runtime container, as in a container, merged over llmop's "
-        "(allowPrivilegeEscalation false, every capability dropped, seccompProfile RuntimeDefault).",
+        description="securityContext of the runtime container, merged key by key over llmop's "
+        "(allowPrivilegeEscalation false, every capability dropped, seccompProfile RuntimeDefault): "
+        "runAsUser, runAsGroup, runAsNonRoot, readOnlyRootFilesystem, seccompProfile. No other "
+        "field: none that grants a privilege.",
     )
     runtime_class_name: str | None = Field(default=None, description="RuntimeClass of the pods, e.g. nvidia.")
     priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
