@@ -135,6 +135,56 @@ BAD_MANIFESTS = {
     "huge-backoff": (_pull({"retry": {"backoff": "11m"}}), "must be between 1s and 10m"),
     "too-many-attempts": (_pull({"retry": {"maxAttempts": 101}}), "at most 100"),
     "bad-backoff": (_pull({"retry": {"backoff": "soon"}}), "must be a duration such as 30s"),
+    # A tenant who may not create pods gets no privilege through a backend's pods: kubectl's
+    # field validation (Strict) names a field the schema does not have.
+    "privileged-container": (
+        _backend({"runtime": "vllm", "securityContext": {"privileged": True}}),
+        'unknown field "spec.securityContext.privileged"',
+    ),
+    "added-capability": (
+        _backend({"runtime": "vllm", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}),
+        'unknown field "spec.securityContext.capabilities"',
+    ),
+    "privilege-escalation": (
+        _backend({"runtime": "ollama", "securityContext": {"allowPrivilegeEscalation": True}}),
+        'unknown field "spec.securityContext.allowPrivilegeEscalation"',
+    ),
+    "pod-sysctls": (
+        _backend({"runtime": "ollama", "podSecurityContext": {"sysctls": [{"name": "net.x", "value": "1"}]}}),
+        'unknown field "spec.podSecurityContext.sysctls"',
+    ),
+    "pod-selinux": (
+        _backend({"runtime": "ollama", "podSecurityContext": {"seLinuxOptions": {"type": "spc_t"}}}),
+        'unknown field "spec.podSecurityContext.seLinuxOptions"',
+    ),
+    "unconfined-seccomp": (
+        _backend({"runtime": "ollama", "securityContext": {"seccompProfile": {"type": "Unconfined"}}}),
+        'Unsupported value: "Unconfined"',
+    ),
+    "localhost-seccomp-without-profile": (
+        _backend({"runtime": "ollama", "podSecurityContext": {"seccompProfile": {"type": "Localhost"}}}),
+        "set localhostProfile with type Localhost",
+    ),
+    "negative-user": (
+        _backend({"runtime": "ollama", "podSecurityContext": {"runAsUser": -1}}),
+        "spec.podSecurityContext.runAsUser",
+    ),
+    "vllm-on-the-agent-port": (
+        _backend({"runtime": "vllm", "port": 8090}),
+        "spec.port 8090 is the llmop agent's port",
+    ),
+    "llamacpp-on-the-agent-port": (
+        _backend({"runtime": "llamacpp", "port": 8090}),
+        "spec.port 8090 is the llmop agent's port",
+    ),
+    "huge-warmup-timeout": (
+        _backend({"runtime": "ollama", "warmup": {"timeout": "11m"}}),
+        "must be between 1s and 10m",
+    ),
+    "zero-warmup-timeout": (
+        _backend({"runtime": "ollama", "warmup": {"timeout": "0s"}}),
+        "must be between 1s and 10m",
+    ),
 }
 
 
@@ -164,8 +214,36 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         {"runtime": "vllm", "startup": {"probeInterval": "10m"}, "models": [{"name": "hf://o/r"}]},
         {"runtime": "llamacpp", "models": [{"name": "https://h.example:8443/m.gguf"}]},
         {"external": {"url": "http://10.0.0.5:65535"}},
+        {"runtime": "ollama", "warmup": {"timeout": "10m"}},
+        {"runtime": "ollama", "port": 8090},  # Ollama's pods have no agent
+        {
+            "runtime": "vllm",
+            "podSecurityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "fsGroup": 2000,
+                "supplementalGroups": [3000],
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "readOnlyRootFilesystem": True,
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/llm.json"},
+            },
+        },
     ],
-    ids=["probe-100ms", "probe-10m", "model-url-port", "external-port-65535"],
+    ids=[
+        "probe-100ms",
+        "probe-10m",
+        "model-url-port",
+        "external-port-65535",
+        "warmup-10m",
+        "ollama-port-8090",
+        "restricted-security-contexts",
+    ],
 )
 def test_values_at_the_bounds_are_accepted(kube: Kube, namespace: str, spec: dict[str, Any]) -> None:
     result = kube.apply(_backend(spec), namespace, check=False)
@@ -176,6 +254,18 @@ def test_pull_retry_at_its_bounds_is_accepted(kube: Kube, namespace: str) -> Non
     for retry in ({"maxAttempts": 100, "backoff": "1s"}, {"maxAttempts": 1, "backoff": "10m"}):
         result = kube.apply(_pull({"retry": retry}), namespace, check=False)
         assert result.returncode == 0, result.stderr
+
+
+def test_a_privileged_field_sent_without_strict_validation_is_pruned_never_stored(
+    kube: Kube, namespace: str
+) -> None:
+    """A client that asks for no field validation (kubectl --validate=false) gets no error, but the
+    field is dropped: neither the stored backend nor, therefore, its pods carry it."""
+    privileged = {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}, "runAsUser": 1000}
+    manifest = _backend({"runtime": "ollama", "securityContext": privileged})
+    text = yaml.safe_dump(manifest)
+    kube.run("apply", "--validate=false", "-n", namespace, "-f", "-", input=text)
+    assert kube.get("llmb", "bad", namespace)["spec"]["securityContext"] == {"runAsUser": 1000}
 
 
 def test_rejected_manifest_leaves_nothing_behind(kube: Kube, namespace: str) -> None:

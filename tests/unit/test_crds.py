@@ -11,6 +11,8 @@ import pytest
 import yaml
 
 from llmop.cli import main
+from llmop.manifests.runtime_pods import runtime_pod
+from llmop.models.backend import AGENT_RUNTIMES, LLMBackendSpec
 from llmop.models.crd import all_crds, llmbackend_crd, modelpull_crd
 from llmop.models.duration import DURATION_PATTERN
 
@@ -77,18 +79,52 @@ def test_modelpull_names_and_columns() -> None:
 
 def test_llmbackend_cel_rules_cover_what_the_api_server_can_reject() -> None:
     rules = _rules(llmbackend_crd())
-    assert rules[".spec"] == ["has(self.runtime) != has(self.external)"]
+    assert rules[".spec"][0] == "has(self.runtime) != has(self.external)"
+    assert "self.port != 8090" in rules[".spec"][1]
     assert rules[".spec.replicas"] == ["self >= 0"]
     assert rules[".spec.gpu.count"] == ["self >= 0"]
     assert "isURL(self)" in rules[".spec.external.url"][0]
     assert rules[".spec.models[].name"][0] == "self.trim().size() > 0"
     assert "getPort()" in rules[".spec.models[].name"][1]
     assert "getPort()" in rules[".spec.external.url"][-1]
-    for duration in (".spec.startup.timeout", ".spec.warmup.timeout"):
-        assert rules[duration] == [f"self.matches('{DURATION_PATTERN}')"]
+    assert rules[".spec.startup.timeout"] == [f"self.matches('{DURATION_PATTERN}')"]
+    warmup = rules[".spec.warmup.timeout"]
+    assert warmup[0] == f"self.matches('{DURATION_PATTERN}')"
+    assert "duration(self) >= duration('1s')" in warmup[1] and "duration('10m')" in warmup[1]
     probe = rules[".spec.startup.probeInterval"]
     assert probe[0] == f"self.matches('{DURATION_PATTERN}')"
     assert "duration(self) >= duration('100ms')" in probe[1] and "duration('10m')" in probe[1]
+
+
+def test_the_agent_port_rule_names_every_runtime_whose_pods_have_an_agent() -> None:
+    with_agent = {name for name in ("ollama", "vllm", "llamacpp") if runtime_pod(_managed(name)).needs_agent}
+    assert set(AGENT_RUNTIMES) == with_agent
+
+
+@pytest.mark.parametrize(
+    ("field", "allowed"),
+    [
+        (
+            "podSecurityContext",
+            {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups", "seccompProfile"},
+        ),
+        (
+            "securityContext",
+            {"runAsUser", "runAsGroup", "runAsNonRoot", "readOnlyRootFilesystem", "seccompProfile"},
+        ),
+    ],
+)
+def test_security_contexts_hold_only_fields_that_grant_no_privilege(field: str, allowed: set[str]) -> None:
+    """No field is kept that the schema does not name: the API server refuses (kubectl's Strict
+    field validation) or prunes `privileged`, `capabilities` and the like."""
+    node = _schema(llmbackend_crd())["properties"]["spec"]["properties"][field]
+    assert set(node["properties"]) == allowed
+    for path, inner in _walk(node):
+        assert not inner.get("x-kubernetes-preserve-unknown-fields"), f"{field}{path} keeps unknown fields"
+    assert node["properties"]["seccompProfile"]["properties"]["type"]["enum"] == [
+        "RuntimeDefault",
+        "Localhost",
+    ]
 
 
 def test_modelpull_cel_rules() -> None:
@@ -160,6 +196,10 @@ def test_schema_rejects_a_wrong_type_with_the_field_named() -> None:
     }
     with pytest.raises(jsonschema.ValidationError, match="'two' is not of type 'integer'"):
         jsonschema.validate(bad, _schema(llmbackend_crd()))
+
+
+def _managed(runtime: str) -> LLMBackendSpec:
+    return LLMBackendSpec.model_validate({"runtime": runtime})
 
 
 def _lookup(document: dict[str, Any], path: str) -> Any:

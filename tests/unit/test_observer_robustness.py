@@ -4,6 +4,7 @@ deleted, whatever the spec stored (objects created before the CRD's rules) or th
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -104,6 +105,57 @@ async def test_a_blank_model_name_stored_before_the_rule_is_reported_not_raised(
         await watched.run()
     (status,) = watched.context.kube.patches  # type: ignore[attr-defined]
     assert status["phase"] == "Failed" and problem in status["lastError"]
+
+
+class RecordingRuntime:
+    """A runtime whose warmup records the timeout it was given."""
+
+    def __init__(self, timeouts: list[float]) -> None:
+        self.timeouts = timeouts
+
+    def normalize_model_name(self, name: str) -> str:
+        return name
+
+    async def warmup(self, model: str, timeout: float) -> None:  # noqa: ASYNC109 - the runtimes' interface
+        self.timeouts.append(timeout)
+
+
+@pytest.mark.parametrize(("stored", "seconds"), [("5h", 600.0), ("0s", 1.0), ("90s", 90.0)])
+async def test_a_warmup_timeout_stored_before_the_rule_is_held_to_1s_to_10m(
+    stored: str, seconds: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    timeouts: list[float] = []
+    connected: list[float] = []
+
+    def connect(kind: str, target: str, *, timeout: float, **_: Any) -> RecordingRuntime:
+        connected.append(timeout)
+        return RecordingRuntime(timeouts)
+
+    monkeypatch.setattr(backend_observer, "connect", connect)
+    spec = {"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}], "warmup": {"timeout": stored}}
+    watched = observer(FakeKube(away=False), spec)
+    watched.context.runtime_http = None  # type: ignore[assignment]
+    serving = SimpleNamespace(probe=SimpleNamespace(serving=True))
+    look = SimpleNamespace(
+        snapshot=SimpleNamespace(runtimes={"pod-a": serving}, generation=1),
+        targets={"pod-a": "http://10.0.0.1:11434"},
+    )
+    await watched.warm_up(look, LLMBackendSpec.model_validate(spec))  # type: ignore[arg-type]
+    assert timeouts == connected == [seconds]
+
+
+@pytest.mark.parametrize(("runtime", "port"), [("vllm", 8090), ("llamacpp", 8090)])
+def test_a_runtime_port_that_takes_the_agents_is_refused_with_a_message(runtime: str, port: int) -> None:
+    spec = LLMBackendSpec.model_validate(
+        {"runtime": runtime, "models": [{"name": "hf://o/r/m.gguf"}], "port": port}
+    )
+    problem = validate_backend_spec(spec)
+    assert problem is not None and "spec.port 8090 is the llmop agent's port" in problem
+
+
+def test_ollama_has_no_agent_and_may_listen_on_8090() -> None:
+    spec = LLMBackendSpec.model_validate({"runtime": "ollama", "port": 8090})
+    assert validate_backend_spec(spec) is None
 
 
 def test_an_error_that_quotes_bytes_of_a_secret_is_described_without_them() -> None:

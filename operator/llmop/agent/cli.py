@@ -27,7 +27,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         help="download models for vLLM and llama.cpp (the native sidecar beside them)",
         description="Serve Ollama's pull API for hf:// and https:// models, storing them under "
         "--models-dir. Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN, "
-        "LLMOP_REQUIRED_MODELS (comma-separated local paths that GET /startup waits for), "
+        "LLMOP_REQUIRED_MODELS (a JSON list of the local paths that GET /startup waits for), "
         "LLMOP_DECLARED_MODELS (a JSON list of the only model names a pull may name).",
     )
     agent.add_argument("--models-dir", required=True, type=Path, help="where models are stored")

@@ -101,5 +101,16 @@ def read_token_file(path: Path) -> str:
 
 
 def parse_required_models(text: str) -> tuple[str, ...]:
-    """`a/b, c/d/` -> ("a/b", "c/d"): comma-separated local paths, blanks dropped."""
-    return tuple(path for part in text.split(",") if (path := part.strip().strip("/")))
+    """A JSON list of local paths (a URL's path may hold a comma); a value that is no JSON list is
+    the comma-separated form an earlier operator wrote (`a/b, c/d/`). Blanks are dropped."""
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, list):
+        parsed = text.split(",")
+    if not all(isinstance(path, str) for path in parsed):
+        raise InvalidAgentSetting(
+            'LLMOP_REQUIRED_MODELS must be a JSON list of paths, e.g. ["hf/org/repo/main"]'
+        )
+    return tuple(path for part in parsed if (path := part.strip().strip("/")))

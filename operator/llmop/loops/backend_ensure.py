@@ -28,7 +28,7 @@ from llmop.manifests.ownership import controlled_by
 from llmop.manifests.runtime_pods import runtime_pod
 from llmop.models.backend import LLMBackendSpec
 from llmop.reconcile.conditions import status_text
-from llmop.runtimes.registry import managed_descriptor
+from llmop.runtimes.registry import managed_descriptor, serving_port
 from llmop.sources import InvalidModelSource, parse_model_source
 
 #: How often kopf tries again while a Secret the pods would get has not opted in.
@@ -46,6 +46,9 @@ def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
         return f"spec.models[{blank[0]}].name is empty or only spaces: name a model"
     if spec.runtime is None:
         return None
+    if runtime_pod(spec).needs_agent and serving_port(spec) == AGENT_PORT:
+        # Also a port the CRD refuses only since it had the rule: the runtime could not bind it.
+        return f"spec.port {AGENT_PORT} is the llmop agent's port in {spec.runtime} pods: choose another"
     runtime = managed_descriptor(spec)
     if not runtime.pulls_itself and not spec.models:
         return f"spec.models is empty: {spec.runtime} serves one model, name it in spec.models"

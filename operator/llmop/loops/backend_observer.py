@@ -30,6 +30,7 @@ from llmop.loops.pace import (
     caught_up,
     probe_interval_seconds,
     status_patch,
+    warmup_timeout_seconds,
 )
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references, read_api_key
 from llmop.manifests import endpoint_url, openai_base_url
@@ -308,7 +309,7 @@ class BackendObserver:
 
     async def warm_up(self, look: Look, spec: LLMBackendSpec) -> None:
         """Load each spec model into memory once per serving pod, so the first user request is fast."""
-        timeout = parse_duration(spec.warmup.timeout)
+        timeout = warmup_timeout_seconds(spec.warmup.timeout)
         for key, seen in look.snapshot.runtimes.items():
             if not seen.probe.serving:
                 continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmop.models.backend import PROBE_INTERVAL_BOUNDS
+from llmop.models.backend import PROBE_INTERVAL_BOUNDS, WARMUP_TIMEOUT_BOUNDS
 from llmop.models.duration import parse_duration
 
 STEADY_INTERVAL = 8.0
@@ -40,6 +40,13 @@ def probe_interval_seconds(probe_interval: str) -> float:
     interval) must not spin its observer, nor a huge one silence it."""
     shortest, longest = (parse_duration(bound) for bound in PROBE_INTERVAL_BOUNDS)
     return min(max(parse_duration(probe_interval), shortest), longest)
+
+
+def warmup_timeout_seconds(timeout: str) -> float:
+    """`warmup.timeout` held to the CRD's bounds: an object stored before the rule must not hold
+    its observer in one warmup request for hours."""
+    shortest, longest = (parse_duration(bound) for bound in WARMUP_TIMEOUT_BOUNDS)
+    return min(max(parse_duration(timeout), shortest), longest)
 
 
 def steady_interval(fast: float, observed: int) -> float:

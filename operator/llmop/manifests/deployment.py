@@ -23,7 +23,7 @@ from llmop.manifests.labels import (
 )
 from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
 from llmop.manifests.storage import EMPTY_DIR_LIMIT, MODELS_VOLUME, models_claim, models_volume
-from llmop.models.backend import LLMBackendSpec
+from llmop.models.backend import AGENT_PORT, LLMBackendSpec
 from llmop.models.duration import parse_duration
 from llmop.runtimes.descriptor import PodRecipe, served_model_path
 from llmop.runtimes.registry import serving_port
@@ -32,7 +32,6 @@ from llmop.sources import MODELS_DIR
 RUNTIME_CONTAINER = "runtime"
 RUNTIME_PORT_NAME = "http"
 AGENT_CONTAINER = "agent"
-AGENT_PORT = 8090
 AGENT_PORT_NAME = "agent"
 #: The user of llmop's image (the Dockerfile's USER): the agent runs as it and writes the models.
 AGENT_USER = 65532
@@ -151,7 +150,8 @@ def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: PodReci
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     container["volumeMounts"] = mounts
     # The user's keys replace llmop's one by one (e.g. runAsUser for a "restricted" namespace).
-    container["securityContext"] = {**deepcopy(CONTAINER_SECURITY), **deepcopy(spec.security_context or {})}
+    users = spec.security_context.to_api() if spec.security_context else {}
+    container["securityContext"] = {**deepcopy(CONTAINER_SECURITY), **users}
     # Loading weights can take many minutes: only the startup probe runs until the port opens,
     # and it allows the whole cold-start budget, so a loading pod is never killed.
     container["startupProbe"] = {
@@ -186,14 +186,16 @@ def agent_container(spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, A
     runtime back until every model the runtime serves is complete on disk."""
     path = served_model_path(spec)
     required = [path.removeprefix(f"{MODELS_DIR}/")] if path else []
-    shared = [deepcopy(var) for var in spec.env or [] if var.get("name") in AGENT_SHARED_ENV]
+    # The last entry of a name, as in the runtime's env: the API server refuses a name twice.
+    shared = _merge_env([], [deepcopy(var) for var in spec.env or [] if var.get("name") in AGENT_SHARED_ENV])
     token_file = f"{AGENT_TOKEN_DIR}/{AGENT_TOKEN_KEY}"
     return {
         "name": AGENT_CONTAINER,
         "image": config.agent_image,
         "args": ["agent", "--models-dir", MODELS_DIR, "--port", str(AGENT_PORT), "--token-file", token_file],
         "env": [
-            {"name": "LLMOP_REQUIRED_MODELS", "value": ",".join(required)},
+            # JSON, as a URL's path may hold a comma.
+            {"name": "LLMOP_REQUIRED_MODELS", "value": json.dumps(required)},
             # The only sources it may pull: what the backend declares.
             {"name": "LLMOP_DECLARED_MODELS", "value": json.dumps([model.name for model in spec.models])},
             # statvfs sees the node's disk, not an emptyDir's sizeLimit: the agent is told the limit.
@@ -243,7 +245,8 @@ def pod_security_context(spec: LLMBackendSpec, needs_agent: bool) -> dict[str, A
         # The agent is not root: the volumes' group becomes its group, so it can write the models
         # and read its token (the runtime images run as root and read them either way).
         ours["fsGroup"] = AGENT_USER
-    return {**ours, **deepcopy(spec.pod_security_context or {})}
+    users = spec.pod_security_context.to_api() if spec.pod_security_context else {}
+    return {**ours, **users}
 
 
 def agent_volumes(name: str) -> list[dict[str, Any]]:

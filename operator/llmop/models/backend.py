@@ -21,6 +21,7 @@ from llmop.models.base import (
     non_negative_field,
     validations,
 )
+from llmop.models.security import ContainerSecurity, PodSecurity
 
 ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
@@ -28,6 +29,12 @@ BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "
 #: startup.probeInterval's bounds: the CRD rejects others, and the operator holds a backend stored
 #: before the rule to them (a zero interval would spin its observer).
 PROBE_INTERVAL_BOUNDS = ("100ms", "10m")
+#: warmup.timeout's bounds, held by the operator too: one warmup request must not hold a serving
+#: pod's observer for hours.
+WARMUP_TIMEOUT_BOUNDS = ("1s", "10m")
+#: The llmop agent's port in every pod that has one (vllm, llamacpp): the runtime cannot take it.
+AGENT_PORT = 8090
+AGENT_RUNTIMES = ("vllm", "llamacpp")
 #: Bounds that keep the CEL rules on each model name within the API server's cost budget.
 MAX_SPEC_MODELS = 64
 MAX_MODEL_NAME_CHARS = 4096
@@ -161,7 +168,9 @@ class WarmupSpec(ApiModel):
     """Loading models into memory once the runtime serves."""
 
     enabled: bool = Field(default=True, description="Load the models into memory once the runtime serves.")
-    timeout: str = duration_field("2m", "How long one warmup request may take.")
+    timeout: str = bounded_duration_field(
+        "2m", "How long one warmup request may take.", *WARMUP_TIMEOUT_BOUNDS
+    )
 
 
 class LLMBackendSpec(ApiModel):
@@ -194,16 +203,19 @@ class LLMBackendSpec(ApiModel):
         description="Pod tolerations; a GPU backend tolerates the GPU resource's NoSchedule taint by default.",
     )
     affinity: KubeObject | None = Field(default=None, description="Pod affinity, as in a pod spec.")
-    pod_security_context: KubeObject | None = Field(
+    pod_security_context: PodSecurity | None = Field(
         default=None,
-        description="Pod securityContext, as in a pod spec, merged over llmop's (fsGroup 65532, "
-        "seccompProfile RuntimeDefault), e.g. runAsNonRoot and runAsUser for a namespace that enforces "
-        "Pod Security 'restricted'.",
+        description="Pod securityContext, merged key by key over llmop's (fsGroup 65532, seccompProfile "
+        "RuntimeDefault): runAsUser, runAsGroup, runAsNonRoot, fsGroup, supplementalGroups, "
+        "seccompProfile, e.g. runAsNonRoot and runAsUser for a namespace that enforces Pod Security "
+        "'restricted'. No other field: none that grants a privilege.",
     )
-    security_context: KubeObject | None = Field(
+    security_context: ContainerSecurity | None = Field(
         default=None,
-        description="securityContext of the runtime container, as in a container, merged over llmop's "
-        "(allowPrivilegeEscalation false, every capability dropped, seccompProfile RuntimeDefault).",
+        description="securityContext of the runtime container, merged key by key over llmop's "
+        "(allowPrivilegeEscalation false, every capability dropped, seccompProfile RuntimeDefault): "
+        "runAsUser, runAsGroup, runAsNonRoot, readOnlyRootFilesystem, seccompProfile. No other "
+        "field: none that grants a privilege.",
     )
     runtime_class_name: str | None = Field(default=None, description="RuntimeClass of the pods, e.g. nvidia.")
     priority_class_name: str | None = Field(default=None, description="PriorityClass of the pods.")
@@ -246,7 +258,13 @@ LLMBackendSpec.model_config["json_schema_extra"] = validations(
         "has(self.runtime) != has(self.external)",
         "set exactly one of spec.runtime (llmop deploys ollama, vllm or llamacpp) or spec.external "
         "(llmop observes an existing server)",
-    )
+    ),
+    cel(
+        f"!has(self.runtime) || !(self.runtime in {list(AGENT_RUNTIMES)}) || !has(self.port) "
+        f"|| self.port != {AGENT_PORT}",
+        f"spec.port {AGENT_PORT} is the llmop agent's port in vllm and llamacpp pods: choose another "
+        "port, or 0 for the runtime's default",
+    ),
 )
 
 

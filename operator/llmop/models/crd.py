@@ -7,6 +7,7 @@ field's description, so `kubectl explain` shows them).
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 from pydantic import BaseModel
@@ -50,7 +51,8 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         elif key == "const":
             out["enum"] = [value]
         else:
-            out[key] = value
+            # A copy: a model used twice would otherwise share lists, which YAML writes as aliases.
+            out[key] = deepcopy(value)
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if out.get("x-kubernetes-preserve-unknown-fields"):

@@ -11,7 +11,7 @@ from llmop.agent.download import ProgressThrottle, parse_content_range
 from llmop.agent.errors import BadPullRequest, body_excerpt, describe_http_failure
 from llmop.agent.plan import hf_file_url, hf_listing_url, normalize_sha256
 from llmop.agent.pull import manifest_digest, progress_line
-from llmop.agent.settings import parse_required_models, settings_from_env
+from llmop.agent.settings import InvalidAgentSetting, parse_required_models, settings_from_env
 from llmop.agent.store import FileRecord, UnsafeLocalPath, check_relative_path
 from llmop.agent.transfers import Publish, Transfer, TransferRegistry
 
@@ -42,7 +42,17 @@ def test_progress_is_due_at_most_once_per_interval() -> None:
     assert seen.count(True) == 4
 
 
-def test_required_models_are_comma_separated_local_paths() -> None:
+def test_required_models_are_a_json_list_of_local_paths_whose_names_may_hold_commas() -> None:
+    assert parse_required_models('["hf/org/repo/main", "url/https/h/a,b/x.gguf/", " "]') == (
+        "hf/org/repo/main",
+        "url/https/h/a,b/x.gguf",
+    )
+    assert parse_required_models("[]") == parse_required_models("") == ()
+    with pytest.raises(InvalidAgentSetting, match="LLMOP_REQUIRED_MODELS must be a JSON list"):
+        parse_required_models('["a/b", 3]')
+
+
+def test_required_models_written_comma_separated_by_an_earlier_operator_are_still_read() -> None:
     assert parse_required_models(" hf/org/repo/main, url/h/x.gguf ,, ") == (
         "hf/org/repo/main",
         "url/h/x.gguf",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from llmop.agent.settings import parse_required_models
 from llmop.config import OperatorConfig
 from llmop.manifests import (
     AGENT_CONTAINER,
@@ -198,7 +200,7 @@ def test_the_runtime_port_defaults_per_runtime(runtime_name: str, port: int) -> 
 def test_vllm_without_models_gets_no_model_argument_and_requires_nothing() -> None:
     backend = spec("vllm", models=[])
     assert "--model" not in runtime(backend)["args"]
-    assert env_of(agent(backend))["LLMOP_REQUIRED_MODELS"]["value"] == ""
+    assert env_of(agent(backend))["LLMOP_REQUIRED_MODELS"]["value"] == "[]"
 
 
 def test_an_unreadable_model_name_raises_a_message_the_user_can_act_on() -> None:
@@ -309,7 +311,7 @@ def test_the_agent_waits_for_the_model_the_runtime_serves(
     backend = spec(runtime_name, models=[{"name": model}, {"name": "hf://not/served"}])
     assert env_of(agent(backend))["LLMOP_REQUIRED_MODELS"] == {
         "name": "LLMOP_REQUIRED_MODELS",
-        "value": required,
+        "value": f'["{required}"]',
     }
     # The runtime reads the very path the agent waits for.
     assert f"/models/{required}" in runtime(backend)["args"]
@@ -325,6 +327,25 @@ def test_the_hugging_face_token_of_spec_env_reaches_the_agent_as_a_reference(run
     assert "VLLM_LOGGING_LEVEL" not in env_of(agent(backend))  # the runtime's settings stay its own
     assert env_of(runtime(backend))["HF_TOKEN"] == token
     assert "HF_TOKEN" not in env_of(agent(spec(runtime_name)))
+
+
+@pytest.mark.parametrize("runtime_name", ["vllm", "llamacpp"])
+def test_of_two_hugging_face_tokens_the_agent_gets_the_last_as_the_runtime_does(runtime_name: str) -> None:
+    # The API server refuses a container with one variable twice (422): the pod would never come.
+    first = {"name": "HF_TOKEN", "value": "hf_old"}
+    last = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    backend = spec(runtime_name, env=[first, {"name": "OTHER", "value": "x"}, last])
+
+    agent_tokens = [variable for variable in agent(backend)["env"] if variable["name"] == "HF_TOKEN"]
+    runtime_tokens = [variable for variable in runtime(backend)["env"] if variable["name"] == "HF_TOKEN"]
+    assert agent_tokens == runtime_tokens == [last]
+
+
+def test_a_required_model_whose_url_holds_a_comma_reaches_the_agent_whole() -> None:
+    backend = spec("llamacpp", models=[{"name": "https://h.example/a,b/m.gguf"}])
+    required = json.loads(env_of(agent(backend))["LLMOP_REQUIRED_MODELS"]["value"])
+    assert required == ["url/https/h.example/a,b/m.gguf"]
+    assert parse_required_models(json.dumps(required)) == ("url/https/h.example/a,b/m.gguf",)
 
 
 def test_ollama_pulls_by_itself_and_gets_no_agent() -> None:

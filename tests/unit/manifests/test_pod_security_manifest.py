@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from llmop.config import OperatorConfig, parse_labels
 from llmop.manifests import AGENT_PORT, build_deployment
@@ -83,13 +84,17 @@ def test_the_agent_is_told_the_models_the_backend_declares() -> None:
 
 
 def test_the_users_security_contexts_are_merged_over_llmops_key_by_key() -> None:
+    localhost = {"type": "Localhost", "localhostProfile": "profiles/llm.json"}
     backend = spec(
         "llamacpp",
-        podSecurityContext={"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 2000},
-        securityContext={
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"], "add": ["IPC_LOCK"]},
+        podSecurityContext={
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 2000,
+            "supplementalGroups": [3000],
         },
+        securityContext={"readOnlyRootFilesystem": True, "runAsUser": 1001, "seccompProfile": localhost},
     )
     spec_ = pod(backend)
     assert spec_["securityContext"] == {
@@ -97,15 +102,60 @@ def test_the_users_security_contexts_are_merged_over_llmops_key_by_key() -> None
         "fsGroup": 2000,
         "runAsNonRoot": True,
         "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "supplementalGroups": [3000],
     }
     assert spec_["containers"][0]["securityContext"] == {
         "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"], "add": ["IPC_LOCK"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": localhost,
         "readOnlyRootFilesystem": True,
+        "runAsUser": 1001,
     }
     # The agent keeps its own user whatever the pod's.
     assert spec_["initContainers"][0]["securityContext"]["runAsUser"] == 65532
+
+
+@pytest.mark.parametrize("runtime", ["ollama", "vllm", "llamacpp"])
+def test_a_privilege_in_a_backend_stored_before_the_typed_schema_never_reaches_the_pod(runtime: str) -> None:
+    # The CRD refuses these fields now; a backend stored earlier still reads back with them, and
+    # llmop re-hardens its pods on the next reconcile.
+    backend = spec(
+        runtime,
+        podSecurityContext={
+            "runAsUser": 1000,
+            "sysctls": [{"name": "kernel.shm_rmid_forced", "value": "0"}],
+            "seLinuxOptions": {"type": "spc_t"},
+            "windowsOptions": {"hostProcess": True},
+        },
+        securityContext={
+            "privileged": True,
+            "allowPrivilegeEscalation": True,
+            "capabilities": {"add": ["SYS_ADMIN"]},
+            "procMount": "Unmasked",
+            "readOnlyRootFilesystem": True,
+        },
+    )
+    spec_ = pod(backend)
+    assert spec_["containers"][0]["securityContext"] == {**HARDENED, "readOnlyRootFilesystem": True}
+    pod_context = spec_["securityContext"]
+    assert pod_context["runAsUser"] == 1000
+    assert not {"sysctls", "seLinuxOptions", "windowsOptions"} & set(pod_context)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("securityContext", {"seccompProfile": {"type": "Unconfined"}}),
+        ("podSecurityContext", {"seccompProfile": {"type": "Unconfined"}}),
+        ("podSecurityContext", {"runAsUser": -1}),
+    ],
+)
+def test_an_unconfined_seccomp_profile_or_a_negative_id_is_not_a_valid_spec(
+    field: str, value: dict[str, Any]
+) -> None:
+    with pytest.raises(ValidationError):
+        spec("vllm", **{field: value})
 
 
 def test_the_token_secret_is_owned_by_the_backend_and_only_that_one_is_trusted() -> None:
