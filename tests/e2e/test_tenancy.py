@@ -135,6 +135,11 @@ def test_an_external_url_that_could_reach_elsewhere_is_refused_at_apply(
     [
         ({"startup": {"probeInterval": "0s"}}, "probeinterval"),
         ({"models": [{"name": " "}]}, "only spaces"),
+        ({"securityContext": {"privileged": True}}, 'unknown field "spec.securitycontext.privileged"'),
+        (
+            {"podSecurityContext": {"sysctls": [{"name": "kernel.shm_rmid_forced", "value": "0"}]}},
+            "unknown field",
+        ),
     ],
 )
 def test_values_that_would_spin_or_break_the_operator_are_refused_at_apply(
@@ -245,3 +250,43 @@ def test_credentials_in_a_model_url_are_never_shown(
     )
     shown = everything_shown(kube, tenant_ns, operator)
     assert "hunter2" not in shown and "f00dfeed" not in shown
+
+
+def victim_service() -> dict[str, Any]:
+    """Another workload's Service, which the tenant may not edit."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "victim"},
+        "spec": {"selector": {"app": "database"}, "ports": [{"port": 5432, "targetPort": 5432}]},
+    }
+
+
+def test_a_backend_named_after_a_service_it_does_not_own_takes_nothing_over(
+    kube: Kube, tenant: Tenant, tenant_ns: str, operator: OperatorProcess
+) -> None:
+    """A forced apply under a taken name would point the database's clients at the tenant's pods,
+    and deleting the backend would then delete the database's Service."""
+    kube.apply(victim_service(), tenant_ns)
+    assert (
+        tenant.run("auth", "can-i", "patch", "services", "-n", tenant_ns, check=False).stdout.strip() == "no"
+    )
+    before = kube.get("service", "victim", tenant_ns)
+    backend = {
+        "apiVersion": "llmop.dev/v1alpha1",
+        "kind": "LLMBackend",
+        "metadata": {"name": "victim"},
+        "spec": {"runtime": "ollama", "models": [{"name": "tiny:latest"}]},
+    }
+    tenant.apply(backend, tenant_ns)
+    refused = wait_not_ready(tenant, "victim", tenant_ns, "Service 'victim' already exists")
+    assert refused["reason"] == "NameConflict", refused
+
+    after = kube.get("service", "victim", tenant_ns)
+    assert after["spec"]["selector"] == {"app": "database"}
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert not after["metadata"].get("ownerReferences")
+    assert kube.get_or_none("deployment", "victim", tenant_ns) is None
+
+    tenant.run("delete", "llmb", "victim", "-n", tenant_ns, "--wait=true", "--timeout=60s")
+    assert kube.get_or_none("service", "victim", tenant_ns) is not None, "the database's Service survived"
