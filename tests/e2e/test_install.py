@@ -230,9 +230,11 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("get", "secrets", "-n", "anywhere"),
         ("create", "events", "-n", "anywhere"),
         ("update", "leases.coordination.k8s.io", "-n", release["namespace"]),
+        ("create", "secrets", "-n", "anywhere"),  # each agent's token; never updated or deleted
     ]
     denied = [
-        ("create", "secrets", "-n", "anywhere"),
+        ("update", "secrets", "-n", "anywhere"),
+        ("delete", "secrets", "-n", "anywhere"),
         ("list", "secrets", "-n", "anywhere"),
         ("patch", "nodes"),
         ("delete", "deployments.apps", "-n", "anywhere"),
@@ -414,19 +416,16 @@ def test_the_operator_as_the_chart_service_account_brings_backends_to_ready(
             log = replica["process"].log()
             assert "Forbidden" not in log and "forbidden" not in log, log[-3000:]
             assert "Not enough permissions" not in log
-        # Outside its role, the same identity is refused.
+        # Outside its role, the same identity is refused: it may not list Secrets.
         refused = subprocess.run(
             [
                 str(binaries_cached()["kubectl"]),
                 "--kubeconfig",
                 str(operators["kubeconfig"]),
-                "create",
-                "secret",
-                "generic",
-                "stolen",
+                "get",
+                "secrets",
                 "-n",
                 namespace,
-                "--from-literal=a=b",
             ],
             capture_output=True,
             text=True,
