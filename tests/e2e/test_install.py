@@ -231,6 +231,7 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("create", "events", "-n", "anywhere"),
         ("update", "leases.coordination.k8s.io", "-n", release["namespace"]),
         ("create", "secrets", "-n", "anywhere"),  # each agent's token; never updated or deleted
+        ("get", "configmaps", "-n", "anywhere"),  # a ConfigMap a pod would get must opt in
     ]
     denied = [
         ("update", "secrets", "-n", "anywhere"),
@@ -242,7 +243,7 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("create", "llmbackends.llmop.dev", "-n", "anywhere"),  # users create backends, llmop never
         ("update", "llmbackends.llmop.dev", "-n", "anywhere"),  # kopf patches; nothing replaces
         ("update", "leases.coordination.k8s.io", "-n", "kube-system"),
-        ("get", "configmaps", "-n", "anywhere"),
+        ("list", "configmaps", "-n", "anywhere"),  # get only: a ConfigMap's opt-in label
         ("create", "pods", "-n", "anywhere"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ]
