@@ -7,29 +7,24 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import yaml
 
-from llmop.config import OperatorConfig, parse_labels
-from llmop.k8s.client import NETWORKPOLICIES, SECRETS, KubeClient
+from llmop.k8s.client import NETWORKPOLICIES, SECRETS
 from llmop.loops.agent_token import AgentTokenUnavailable, agent_token, ensure_agent_token
 from llmop.loops.context import OperatorContext
 from llmop.loops.name_conflicts import NameConflict
 from llmop.manifests import AGENT_PORT, build_deployment
 from llmop.manifests.agent_access import build_agent_network_policy
 from llmop.models.backend import LLMBackendSpec
+from support.configs import IN_CLUSTER_CONFIG
 from support.kube import REPO, Kube
 
 pytestmark = pytest.mark.integration
 
 #: The labels the chart gives the operator's pods (its selector labels), in the release namespace.
-CONFIG = OperatorConfig(
-    operator_namespace="llmop-system",
-    operator_pod_labels=parse_labels("app.kubernetes.io/name=llmop,app.kubernetes.io/instance=llmop"),
-)
 SPEC = {"runtime": "llamacpp", "models": [{"name": "hf://org/repo/m.gguf"}], "gpu": {"count": 0}}
 
 
@@ -45,20 +40,12 @@ def create_backend(kube: Kube, namespace: str, name: str, spec: dict[str, Any] =
     return str(kube.get("llmb", name, namespace)["metadata"]["uid"])
 
 
-@pytest.fixture
-async def context(kube: Kube) -> AsyncIterator[OperatorContext]:
-    result = OperatorContext(config=CONFIG)
-    result.kube = KubeClient.from_environment(str(kube.kubeconfig))
-    yield result
-    await result.kube.close()
-
-
 async def test_the_agent_network_policy_is_accepted_as_built(
     kube: Kube, namespace: str, context: OperatorContext
 ) -> None:
     uid = create_backend(kube, namespace, "chat")
     spec = LLMBackendSpec.model_validate(SPEC)
-    policy = build_agent_network_policy("chat", namespace, uid, spec, CONFIG, AGENT_PORT)
+    policy = build_agent_network_policy("chat", namespace, uid, spec, IN_CLUSTER_CONFIG, AGENT_PORT)
     assert policy is not None
 
     await context.kube.apply(NETWORKPOLICIES, policy)
@@ -115,7 +102,9 @@ async def test_a_secret_llmop_did_not_make_is_never_used_as_a_token(
 
 def runtime_pod(spec: dict[str, Any], namespace: str) -> dict[str, Any]:
     """The pod the backend's Deployment makes, as a Pod: Pod Security admission enforces on pods."""
-    deployment = build_deployment("chat", namespace, "uid-1", LLMBackendSpec.model_validate(spec), CONFIG)
+    deployment = build_deployment(
+        "chat", namespace, "uid-1", LLMBackendSpec.model_validate(spec), IN_CLUSTER_CONFIG
+    )
     template = copy.deepcopy(deployment["spec"]["template"])
     metadata = {"name": "chat-0", "labels": template["metadata"]["labels"]}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}

@@ -5,15 +5,12 @@ backend, and its status says which object is in the way."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
 import pytest
 
 from llmop import metrics
-from llmop.config import OperatorConfig, parse_labels
-from llmop.k8s.client import KubeClient
 from llmop.loops.backend_ensure import ensure_backend_objects
 from llmop.loops.backend_observer import BackendObserver
 from llmop.loops.context import OperatorContext
@@ -22,22 +19,10 @@ from support.kube import Kube
 pytestmark = pytest.mark.integration
 
 #: The operator runs in the cluster (its namespace and pod labels known): it makes the NetworkPolicy.
-CONFIG = OperatorConfig(
-    operator_namespace="llmop-system",
-    operator_pod_labels=parse_labels("app.kubernetes.io/name=llmop,app.kubernetes.io/instance=llmop"),
-)
 OLLAMA = {"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}], "gpu": {"count": 0}}
 LLAMACPP = {"runtime": "llamacpp", "models": [{"name": "hf://org/repo/m.gguf"}], "gpu": {"count": 0}}
 
 Events = list[tuple[str, str, str]]
-
-
-@pytest.fixture
-async def context(kube: Kube) -> AsyncIterator[OperatorContext]:
-    result = OperatorContext(config=CONFIG)
-    result.kube = KubeClient.from_environment(str(kube.kubeconfig))
-    yield result
-    await result.kube.close()
 
 
 @pytest.fixture

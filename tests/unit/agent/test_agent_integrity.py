@@ -307,15 +307,21 @@ def test_scheme_query_and_credentials_keep_urls_apart_and_never_reach_the_path()
 # --- links in the volume --------------------------------------------------------------------------
 
 
-async def test_a_link_among_the_models_directories_is_refused_and_nothing_is_written_through_it(
-    source: SourceServer, start_agent: StartAgent, tmp_path: Path
-) -> None:
-    source.files["m.gguf"] = SourceFile(random_bytes(1000))
+def volume_with_link(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """(a models directory whose `name` is a link, the empty directory outside it points to)."""
     outside = tmp_path / "outside"
     outside.mkdir()
     models_dir = tmp_path / "models"
     models_dir.mkdir()
-    (models_dir / "url").symlink_to(outside)
+    (models_dir / name).symlink_to(outside)
+    return models_dir, outside
+
+
+async def test_a_link_among_the_models_directories_is_refused_and_nothing_is_written_through_it(
+    source: SourceServer, start_agent: StartAgent, tmp_path: Path
+) -> None:
+    source.files["m.gguf"] = SourceFile(random_bytes(1000))
+    models_dir, outside = volume_with_link(tmp_path, "url")
     agent = await start_agent(models_dir=models_dir)
 
     lines = await agent.pull(source.file_url("m.gguf"))
@@ -348,11 +354,7 @@ async def test_a_link_in_place_of_the_agents_own_directory_is_refused(
     source: SourceServer, start_agent: StartAgent, tmp_path: Path
 ) -> None:
     source.files["m.gguf"] = SourceFile(random_bytes(1000))
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    models_dir = tmp_path / "models"
-    models_dir.mkdir()
-    (models_dir / ".llmop").symlink_to(outside)
+    models_dir, outside = volume_with_link(tmp_path, ".llmop")
     agent = await start_agent(models_dir=models_dir)
 
     lines = await agent.pull(source.file_url("m.gguf"))
