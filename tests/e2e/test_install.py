@@ -232,6 +232,8 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("update", "leases.coordination.k8s.io", "-n", release["namespace"]),
         ("create", "secrets", "-n", "anywhere"),  # each agent's token; never updated or deleted
         ("get", "configmaps", "-n", "anywhere"),  # a ConfigMap a pod would get must opt in
+        ("get", "serviceaccounts", "-n", "anywhere"),  # the ServiceAccount a pod would run as too
+        ("patch", "poddisruptionbudgets.policy", "-n", "anywhere"),  # a multi-replica backend's
     ]
     denied = [
         ("update", "secrets", "-n", "anywhere"),
@@ -244,6 +246,7 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("update", "llmbackends.llmop.dev", "-n", "anywhere"),  # kopf patches; nothing replaces
         ("update", "leases.coordination.k8s.io", "-n", "kube-system"),
         ("list", "configmaps", "-n", "anywhere"),  # get only: a ConfigMap's opt-in label
+        ("create", "serviceaccounts", "-n", "anywhere"),  # get only: its opt-in label
         ("create", "pods", "-n", "anywhere"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ]

@@ -30,6 +30,17 @@ def test_kubectl_shows_short_names_and_category(kube: Kube, namespace: str) -> N
     assert header == ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "AGE"]
     explained = kube.run("explain", "llmbackend.spec.startup.timeout").stdout
     assert "Cold-start budget" in explained
+    for field, words in [
+        ("imagePullSecrets", "registry credentials"),
+        ("serviceAccountName", "GKE Workload Identity"),
+        ("automountServiceAccountToken", "Defaults to false"),
+        ("podLabels", "Not llmop's own"),
+        ("podAnnotations", "Not AppArmor or seccomp"),
+        ("topologySpreadConstraints.labelSelector", "this backend's pods"),
+        ("disruptionBudget", "replicas > 1"),
+    ]:
+        # Joined: kubectl wraps the description.
+        assert words in " ".join(kube.run("explain", f"llmbackend.spec.{field}").stdout.split()), field
 
 
 def _backend(spec: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +196,66 @@ BAD_MANIFESTS = {
         _backend({"runtime": "ollama", "warmup": {"timeout": "0s"}}),
         "must be between 1s and 10m",
     ),
+    # Another backend's selector label would put this backend's pods behind its Service.
+    "pod-label-of-llmops-selector": (
+        _backend({"runtime": "ollama", "podLabels": {"llmop.dev/backend": "other"}}),
+        "podLabels must not set llmop's own labels",
+    ),
+    "pod-label-instance": (
+        _backend({"runtime": "ollama", "podLabels": {"app.kubernetes.io/instance": "other"}}),
+        "podLabels must not set llmop's own labels",
+    ),
+    "pod-annotation-apparmor-unconfined": (
+        _backend(
+            {
+                "runtime": "ollama",
+                "podAnnotations": {"container.apparmor.security.beta.kubernetes.io/runtime": "unconfined"},
+            }
+        ),
+        "podAnnotations must not set AppArmor or seccomp annotations",
+    ),
+    "service-account-not-a-name": (
+        _backend({"runtime": "ollama", "serviceAccountName": "../default"}),
+        "spec.serviceAccountName",
+    ),
+    "image-pull-secret-without-name": (
+        _backend({"runtime": "ollama", "imagePullSecrets": [{}]}),
+        "spec.imagePullSecrets[0].name: Required value",
+    ),
+    "spread-zero-skew": (
+        _backend({"runtime": "ollama", "topologySpreadConstraints": [{"maxSkew": 0, "topologyKey": "k"}]}),
+        "maxSkew must be 1 or more",
+    ),
+    "spread-min-domains-schedule-anyway": (
+        _backend(
+            {
+                "runtime": "ollama",
+                "topologySpreadConstraints": [
+                    {"maxSkew": 1, "topologyKey": "k", "whenUnsatisfiable": "ScheduleAnyway", "minDomains": 2}
+                ],
+            }
+        ),
+        "minDomains needs whenUnsatisfiable DoNotSchedule",
+    ),
+    "spread-unknown-operator": (
+        _backend(
+            {
+                "runtime": "ollama",
+                "topologySpreadConstraints": [
+                    {
+                        "maxSkew": 1,
+                        "topologyKey": "k",
+                        "labelSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]},
+                    }
+                ],
+            }
+        ),
+        'Unsupported value: "Gt"',
+    ),
+    "disruption-budget-both-limits": (
+        _backend({"runtime": "ollama", "disruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}}),
+        "set at most one of disruptionBudget.maxUnavailable and disruptionBudget.minAvailable",
+    ),
 }
 
 
@@ -234,6 +305,27 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
                 "seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/llm.json"},
             },
         },
+        {
+            "runtime": "vllm",
+            "replicas": 3,
+            "imagePullSecrets": [{"name": "registry-creds"}],
+            "serviceAccountName": "model-reader",
+            "automountServiceAccountToken": True,
+            "podLabels": {f"team.example.com/k{i}": "v" for i in range(64)},
+            "podAnnotations": {f"example.com/{'a' * 200}{i}": "v" * 1000 for i in range(64)},
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                    "minDomains": 3,
+                    "labelSelector": {
+                        "matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]
+                    },
+                }
+            ],
+            "disruptionBudget": {"minAvailable": 2},
+        },
     ],
     ids=[
         "probe-100ms",
@@ -243,6 +335,7 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         "warmup-10m",
         "ollama-port-8090",
         "restricted-security-contexts",
+        "pod-fields-at-their-bounds",
     ],
 )
 def test_values_at_the_bounds_are_accepted(kube: Kube, namespace: str, spec: dict[str, Any]) -> None:

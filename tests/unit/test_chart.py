@@ -211,6 +211,7 @@ OWNED = [
     ("", "services"),
     ("", "persistentvolumeclaims"),
     ("networking.k8s.io", "networkpolicies"),
+    ("policy", "poddisruptionbudgets"),
 ]
 # What llmop does in a namespace it manages, and nothing more (see templates/_helpers.tpl).
 NAMESPACED = {
@@ -229,6 +230,8 @@ NAMESPACED = {
     ("", "pods", "watch"),
     ("", "secrets", "get"),
     ("", "configmaps", "get"),
+    ("", "serviceaccounts", "get"),
+    ("policy", "poddisruptionbudgets", "delete"),  # only the backend's own, once it has one replica
     ("", "persistentvolumeclaims", "get"),
     ("", "secrets", "create"),
     ("", "events", "create"),

@@ -91,6 +91,17 @@ llmop's (the handlers in operator/llmop/handlers/).
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "create", "patch"]
+# llmop: the PodDisruptionBudget of a backend with more than one replica (server-side apply, read
+# first by name like the objects above), deleted when the backend drops to one replica and the
+# budget is the backend's own.
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "create", "patch", "delete"]
+# llmop: check that the ServiceAccount a backend's pods would run as (spec.serviceAccountName)
+# carries llmop.dev/use=true. Never written or listed.
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get"]
 # kopf and llmop: Events on the backends and pulls (kubectl describe shows them).
 - apiGroups: [""]
   resources: ["events"]

@@ -75,6 +75,8 @@ LLMBACKENDS = Resource("llmop.dev/v1alpha1", "llmbackends")
 MODELPULLS = Resource("llmop.dev/v1alpha1", "modelpulls")
 LEASES = Resource("coordination.k8s.io/v1", "leases")
 NETWORKPOLICIES = Resource("networking.k8s.io/v1", "networkpolicies")
+PODDISRUPTIONBUDGETS = Resource("policy/v1", "poddisruptionbudgets")
+SERVICEACCOUNTS = Resource("v1", "serviceaccounts")
 
 
 class _RefreshingAuth(httpx.Auth):

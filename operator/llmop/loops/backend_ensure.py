@@ -11,6 +11,7 @@ from llmop.k8s.client import (
     DEPLOYMENTS,
     MODELPULLS,
     NETWORKPOLICIES,
+    PODDISRUPTIONBUDGETS,
     PVCS,
     SERVICES,
     KubeAPIError,
@@ -23,10 +24,11 @@ from llmop.loops.name_conflicts import NameConflict, check_names_free
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references
 from llmop.manifests import AGENT_PORT, build_deployment, build_model_claim, build_model_pull, build_service
 from llmop.manifests.agent_access import build_agent_network_policy
+from llmop.manifests.disruption_budget import build_disruption_budget
 from llmop.manifests.labels import BACKEND_LABEL
 from llmop.manifests.ownership import controlled_by
 from llmop.manifests.runtime_pods import runtime_pod
-from llmop.models.backend import LLMBackendSpec
+from llmop.models.backend import LLMBackendSpec, reserved_pod_annotation, reserved_pod_label
 from llmop.reconcile.conditions import status_text
 from llmop.runtimes.registry import managed_descriptor, serving_port
 from llmop.sources import InvalidModelSource, parse_model_source
@@ -46,6 +48,8 @@ def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
         return f"spec.models[{blank[0]}].name is empty or only spaces: name a model"
     if spec.runtime is None:
         return None
+    if problem := pod_metadata_problem(spec):
+        return problem
     if runtime_pod(spec).needs_agent and serving_port(spec) == AGENT_PORT:
         # Also a port the CRD refuses only since it had the rule: the runtime could not bind it.
         return f"spec.port {AGENT_PORT} is the llmop agent's port in {spec.runtime} pods: choose another"
@@ -61,6 +65,18 @@ def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
             return f"{model.name!r}: {spec.runtime} models come from hf://org/repo[...] or https:// URLs"
         if runtime.one_file and not source.is_single_file:
             return f"{model.name!r}: llama.cpp loads one GGUF file, name it: hf://org/repo/path/file.gguf"
+    return None
+
+
+def pod_metadata_problem(spec: LLMBackendSpec) -> str | None:
+    """A pod label or annotation the CRD refuses, in a backend stored before its rule."""
+    if labels := sorted(key for key in spec.pod_labels or {} if reserved_pod_label(key)):
+        return f"spec.podLabels must not set llmop's own label {labels[0]!r}: llmop selects the pods by it"
+    if annotations := sorted(key for key in spec.pod_annotations or {} if reserved_pod_annotation(key)):
+        return (
+            f"spec.podAnnotations must not set {annotations[0]!r}: set AppArmor and seccomp with "
+            "spec.podSecurityContext and spec.securityContext"
+        )
     return None
 
 
@@ -144,7 +160,17 @@ async def apply_backend_objects(
         await ensure_agent_token(context, name, namespace, uid, spec.runtime or "")
     for resource, manifest in owned:
         await kube.apply(resource, manifest)
+    if not any(resource == PODDISRUPTIONBUDGETS for resource, _ in owned):
+        await remove_disruption_budget(kube, name, namespace, uid)
     await ensure_model_pulls(kube, name, namespace, uid, spec)
+
+
+async def remove_disruption_budget(kube: KubeClient, name: str, namespace: str, uid: str) -> None:
+    """Delete the backend's PodDisruptionBudget once it wants none (one replica, or disabled): left
+    in place, it would block every drain of the last pod's node. Someone else's is left alone."""
+    existing = await kube.get(PODDISRUPTIONBUDGETS, name, namespace)
+    if existing is not None and controlled_by(existing, uid):
+        await kube.delete(PODDISRUPTIONBUDGETS, name, namespace)
 
 
 def owned_objects(
@@ -152,7 +178,8 @@ def owned_objects(
 ) -> list[tuple[Resource, dict[str, Any]]]:
     """The objects llmop applies for a managed backend, each before those that need it: the
     model claim (none with spec.storage.existingClaim, the user's own), the NetworkPolicy that
-    lets only the operator's pods reach the agent, the Deployment and the Service."""
+    lets only the operator's pods reach the agent, the Deployment, the Service and, with more than
+    one replica, the PodDisruptionBudget."""
     objects: list[tuple[Resource, dict[str, Any]]] = []
     if claim := build_model_claim(name, namespace, uid, spec):
         objects.append((PVCS, claim))
@@ -162,6 +189,8 @@ def owned_objects(
             objects.append((NETWORKPOLICIES, policy))
     objects.append((DEPLOYMENTS, build_deployment(name, namespace, uid, spec, context.config)))
     objects.append((SERVICES, build_service(name, namespace, uid, spec)))
+    if budget := build_disruption_budget(name, namespace, uid, spec):
+        objects.append((PODDISRUPTIONBUDGETS, budget))
     return objects
 
 

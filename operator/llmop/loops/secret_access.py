@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llmop.k8s.client import CONFIGMAPS, PVCS, SECRETS, KubeClient, Resource
+from llmop.k8s.client import CONFIGMAPS, PVCS, SECRETS, SERVICEACCOUNTS, KubeClient, Resource
 from llmop.manifests.labels import SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE
 from llmop.models.backend import LLMBackendSpec
 
@@ -79,7 +79,8 @@ _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 @dataclass(frozen=True)
 class PodReference:
     """An object of the namespace a backend's pods would get: a Secret or ConfigMap key in their
-    environment, or the claim they mount."""
+    environment, a Secret they pull images with, the claim they mount, the ServiceAccount they
+    run as."""
 
     kind: str
     resource: Resource
@@ -88,7 +89,8 @@ class PodReference:
 
 
 def pod_references(spec: LLMBackendSpec) -> list[PodReference]:
-    """Each Secret, ConfigMap and claim the backend's pods would get, with the field naming it."""
+    """Each Secret, ConfigMap, claim and ServiceAccount the backend's pods would get, with the
+    field naming it."""
     found: dict[tuple[str, str], PodReference] = {}
     if spec.api_key_secret_ref is not None:
         found[("Secret", spec.api_key_secret_ref.name)] = PodReference(
@@ -102,6 +104,16 @@ def pod_references(spec: LLMBackendSpec) -> list[PodReference]:
                 found.setdefault(
                     (kind, ref["name"]), PodReference(kind, resource, ref["name"], f"spec.env[{index}]")
                 )
+    for index, pull_secret in enumerate(spec.image_pull_secrets or []):
+        found.setdefault(
+            ("Secret", pull_secret.name),
+            PodReference("Secret", SECRETS, pull_secret.name, f"spec.imagePullSecrets[{index}]"),
+        )
+    if spec.service_account_name:
+        # The pods act as it: with workload identity, on the cloud account it is bound to.
+        found[("ServiceAccount", spec.service_account_name)] = PodReference(
+            "ServiceAccount", SERVICEACCOUNTS, spec.service_account_name, "spec.serviceAccountName"
+        )
     claim = spec.storage.existing_claim if spec.storage else None
     if claim:
         found[("PersistentVolumeClaim", claim)] = PodReference(

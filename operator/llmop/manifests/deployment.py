@@ -266,8 +266,13 @@ def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[st
     if pod.needs_agent:
         result["initContainers"] = [agent_container(spec, config)]
     result["securityContext"] = pod_security_context(spec, pod.needs_agent)
-    # Nothing in the pod talks to the API server: no credentials for it to leak.
-    result["automountServiceAccountToken"] = False
+    if spec.service_account_name:
+        result["serviceAccountName"] = spec.service_account_name
+    # Nothing in the pod talks to the API server: no credentials for it to leak. Workload identity
+    # (EKS IRSA and Pod Identity, GKE) projects or serves its own credentials without this token.
+    result["automountServiceAccountToken"] = spec.automount_service_account_token
+    if spec.image_pull_secrets:
+        result["imagePullSecrets"] = [{"name": ref.name} for ref in spec.image_pull_secrets]
     result["containers"] = [runtime_container(spec, config, pod)]
     volumes = [models_volume(name, spec)]
     if pod.needs_agent:
@@ -290,7 +295,30 @@ def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[st
         result["runtimeClassName"] = spec.runtime_class_name
     if spec.priority_class_name:
         result["priorityClassName"] = spec.priority_class_name
+    if spec.topology_spread_constraints:
+        result["topologySpreadConstraints"] = topology_spread(name, spec)
     return result
+
+
+def topology_spread(name: str, spec: LLMBackendSpec) -> list[dict[str, Any]]:
+    """The user's constraints; one that names no pods counts this backend's (its selector labels,
+    which a change of runtime leaves alone)."""
+    constraints = []
+    for constraint in spec.topology_spread_constraints or []:
+        entry = constraint.to_api()
+        selector = entry.get("labelSelector") or {}
+        if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+            entry["labelSelector"] = {"matchLabels": backend_selector(name)}
+        constraints.append(entry)
+    return constraints
+
+
+def pod_template_metadata(spec: LLMBackendSpec, labels: dict[str, str]) -> dict[str, Any]:
+    """llmop's labels over the user's (the CRD and the operator refuse a user's that would clash)."""
+    metadata: dict[str, Any] = {"labels": {**(spec.pod_labels or {}), **labels}}
+    if spec.pod_annotations:
+        metadata["annotations"] = dict(spec.pod_annotations)
+    return metadata
 
 
 def build_deployment(
@@ -313,7 +341,7 @@ def build_deployment(
             "selector": {"matchLabels": backend_selector(name)},
             "strategy": deployment_strategy(spec, name),
             "template": {
-                "metadata": {"labels": dict(labels)},
+                "metadata": pod_template_metadata(spec, labels),
                 "spec": pod_spec(name, spec, config),
             },
         },

@@ -173,6 +173,152 @@ class WarmupSpec(ApiModel):
     )
 
 
+#: Labels llmop puts on every pod of a backend (manifests/labels.py): the Service and the
+#: Deployment select pods by them, so a pod label of the user's may not set one (a backend could
+#: pull pods into another backend's Service, or leave its own).
+RESERVED_POD_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "llmop.dev/backend",
+    "llmop.dev/runtime",
+)
+#: Pod annotations that loosen a container's confinement (AppArmor, seccomp): a tenant who may not
+#: create pods must not get a pod that a namespace's own policy would not allow.
+RESERVED_POD_ANNOTATION_PREFIXES = (
+    "container.apparmor.security.beta.kubernetes.io/",
+    "seccomp.security.alpha.kubernetes.io/",
+    "container.seccomp.security.alpha.kubernetes.io/",
+)
+MAX_POD_METADATA_ENTRIES = 64
+MAX_POD_LABEL_KEY_CHARS = 317
+MAX_IMAGE_PULL_SECRETS = 16
+MAX_SPREAD_CONSTRAINTS = 8
+#: A Kubernetes object name (a DNS subdomain), as a ServiceAccount's or a Secret's.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+
+
+def reserved_pod_label(key: str) -> bool:
+    return key in RESERVED_POD_LABELS or key.startswith("llmop.dev/")
+
+
+def reserved_pod_annotation(key: str) -> bool:
+    return key.startswith(RESERVED_POD_ANNOTATION_PREFIXES)
+
+
+_POD_LABELS_RULE = cel(
+    f"self.all(k, !(k in {list(RESERVED_POD_LABELS)}) && !k.startsWith('llmop.dev/'))",
+    "podLabels must not set llmop's own labels (" + ", ".join(RESERVED_POD_LABELS) + ", or any "
+    "llmop.dev/ key): llmop selects the backend's pods by them",
+)
+_POD_ANNOTATIONS_RULE = cel(
+    "self.all(k, " + " && ".join(f"!k.startsWith('{p}')" for p in RESERVED_POD_ANNOTATION_PREFIXES) + ")",
+    "podAnnotations must not set AppArmor or seccomp annotations ("
+    + ", ".join(p + "*" for p in RESERVED_POD_ANNOTATION_PREFIXES)
+    + "): use spec.podSecurityContext and spec.securityContext",
+)
+
+
+class LocalObjectReference(ApiModel):
+    """An object of the backend's namespace, by name."""
+
+    name: str = Field(
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of the object in the backend's namespace.",
+    )
+
+
+class LabelSelectorRequirement(ApiModel):
+    """One expression of a label selector."""
+
+    key: str = Field(max_length=317, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[str] | None = Field(
+        default=None,
+        json_schema_extra={"maxItems": 64},
+        description="Values for In and NotIn; empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(ApiModel):
+    """Which pods a constraint counts, as in a pod spec."""
+
+    match_labels: dict[str, str] | None = Field(
+        default=None, json_schema_extra={"maxProperties": 64}, description="Labels the pods carry."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, json_schema_extra={"maxItems": 16}, description="Expressions the pods' labels match."
+    )
+
+
+class TopologySpreadConstraint(ApiModel):
+    """How the backend's pods spread over a topology (zones, nodes), as in a pod spec."""
+
+    max_skew: int = Field(
+        description="How unevenly the pods may be spread: at most this many more in one domain than in "
+        "another; 1 or more.",
+        json_schema_extra=validations(cel("self >= 1", "maxSkew must be 1 or more")),
+    )
+    topology_key: str = Field(
+        max_length=317,
+        description="The node label whose values are the domains, e.g. topology.kubernetes.io/zone.",
+        json_schema_extra=validations(cel("self.size() > 0", "topologyKey must not be empty")),
+    )
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        default="DoNotSchedule",
+        description="DoNotSchedule (the pod waits) or ScheduleAnyway (the scheduler prefers, no more). "
+        "Defaults to DoNotSchedule.",
+    )
+    label_selector: LabelSelector | None = Field(
+        default=None,
+        description="The pods counted; this backend's pods (its selector labels) when unset or empty.",
+    )
+    min_domains: int | None = Field(
+        default=None,
+        description="Fewest domains to count, with DoNotSchedule only; 1 or more.",
+        json_schema_extra=validations(cel("self >= 1", "minDomains must be 1 or more")),
+    )
+
+
+TopologySpreadConstraint.model_config["json_schema_extra"] = validations(
+    cel(
+        "!has(self.minDomains) || !has(self.whenUnsatisfiable) || self.whenUnsatisfiable == 'DoNotSchedule'",
+        "minDomains needs whenUnsatisfiable DoNotSchedule",
+    )
+)
+
+
+class DisruptionBudgetSpec(ApiModel):
+    """The PodDisruptionBudget of a backend with more than one replica."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Create the PodDisruptionBudget when replicas > 1. Defaults to true.",
+    )
+    max_unavailable: int | None = Field(
+        default=None,
+        description="Pods a voluntary disruption (a node drain) may take down at once; 1 unless "
+        "minAvailable is set.",
+        json_schema_extra=validations(cel("self >= 0", "maxUnavailable must be 0 or more")),
+    )
+    min_available: int | None = Field(
+        default=None,
+        description="Pods that must stay up through a voluntary disruption, instead of maxUnavailable.",
+        json_schema_extra=validations(cel("self >= 0", "minAvailable must be 0 or more")),
+    )
+
+
+DisruptionBudgetSpec.model_config["json_schema_extra"] = validations(
+    cel(
+        "!(has(self.maxUnavailable) && has(self.minAvailable))",
+        "set at most one of disruptionBudget.maxUnavailable and disruptionBudget.minAvailable",
+    )
+)
+
+
 class LLMBackendSpec(ApiModel):
     """What to run: a managed runtime or an external server, with its models and placement."""
 
@@ -240,6 +386,48 @@ class LLMBackendSpec(ApiModel):
         default=None,
         description="Secret key holding an API key, sent as a bearer token; never copied into status. "
         'The Secret must carry the label llmop.dev/use: "true" (llmop uses no other Secret).',
+    )
+    image_pull_secrets: list[LocalObjectReference] | None = Field(
+        default=None,
+        json_schema_extra={"maxItems": MAX_IMAGE_PULL_SECRETS},
+        description="Secrets with registry credentials for the pods' images, as in a pod spec "
+        '(- name: regcred). Each must carry the label llmop.dev/use: "true".',
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="ServiceAccount the pods run as, e.g. one bound to a cloud identity (EKS IRSA or "
+        "Pod Identity, GKE Workload Identity) to read models from a bucket. It must carry the label "
+        'llmop.dev/use: "true". The namespace\'s default when unset.',
+    )
+    automount_service_account_token: bool = Field(
+        default=False,
+        description="Mount the ServiceAccount's Kubernetes API token into the pods. Defaults to false: "
+        "nothing in the pod talks to the API server, and workload identity (EKS, GKE) works without it.",
+    )
+    pod_labels: dict[str, str] | None = Field(
+        default=None,
+        description="Extra labels of the pods. Not llmop's own: " + ", ".join(RESERVED_POD_LABELS) + " or "
+        "any llmop.dev/ key.",
+        json_schema_extra={"maxProperties": MAX_POD_METADATA_ENTRIES, **validations(_POD_LABELS_RULE)},
+    )
+    pod_annotations: dict[str, str] | None = Field(
+        default=None,
+        description="Extra annotations of the pods, e.g. for a metrics scraper or a service mesh. Not "
+        "AppArmor or seccomp annotations: spec.podSecurityContext and spec.securityContext set those.",
+        json_schema_extra={"maxProperties": MAX_POD_METADATA_ENTRIES, **validations(_POD_ANNOTATIONS_RULE)},
+    )
+    topology_spread_constraints: list[TopologySpreadConstraint] | None = Field(
+        default=None,
+        json_schema_extra={"maxItems": MAX_SPREAD_CONSTRAINTS},
+        description="How the pods spread over zones or nodes, as in a pod spec; a constraint without a "
+        "labelSelector counts this backend's pods.",
+    )
+    disruption_budget: DisruptionBudgetSpec | None = Field(
+        default=None,
+        description="The PodDisruptionBudget named like the backend that llmop creates when replicas > 1 "
+        "(maxUnavailable 1 unless set here); removed when replicas drop to 1 or enabled is false.",
     )
     startup: StartupSpec = Field(default_factory=StartupSpec, description="Cold-start behaviour.")
     warmup: WarmupSpec = Field(default_factory=WarmupSpec, description="Loading models into memory.")

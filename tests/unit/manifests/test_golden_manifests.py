@@ -15,6 +15,7 @@ import yaml
 
 from llmop.config import OperatorConfig
 from llmop.manifests import build_deployment
+from llmop.manifests.disruption_budget import build_disruption_budget
 from llmop.models.backend import LLMBackendSpec
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -54,6 +55,21 @@ SPECS: dict[str, dict[str, Any]] = {
         "args": ["--max-model-len", "4096"],
         "apiKeySecretRef": {"name": "llm-keys", "key": "chat"},
         "startup": {"timeout": "45m"},
+        # Pod fields of a production team: a private registry, a cloud identity, a scraper's
+        # annotation, spread over zones (this backend's pods counted by default) and nodes.
+        "imagePullSecrets": [{"name": "registry-creds"}],
+        "serviceAccountName": "model-reader",
+        "podLabels": {"team": "search", "cost-center": "ml-42"},
+        "podAnnotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8000"},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "minDomains": 2},
+            {
+                "maxSkew": 2,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"team": "search"}},
+            },
+        ],
     },
     # A CPU llama.cpp with its GGUF on an emptyDir.
     "llamacpp": {
@@ -87,6 +103,14 @@ def test_deployment_matches_golden(runtime: str) -> None:
     spec = LLMBackendSpec.model_validate(SPECS[runtime])
     deployment = build_deployment("chat", "ai", "0b5e1c2a-8f3d-4e51-9a7c-2d6f0e4b1a93", spec, CONFIG)
     check_golden(GOLDEN / f"deployment-{runtime}.yaml", deployment, UPDATE)
+
+
+def test_disruption_budget_matches_golden() -> None:
+    # The two-replica vLLM backend: one pod at a time may be drained.
+    spec = LLMBackendSpec.model_validate(SPECS["vllm"])
+    budget = build_disruption_budget("chat", "ai", "0b5e1c2a-8f3d-4e51-9a7c-2d6f0e4b1a93", spec)
+    assert budget is not None
+    check_golden(GOLDEN / "poddisruptionbudget-vllm.yaml", budget, UPDATE)
 
 
 def test_golden_files_parse_back_to_the_built_objects() -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from llmop import metrics
 from llmop.config import OperatorConfig
-from llmop.k8s.client import CONFIGMAPS, DEPLOYMENTS, PVCS, SECRETS, Resource
+from llmop.k8s.client import CONFIGMAPS, DEPLOYMENTS, PVCS, SECRETS, SERVICEACCOUNTS, Resource
 from llmop.loops import backend_observer
 from llmop.loops.backend_ensure import ensure_backend_objects
 from llmop.loops.backend_observer import BackendObserver
@@ -157,6 +157,7 @@ async def test_a_key_that_is_not_one_line_of_text_gives_a_condition_round_after_
             {"env": [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "keys", "key": "key"}}}]},
             "spec.env[0]",
         ),
+        ({"imagePullSecrets": [{"name": "keys"}]}, "spec.imagePullSecrets[0]"),
     ],
 )
 async def test_no_pod_gets_a_secret_without_the_label(spec: dict[str, Any], use: str) -> None:
@@ -191,9 +192,15 @@ async def test_no_pod_gets_a_secret_without_the_label(spec: dict[str, Any], use:
             PVCS,
             "PersistentVolumeClaim 'team-config' (spec.storage.existingClaim) is not labeled",
         ),
+        (
+            # With workload identity the pods would act on the cloud account bound to it.
+            {"serviceAccountName": "team-config"},
+            SERVICEACCOUNTS,
+            "ServiceAccount 'team-config' (spec.serviceAccountName) is not labeled",
+        ),
     ],
 )
-async def test_no_pod_gets_a_configmap_or_a_claim_without_the_label(
+async def test_no_pod_gets_a_configmap_a_claim_or_a_service_account_without_the_label(
     spec: dict[str, Any], resource: Resource, words: str
 ) -> None:
     """A tenant who may not read a ConfigMap, or mount a claim, cannot have a pod do it for them."""
