@@ -44,5 +44,11 @@ def build_disruption_budget(
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": object_metadata(name, namespace, labels, owner_reference(BACKEND_KIND, name, uid)),
-        "spec": {**limit, "selector": {"matchLabels": backend_selector(name)}},
+        "spec": {
+            **limit,
+            "selector": {"matchLabels": backend_selector(name)},
+            # A pod that is not Ready (still loading, or failing) serves nothing: a drain may evict
+            # it, so a backend stuck in a cold start never holds a node.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
     }

@@ -118,7 +118,11 @@ def test_a_multi_replica_backend_gets_a_disruption_budget(
 ) -> None:
     budget = build_disruption_budget("chat", "ns", "uid-1", spec(**fields))
     assert budget is not None
-    assert budget["spec"] == {**limit, "selector": {"matchLabels": backend_selector("chat")}}
+    assert budget["spec"] == {
+        **limit,
+        "selector": {"matchLabels": backend_selector("chat")},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
     assert budget["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
 
 
