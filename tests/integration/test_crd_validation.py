@@ -38,6 +38,8 @@ def test_kubectl_shows_short_names_and_category(kube: Kube, namespace: str) -> N
         ("podAnnotations", "Not AppArmor or seccomp"),
         ("topologySpreadConstraints.labelSelector", "this backend's pods"),
         ("disruptionBudget", "replicas > 1"),
+        ("volumes", "configMap, secret, emptyDir (with a sizeLimit) or persistentVolumeClaim only"),
+        ("volumeMounts.mountPath", "not /models or /dev/shm"),
     ]:
         # Joined: kubectl wraps the description.
         assert words in " ".join(kube.run("explain", f"llmbackend.spec.{field}").stdout.split()), field
@@ -252,6 +254,68 @@ BAD_MANIFESTS = {
         ),
         'Unsupported value: "Gt"',
     ),
+    # A hostPath would hand the node's files to a tenant who may not create pods.
+    "volume-host-path": (
+        _backend({"runtime": "ollama", "volumes": [{"name": "h", "hostPath": {"path": "/"}}]}),
+        'unknown field "spec.volumes[0].hostPath"',
+    ),
+    "volume-of-no-type": (
+        _backend({"runtime": "ollama", "volumes": [{"name": "h"}]}),
+        "a volume takes exactly one of configMap, secret, emptyDir or persistentVolumeClaim",
+    ),
+    "volume-of-two-types": (
+        _backend(
+            {
+                "runtime": "ollama",
+                "volumes": [{"name": "h", "configMap": {"name": "a"}, "secret": {"secretName": "b"}}],
+            }
+        ),
+        "a volume takes exactly one of configMap, secret, emptyDir or persistentVolumeClaim",
+    ),
+    "volume-named-like-llmops": (
+        _backend({"runtime": "vllm", "volumes": [{"name": "agent-token", "emptyDir": {"sizeLimit": "1Gi"}}]}),
+        "volume name is llmop's own",
+    ),
+    "volume-empty-dir-without-limit": (
+        _backend({"runtime": "ollama", "volumes": [{"name": "t", "emptyDir": {}}]}),
+        "spec.volumes[0].emptyDir.sizeLimit: Required value",
+    ),
+    "volume-names-twice": (
+        _backend(
+            {
+                "runtime": "ollama",
+                "volumes": [
+                    {"name": "t", "emptyDir": {"sizeLimit": "1Gi"}},
+                    {"name": "t", "configMap": {"name": "a"}},
+                ],
+            }
+        ),
+        "volume names must be unique in spec.volumes",
+    ),
+    "mount-of-no-volume": (
+        _backend({"runtime": "ollama", "volumeMounts": [{"name": "t", "mountPath": "/t"}]}),
+        "each volumeMounts[].name must name a volume in spec.volumes",
+    ),
+    "mount-over-the-models": (
+        _backend(
+            {
+                "runtime": "ollama",
+                "volumes": [{"name": "t", "emptyDir": {"sizeLimit": "1Gi"}}],
+                "volumeMounts": [{"name": "t", "mountPath": "/models/x"}],
+            }
+        ),
+        "mountPath must not be /models or /dev/shm",
+    ),
+    "mount-relative": (
+        _backend(
+            {
+                "runtime": "ollama",
+                "volumes": [{"name": "t", "emptyDir": {"sizeLimit": "1Gi"}}],
+                "volumeMounts": [{"name": "t", "mountPath": "etc/../x"}],
+            }
+        ),
+        "mountPath must be an absolute path without '..'",
+    ),
     "disruption-budget-both-limits": (
         _backend({"runtime": "ollama", "disruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}}),
         "set at most one of disruptionBudget.maxUnavailable and disruptionBudget.minAvailable",
@@ -326,6 +390,20 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
             ],
             "disruptionBudget": {"minAvailable": 2},
         },
+        {
+            "runtime": "vllm",
+            "volumes": [{"name": f"cm{i}", "configMap": {"name": "c" * 253}} for i in range(12)]
+            + [
+                {"name": "s", "secret": {"secretName": "ca"}},
+                {"name": "e", "emptyDir": {"medium": "Memory", "sizeLimit": "1.5Gi"}},
+                {"name": "p", "persistentVolumeClaim": {"claimName": "shared", "readOnly": True}},
+                {"name": "x" * 63, "emptyDir": {"sizeLimit": "10Mi"}},
+            ],
+            "volumeMounts": [
+                {"name": f"cm{i}", "mountPath": f"/etc/{'d' * 1000}{i}"[:1024]} for i in range(12)
+            ]
+            + [{"name": "e", "mountPath": "/modelsx", "readOnly": True}],
+        },
     ],
     ids=[
         "probe-100ms",
@@ -336,6 +414,7 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         "ollama-port-8090",
         "restricted-security-contexts",
         "pod-fields-at-their-bounds",
+        "volumes-at-their-bounds",
     ],
 )
 def test_values_at_the_bounds_are_accepted(kube: Kube, namespace: str, spec: dict[str, Any]) -> None:

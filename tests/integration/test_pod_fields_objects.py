@@ -27,6 +27,8 @@ SPEC: dict[str, Any] = {
     "serviceAccountName": "model-reader",
     "podLabels": {"team": "search"},
     "podAnnotations": {"prometheus.io/scrape": "true"},
+    "volumes": [{"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}],
+    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
     "topologySpreadConstraints": [
         {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "minDomains": 2},
     ],
@@ -70,6 +72,8 @@ async def test_the_pod_fields_and_the_budget_are_accepted_and_the_budget_goes_wi
     assert pod["spec"]["serviceAccountName"] == "model-reader"
     assert pod["spec"]["automountServiceAccountToken"] is False
     assert pod["spec"]["imagePullSecrets"] == [{"name": "registry-creds"}]
+    assert pod["spec"]["volumes"][-1] == {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}
+    assert pod["spec"]["containers"][0]["volumeMounts"][-1] == {"name": "scratch", "mountPath": "/scratch"}
     (spread,) = pod["spec"]["topologySpreadConstraints"]
     assert spread["labelSelector"] == {
         "matchLabels": {"llmop.dev/backend": "chat", "app.kubernetes.io/instance": "chat"}

@@ -17,7 +17,7 @@ from typing import Any
 
 from llmop.k8s.client import CONFIGMAPS, PVCS, SECRETS, SERVICEACCOUNTS, KubeClient, Resource
 from llmop.manifests.labels import SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE
-from llmop.models.backend import LLMBackendSpec
+from llmop.models.backend import LLMBackendSpec, UserVolume
 
 
 class SecretNotUsable(Exception):
@@ -114,12 +114,26 @@ def pod_references(spec: LLMBackendSpec) -> list[PodReference]:
         found[("ServiceAccount", spec.service_account_name)] = PodReference(
             "ServiceAccount", SERVICEACCOUNTS, spec.service_account_name, "spec.serviceAccountName"
         )
+    for index, volume in enumerate(spec.volumes or []):
+        for kind, resource, name in _volume_references(volume):
+            found.setdefault((kind, name), PodReference(kind, resource, name, f"spec.volumes[{index}]"))
     claim = spec.storage.existing_claim if spec.storage else None
     if claim:
         found[("PersistentVolumeClaim", claim)] = PodReference(
             "PersistentVolumeClaim", PVCS, claim, "spec.storage.existingClaim"
         )
     return list(found.values())
+
+
+def _volume_references(volume: UserVolume) -> list[tuple[str, Resource, str]]:
+    found = []
+    if volume.config_map is not None:
+        found.append(("ConfigMap", CONFIGMAPS, volume.config_map.name))
+    if volume.secret is not None:
+        found.append(("Secret", SECRETS, volume.secret.secret_name))
+    if volume.persistent_volume_claim is not None:
+        found.append(("PersistentVolumeClaim", PVCS, volume.persistent_volume_claim.claim_name))
+    return found
 
 
 _ENV_REFERENCES = (("secretKeyRef", "Secret", SECRETS), ("configMapKeyRef", "ConfigMap", CONFIGMAPS))

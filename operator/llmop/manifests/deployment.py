@@ -148,7 +148,7 @@ def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: PodReci
     mounts = [_models_mount()]
     if pod.needs_shm:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-    container["volumeMounts"] = mounts
+    container["volumeMounts"] = mounts + [mount.to_api() for mount in spec.volume_mounts or []]
     # The user's keys replace llmop's one by one (e.g. runAsUser for a "restricted" namespace).
     users = spec.security_context.to_api() if spec.security_context else {}
     container["securityContext"] = {**deepcopy(CONTAINER_SECURITY), **users}
@@ -279,7 +279,7 @@ def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[st
         volumes += agent_volumes(name)
     if pod.needs_shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
-    result["volumes"] = volumes
+    result["volumes"] = volumes + [volume.to_api() for volume in spec.volumes or []]
     # Service links would put `<SERVICE>_PORT=tcp://...` variables in the pod; a Service named
     # `ollama` yields OLLAMA_HOST-style names that the runtime misreads as its own settings.
     result["enableServiceLinks"] = False

@@ -319,6 +319,105 @@ DisruptionBudgetSpec.model_config["json_schema_extra"] = validations(
 )
 
 
+#: Volumes and mount paths of llmop's own in a backend's pods (manifests/): a user's volume may
+#: not take their names, nor a user's mount hide the models or the shared memory.
+RESERVED_VOLUMES = ("models", "dshm", "agent-token", "agent-tmp")
+RESERVED_MOUNT_PATHS = ("/models", "/dev/shm")
+MAX_USER_VOLUMES = 16
+#: A DNS label, as a volume's name.
+VOLUME_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
+
+
+class ConfigMapVolume(ApiModel):
+    """A ConfigMap of the namespace as files; it must carry llmop.dev/use: "true"."""
+
+    name: str = Field(max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the ConfigMap.")
+
+
+class SecretVolume(ApiModel):
+    """A Secret of the namespace as files; it must carry llmop.dev/use: "true"."""
+
+    secret_name: str = Field(max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the Secret.")
+
+
+class EmptyDirVolume(ApiModel):
+    """Scratch space that lives as long as the pod."""
+
+    medium: Literal["", "Memory"] | None = Field(
+        default=None,
+        description="'' (the node's disk, the default) or Memory (counts against the memory limit).",
+    )
+    size_limit: str = Field(
+        max_length=32,
+        pattern=QUANTITY_PATTERN,
+        description="Most it may hold, e.g. 1Gi: required, so that a pod cannot fill its node's disk.",
+    )
+
+
+class ClaimVolume(ApiModel):
+    """A PersistentVolumeClaim of the namespace; it must carry llmop.dev/use: "true"."""
+
+    claim_name: str = Field(max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the claim.")
+    read_only: bool | None = Field(default=None, description="Mount it read-only.")
+
+
+class UserVolume(ApiModel):
+    """An extra volume of the pods: exactly one of configMap, secret, emptyDir or persistentVolumeClaim."""
+
+    name: str = Field(
+        max_length=63,
+        pattern=VOLUME_NAME_PATTERN,
+        description="Volume name, named by a volumeMount. Not llmop's own: "
+        + ", ".join(RESERVED_VOLUMES)
+        + ".",
+        json_schema_extra=validations(
+            cel(
+                f"!(self in {list(RESERVED_VOLUMES)})",
+                "volume name is llmop's own (" + ", ".join(RESERVED_VOLUMES) + "): choose another",
+            )
+        ),
+    )
+    config_map: ConfigMapVolume | None = Field(default=None, description="A ConfigMap as files.")
+    secret: SecretVolume | None = Field(default=None, description="A Secret as files.")
+    empty_dir: EmptyDirVolume | None = Field(default=None, description="Scratch space with a size limit.")
+    persistent_volume_claim: ClaimVolume | None = Field(default=None, description="A claim of the namespace.")
+
+
+UserVolume.model_config["json_schema_extra"] = validations(
+    cel(
+        "[has(self.configMap), has(self.secret), has(self.emptyDir), has(self.persistentVolumeClaim)]"
+        ".filter(x, x).size() == 1",
+        "a volume takes exactly one of configMap, secret, emptyDir or persistentVolumeClaim "
+        "(no other volume type)",
+    )
+)
+
+
+class UserVolumeMount(ApiModel):
+    """Where the runtime container mounts one of spec.volumes."""
+
+    name: str = Field(max_length=63, description="Name of a volume in spec.volumes.")
+    mount_path: str = Field(
+        max_length=1024,
+        description="Absolute path in the runtime container; not /models or /dev/shm, nor under them.",
+        json_schema_extra=validations(
+            cel(
+                "self.startsWith('/') && !self.contains('..')",
+                "mountPath must be an absolute path without '..'",
+            ),
+            cel(
+                "!("
+                + " || ".join(f"self == '{p}' || self.startsWith('{p}/')" for p in RESERVED_MOUNT_PATHS)
+                + ")",
+                "mountPath must not be /models or /dev/shm, nor under them: llmop mounts the models and "
+                "the shared memory there",
+            ),
+        ),
+    )
+    read_only: bool | None = Field(default=None, description="Mount it read-only.")
+
+
 class LLMBackendSpec(ApiModel):
     """What to run: a managed runtime or an external server, with its models and placement."""
 
@@ -429,6 +528,17 @@ class LLMBackendSpec(ApiModel):
         description="The PodDisruptionBudget named like the backend that llmop creates when replicas > 1 "
         "(maxUnavailable 1 unless set here); removed when replicas drop to 1 or enabled is false.",
     )
+    volumes: list[UserVolume] | None = Field(
+        default=None,
+        json_schema_extra={"maxItems": MAX_USER_VOLUMES},
+        description="Extra volumes of the pods: configMap, secret, emptyDir (with a sizeLimit) or "
+        'persistentVolumeClaim only. A ConfigMap, Secret or claim must carry the label llmop.dev/use: "true".',
+    )
+    volume_mounts: list[UserVolumeMount] | None = Field(
+        default=None,
+        json_schema_extra={"maxItems": MAX_USER_VOLUMES},
+        description="Where the runtime container mounts spec.volumes.",
+    )
     startup: StartupSpec = Field(default_factory=StartupSpec, description="Cold-start behaviour.")
     warmup: WarmupSpec = Field(default_factory=WarmupSpec, description="Loading models into memory.")
 
@@ -452,6 +562,15 @@ LLMBackendSpec.model_config["json_schema_extra"] = validations(
         f"|| self.port != {AGENT_PORT}",
         f"spec.port {AGENT_PORT} is the llmop agent's port in vllm and llamacpp pods: choose another "
         "port, or 0 for the runtime's default",
+    ),
+    cel(
+        "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
+        "self.volumes.exists(v, v.name == m.name))",
+        "each volumeMounts[].name must name a volume in spec.volumes",
+    ),
+    cel(
+        "!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.name == v.name))",
+        "volume names must be unique in spec.volumes",
     ),
 )
 

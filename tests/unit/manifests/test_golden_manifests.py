@@ -79,6 +79,15 @@ SPECS: dict[str, dict[str, Any]] = {
         "args": ["--ctx-size", "4096"],
         "apiKeySecretRef": {"name": "llm-keys", "key": "local"},
         "port": 8081,
+        # A chat template from a ConfigMap, and scratch space.
+        "volumes": [
+            {"name": "templates", "configMap": {"name": "chat-templates"}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}},
+        ],
+        "volumeMounts": [
+            {"name": "templates", "mountPath": "/etc/templates", "readOnly": True},
+            {"name": "scratch", "mountPath": "/scratch"},
+        ],
     },
 }
 

@@ -132,3 +132,32 @@ def test_a_multi_replica_backend_gets_a_disruption_budget(
 def test_one_replica_or_a_disabled_budget_gets_none(fields: dict[str, Any]) -> None:
     """With one replica a budget would block every drain of its node, or protect nothing."""
     assert build_disruption_budget("chat", "ns", "uid-1", spec(**fields)) is None
+
+
+def test_extra_volumes_reach_the_pod_and_the_runtime_container() -> None:
+    volumes = [
+        {"name": "tpl", "configMap": {"name": "templates"}},
+        {"name": "certs", "secret": {"secretName": "ca"}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+        {"name": "data", "persistentVolumeClaim": {"claimName": "shared", "readOnly": True}},
+    ]
+    mounts = [
+        {"name": "tpl", "mountPath": "/etc/tpl", "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    pod = template(spec(volumes=volumes, volumeMounts=mounts))["spec"]
+    assert pod["volumes"][-4:] == volumes
+    (runtime,) = pod["containers"]
+    assert runtime["volumeMounts"][-2:] == mounts
+    assert runtime["volumeMounts"][0]["mountPath"] == "/models", "llmop's mounts stay first"
+
+
+def test_llmops_own_volume_names_and_paths_are_the_ones_the_schema_reserves() -> None:
+    from llmop.models.backend import RESERVED_MOUNT_PATHS, RESERVED_VOLUMES
+
+    pod = template(spec(runtime="vllm", models=[{"name": "hf://o/r"}], gpu={"count": 1}))["spec"]
+    ours = {volume["name"] for volume in pod["volumes"]}
+    # A user's mounts go into the runtime container only.
+    (runtime,) = pod["containers"]
+    assert ours <= set(RESERVED_VOLUMES)
+    assert {mount["mountPath"] for mount in runtime["volumeMounts"]} <= set(RESERVED_MOUNT_PATHS)

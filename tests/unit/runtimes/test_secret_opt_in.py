@@ -158,6 +158,7 @@ async def test_a_key_that_is_not_one_line_of_text_gives_a_condition_round_after_
             "spec.env[0]",
         ),
         ({"imagePullSecrets": [{"name": "keys"}]}, "spec.imagePullSecrets[0]"),
+        ({"volumes": [{"name": "v", "secret": {"secretName": "keys"}}]}, "spec.volumes[0]"),
     ],
 )
 async def test_no_pod_gets_a_secret_without_the_label(spec: dict[str, Any], use: str) -> None:
@@ -191,6 +192,16 @@ async def test_no_pod_gets_a_secret_without_the_label(spec: dict[str, Any], use:
             {"storage": {"existingClaim": "team-config"}},
             PVCS,
             "PersistentVolumeClaim 'team-config' (spec.storage.existingClaim) is not labeled",
+        ),
+        (
+            {"volumes": [{"name": "v", "configMap": {"name": "team-config"}}]},
+            CONFIGMAPS,
+            "ConfigMap 'team-config' (spec.volumes[0]) is not labeled",
+        ),
+        (
+            {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "team-config"}}]},
+            PVCS,
+            "PersistentVolumeClaim 'team-config' (spec.volumes[0]) is not labeled",
         ),
         (
             # With workload identity the pods would act on the cloud account bound to it.
