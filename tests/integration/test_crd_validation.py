@@ -43,6 +43,8 @@ def test_kubectl_shows_short_names_and_category(kube: Kube, namespace: str) -> N
     ]:
         # Joined: kubectl wraps the description.
         assert words in " ".join(kube.run("explain", f"llmbackend.spec.{field}").stdout.split()), field
+    explained = kube.run("explain", "llmbackend.spec.gpu").stdout
+    assert "product" in explained and "minMemory" in explained
 
 
 def _backend(spec: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +74,46 @@ BAD_MANIFESTS = {
     "neither-runtime-nor-external": (_backend({"replicas": 1}), "set exactly one of spec.runtime"),
     "negative-replicas": (_backend({"runtime": "vllm", "replicas": -1}), "spec.replicas: Invalid value"),
     "negative-gpus": (_backend({"runtime": "vllm", "gpu": {"count": -2}}), "must be 0 or more"),
+    "gpu-product-empty-list": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "product": []}}),
+        "gpu.product must list at least one product, or be left out",
+    ),
+    "gpu-product-not-a-label-value": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "product": ["NVIDIA H100"]}}),
+        "each gpu.product must be a node label value",
+    ),
+    "gpu-product-blank": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "product": [""]}}),
+        "each gpu.product must be a node label value",
+    ),
+    "gpu-product-too-many": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "product": [f"p{i}" for i in range(17)]}}),
+        "spec.gpu.product: Too many",
+    ),
+    "gpu-min-memory-not-a-size": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "minMemory": "lots"}}),
+        "gpu.minMemory must be a size above 0",
+    ),
+    "gpu-min-memory-zero": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "minMemory": "0Gi"}}),
+        "gpu.minMemory must be a size above 0",
+    ),
+    "gpu-min-memory-fraction": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "minMemory": "1.5Gi"}}),
+        "gpu.minMemory must be a size above 0",
+    ),
+    "gpu-min-memory-huge": (
+        _backend({"runtime": "vllm", "gpu": {"count": 1, "minMemory": "99999999Ti"}}),
+        "gpu.minMemory must be a size above 0",
+    ),
+    "gpu-choice-without-gpus": (
+        _backend({"runtime": "vllm", "gpu": {"product": ["NVIDIA-H100-80GB-HBM3"]}}),
+        "set gpu.count to 1 or more",
+    ),
+    "gpu-memory-without-gpus": (
+        _backend({"runtime": "vllm", "gpu": {"count": 0, "minMemory": "40Gi"}}),
+        "set gpu.count to 1 or more",
+    ),
     "bad-duration": (
         _backend({"runtime": "vllm", "startup": {"timeout": "ten minutes"}}),
         "must be a duration such as 30s, 5m or 1h30m",
@@ -353,6 +395,11 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         {"runtime": "ollama", "port": 8090},  # Ollama's pods have no agent
         {
             "runtime": "vllm",
+            "gpu": {"count": 2, "product": [f"NVIDIA-H{i}" for i in range(16)], "minMemory": "80G"},
+        },
+        {"runtime": "llamacpp", "gpu": {"count": 1, "minMemory": "63Ti"}},
+        {
+            "runtime": "vllm",
             "podSecurityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": 1000,
@@ -412,6 +459,8 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         "external-port-65535",
         "warmup-10m",
         "ollama-port-8090",
+        "gpu-sixteen-products-and-memory",
+        "gpu-memory-below-64ti",
         "restricted-security-contexts",
         "pod-fields-at-their-bounds",
         "volumes-at-their-bounds",

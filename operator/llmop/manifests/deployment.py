@@ -14,6 +14,7 @@ from llmop.manifests.agent_access import (
     AGENT_TOKEN_VOLUME,
     agent_token_secret_name,
 )
+from llmop.manifests.gpu_placement import pod_affinity
 from llmop.manifests.labels import (
     BACKEND_KIND,
     backend_labels,
@@ -289,8 +290,9 @@ def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[st
     tolerations = pod_tolerations(spec)
     if tolerations:
         result["tolerations"] = tolerations
-    if spec.affinity:
-        result["affinity"] = deepcopy(spec.affinity)
+    affinity = pod_affinity(spec)
+    if affinity:
+        result["affinity"] = affinity
     if spec.runtime_class_name:
         result["runtimeClassName"] = spec.runtime_class_name
     if spec.priority_class_name:

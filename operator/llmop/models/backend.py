@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -41,6 +41,14 @@ MAX_MODEL_NAME_CHARS = 4096
 #: Status stays far below the API server's object limit (1.5 MiB) whatever a runtime lists.
 MAX_STATUS_MODELS = 100
 MAX_POD_MODELS = 10
+#: The node labels GPU feature discovery publishes: the product name and each GPU's memory in MiB.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+MAX_GPU_PRODUCTS = 16
+#: A non-empty label value (what a product is compared with), and the sizes gpu.minMemory takes.
+LABEL_VALUE_PATTERN = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+GPU_MEMORY_PATTERN = "^[0-9]+(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+MAX_GPU_MEMORY = "64Ti"
 #: A port in a URL: `url(self).getPort()` is '' when the URL names none.
 URL_PORT_RULE = (
     "url(self).getPort() == '' || (int(url(self).getPort()) >= 1 && int(url(self).getPort()) <= 65535)"
@@ -125,6 +133,46 @@ class GPUSpec(ApiModel):
         default="nvidia.com/gpu",
         description="Extended resource that counts GPUs on nodes. Defaults to nvidia.com/gpu.",
     )
+    product: list[Annotated[str, Field(max_length=63)]] | None = Field(
+        default=None,
+        description="GPU products the pods may run on, e.g. [NVIDIA-H100-80GB-HBM3]: nodes whose "
+        f"{GPU_PRODUCT_LABEL} label (published by GPU feature discovery) is one of them. At most "
+        f"{MAX_GPU_PRODUCTS}.",
+        json_schema_extra={
+            "maxItems": MAX_GPU_PRODUCTS,
+            **validations(
+                cel("self.size() > 0", "gpu.product must list at least one product, or be left out"),
+                cel(
+                    f"self.all(p, p.matches('{LABEL_VALUE_PATTERN}'))",
+                    "each gpu.product must be a node label value, e.g. NVIDIA-H100-80GB-HBM3 "
+                    "(letters, digits, '-', '_', '.'; at most 63 characters)",
+                ),
+            ),
+        },
+    )
+    min_memory: str | None = Field(
+        default=None,
+        description="Least memory of each GPU, e.g. 40Gi: nodes whose "
+        f"{GPU_MEMORY_LABEL} label (MiB, published by GPU feature discovery) is at least this much.",
+        json_schema_extra={
+            "maxLength": 16,
+            **validations(
+                cel(
+                    f"self.matches('{GPU_MEMORY_PATTERN}') && quantity(self).isGreaterThan(quantity('0')) "
+                    f"&& quantity(self).isLessThan(quantity('{MAX_GPU_MEMORY}'))",
+                    f"gpu.minMemory must be a size above 0 and below {MAX_GPU_MEMORY}, such as 40Gi or 80G",
+                ),
+            ),
+        },
+    )
+
+
+GPUSpec.model_config["json_schema_extra"] = validations(
+    cel(
+        "(!has(self.product) && !has(self.minMemory)) || (has(self.count) && self.count > 0)",
+        "gpu.product and gpu.minMemory choose GPUs: set gpu.count to 1 or more as well",
+    ),
+)
 
 
 class ResourceRequirements(ApiModel):

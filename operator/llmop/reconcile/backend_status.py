@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from llmop.models.backend import (
+    GPU_MEMORY_LABEL,
+    GPU_PRODUCT_LABEL,
     MAX_POD_MODELS,
     MAX_STATUS_MODELS,
     BackendCapabilities,
@@ -323,7 +325,11 @@ def _see(snapshot: BackendSnapshot) -> _Seen:
     phases: dict[str, tuple[PodPhase, str]] = {}
     for pod in sorted(units, key=lambda p: p.name):
         seen = snapshot.runtimes.get(pod.name)
-        phases[pod.name] = _pod_state(pod, seen, before.get(pod.name))
+        pod_phase, text = _pod_state(pod, seen, before.get(pod.name))
+        phases[pod.name] = (
+            pod_phase,
+            _with_gpu_choice(snapshot.spec, text) if pod_phase == "Pending" else text,
+        )
         if not snapshot.external:
             pod_states.append(_pod_status(snapshot, pod, seen, phases[pod.name], before.get(pod.name)))
     serving = [name for name, (pod_phase, _) in phases.items() if pod_phase == "Serving"]
@@ -331,6 +337,20 @@ def _see(snapshot: BackendSnapshot) -> _Seen:
     present = {snapshot.normalize(m.name) for m in models}
     missing = [m.name for m in snapshot.spec.models if snapshot.normalize(m.name) not in present]
     return _Seen(pod_states, phases, units, models, missing)
+
+
+def _with_gpu_choice(spec: LLMBackendSpec, unschedulable: str) -> str:
+    """The scheduler's message, with the GPUs the spec chooses where it does not name them: it
+    speaks of "node affinity", not of the product no node has."""
+    wanted = []
+    if spec.gpu.product and not any(product in unschedulable for product in spec.gpu.product):
+        wanted.append(f"gpu.product {', '.join(spec.gpu.product)} ({GPU_PRODUCT_LABEL})")
+    if spec.gpu.min_memory and spec.gpu.min_memory not in unschedulable:
+        wanted.append(f"gpu.minMemory {spec.gpu.min_memory} ({GPU_MEMORY_LABEL})")
+    if not wanted:
+        return unschedulable
+    # First, so that a long message cut to fit in status still names them.
+    return f"the backend asks for {' and '.join(wanted)}; the scheduler says: {unschedulable}"
 
 
 def _pod_status(
@@ -459,7 +479,9 @@ def _scheduled(snapshot: BackendSnapshot, seen: _Seen) -> list[Condition]:
     gen = snapshot.generation
     if unschedulable := seen.texts("Pending"):
         gpu = snapshot.spec.gpu.resource_name
-        reason = "InsufficientGPU" if gpu in unschedulable[0] else "Unschedulable"
+        # The scheduler's words for too few free GPUs (a label such as nvidia.com/gpu.product
+        # holds the resource's name too).
+        reason = "InsufficientGPU" if f"Insufficient {gpu}" in unschedulable[0] else "Unschedulable"
         return [condition("Scheduled", False, reason, unschedulable[0], gen)]
     if seen.units and all(pod.scheduled for pod in seen.units):
         return [condition("Scheduled", True, "PodsScheduled", "all pods are placed on nodes", gen)]

@@ -60,3 +60,16 @@ def served_model_path(spec: LLMBackendSpec) -> str | None:
     if not spec.models:
         return None
     return f"{MODELS_DIR}/{parse_model_source(spec.models[0].name).local_path}"
+
+
+def user_sets_flag(spec: LLMBackendSpec, *names: str) -> bool:
+    """Whether spec.args already give one of these flags, as `--flag N` or `--flag=N` (vLLM's
+    parser also takes `--flag_name` for `--flag-name`): llmop then adds none of its own."""
+    wanted = {name.replace("_", "-") for name in names}
+    for arg in spec.args or []:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--"):
+            flag = flag.replace("_", "-")
+        if flag in wanted:
+            return True
+    return False

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from llmop.models.backend import LLMBackendSpec
-from llmop.runtimes.descriptor import PodRecipe, RuntimeDescriptor, served_model_path
+from llmop.runtimes.descriptor import PodRecipe, RuntimeDescriptor, served_model_path, user_sets_flag
 from llmop.runtimes.openai_compatible import OpenAICompatibleAdapter, OpenAIProfile
 from llmop.runtimes.results import (
     ModelCapability,
@@ -146,7 +146,21 @@ def _template_handles_tools(props: _Props) -> bool:
 def _args(spec: LLMBackendSpec, port: int) -> list[str]:
     path = served_model_path(spec)
     model = ["--model", path, "--alias", served_model_name(spec.models[0].name)] if path else []
-    return ["--host", "0.0.0.0", "--port", str(port), *model]
+    return ["--host", "0.0.0.0", "--port", str(port), *model, *_gpu_layers(spec)]
+
+
+#: More layers than any model has: every layer goes to the GPUs (builds before 'all' take a number).
+ALL_LAYERS = "999"
+
+
+def _gpu_layers(spec: LLMBackendSpec) -> list[str]:
+    # llama-server's own default fits what it guesses into memory; a GPU backend wants the whole
+    # model on its GPUs. The user's flag, or LLAMA_ARG_N_GPU_LAYERS in env, wins.
+    flags = ("-ngl", "--gpu-layers", "--n-gpu-layers")
+    set_in_env = any(var.get("name") == "LLAMA_ARG_N_GPU_LAYERS" for var in spec.env or [])
+    if spec.gpu.count > 0 and not set_in_env and not user_sets_flag(spec, *flags):
+        return ["--n-gpu-layers", ALL_LAYERS]
+    return []
 
 
 DESCRIPTOR = RuntimeDescriptor(

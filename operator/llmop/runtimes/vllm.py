@@ -18,7 +18,7 @@ import asyncio
 from typing import ClassVar
 
 from llmop.models.backend import LLMBackendSpec
-from llmop.runtimes.descriptor import PodRecipe, RuntimeDescriptor, served_model_path
+from llmop.runtimes.descriptor import PodRecipe, RuntimeDescriptor, served_model_path, user_sets_flag
 from llmop.runtimes.openai_compatible import (
     OpenAICompatibleAdapter,
     OpenAIProfile,
@@ -106,7 +106,14 @@ def _args(spec: LLMBackendSpec, port: int) -> list[str]:
     # send (`org/repo`), not the spec's `hf://org/repo`.
     path = served_model_path(spec)
     model = ["--model", path, "--served-model-name", served_model_name(spec.models[0].name)] if path else []
-    return [*model, "--host", "0.0.0.0", "--port", str(port)]
+    return [*model, "--host", "0.0.0.0", "--port", str(port), *_tensor_parallel(spec)]
+
+
+def _tensor_parallel(spec: LLMBackendSpec) -> list[str]:
+    # vLLM runs on one GPU unless told otherwise: every GPU of the replica shares the model.
+    if spec.gpu.count > 1 and not user_sets_flag(spec, "--tensor-parallel-size", "-tp"):
+        return ["--tensor-parallel-size", str(spec.gpu.count)]
+    return []
 
 
 DESCRIPTOR = RuntimeDescriptor(

@@ -71,6 +71,27 @@ SPECS: dict[str, dict[str, Any]] = {
             },
         ],
     },
+    # A vLLM over two GPUs of a chosen product and size, beside the user's own zone affinity:
+    # tensor parallelism 2, every node selector term asking for the GPUs.
+    "vllm-two-gpus": {
+        "runtime": "vllm",
+        "models": [{"name": "hf://Qwen/Qwen3-32B"}],
+        "gpu": {"count": 2, "product": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H200"], "minMemory": "80G"},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+        "args": ["--max-model-len", "32768"],
+    },
     # A CPU llama.cpp with its GGUF on an emptyDir.
     "llamacpp": {
         "runtime": "llamacpp",

@@ -151,6 +151,66 @@ def test_unschedulable_pod_explains_itself_with_the_schedulers_words() -> None:
     assert conditions(status)["Ready"] == "False" and status.phase == "Pending"
 
 
+GPU_SPEC = {"runtime": "vllm", "models": [{"name": "hf://Qwen/Qwen3-0.6B"}], "gpu": {"count": 1}}
+NO_AFFINITY = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+
+
+def test_a_gpu_product_no_node_has_is_named_where_the_scheduler_does_not_name_it() -> None:
+    spec = {**GPU_SPEC, "gpu": {"count": 1, "product": ["NVIDIA-A100-SXM4-80GB"], "minMemory": "80G"}}
+    pods = [PodFacts(name="b-1", unschedulable=NO_AFFINITY)]
+    status = compute_backend_status(snapshot(spec, pods=pods, runtimes={}))
+    scheduled = find(status.conditions, "Scheduled")
+    assert scheduled and scheduled.status == "False" and scheduled.reason == "Unschedulable"
+    assert "gpu.product NVIDIA-A100-SXM4-80GB (nvidia.com/gpu.product)" in scheduled.message
+    assert "gpu.minMemory 80G (nvidia.com/gpu.memory)" in scheduled.message
+    assert NO_AFFINITY in scheduled.message
+    ready = find(status.conditions, "Ready")
+    assert ready and "NVIDIA-A100-SXM4-80GB" in ready.message
+    assert status.pods and status.pods[0].message and "NVIDIA-A100-SXM4-80GB" in status.pods[0].message
+
+
+def test_the_product_stays_in_a_scheduler_message_too_long_for_status() -> None:
+    spec = {**GPU_SPEC, "gpu": {"count": 1, "product": ["NVIDIA-A100-SXM4-80GB"]}}
+    long = "0/5000 nodes are available: " + "1 node(s) didn't match Pod's node affinity/selector, " * 100
+    status = compute_backend_status(
+        snapshot(spec, pods=[PodFacts(name="b-1", unschedulable=long)], runtimes={})
+    )
+    scheduled = find(status.conditions, "Scheduled")
+    assert scheduled and len(scheduled.message) <= 1024 and "NVIDIA-A100-SXM4-80GB" in scheduled.message
+
+
+def test_a_scheduler_message_that_names_the_product_is_left_as_it_is() -> None:
+    spec = {**GPU_SPEC, "gpu": {"count": 1, "product": ["NVIDIA-A100-SXM4-80GB"]}}
+    message = "0/1 nodes are available: no NVIDIA-A100-SXM4-80GB left."
+    status = compute_backend_status(
+        snapshot(spec, pods=[PodFacts(name="b-1", unschedulable=message)], runtimes={})
+    )
+    scheduled = find(status.conditions, "Scheduled")
+    assert scheduled and scheduled.message == message
+
+
+def test_too_few_gpus_of_a_chosen_product_is_insufficient_gpu() -> None:
+    spec = {**GPU_SPEC, "gpu": {"count": 1, "product": ["NVIDIA-H100-80GB-HBM3"]}}
+    message = (
+        "0/3 nodes are available: 2 Insufficient nvidia.com/gpu, 1 node(s) didn't match Pod's node affinity."
+    )
+    status = compute_backend_status(
+        snapshot(spec, pods=[PodFacts(name="b-1", unschedulable=message)], runtimes={})
+    )
+    scheduled = find(status.conditions, "Scheduled")
+    assert (
+        scheduled and scheduled.reason == "InsufficientGPU" and "NVIDIA-H100-80GB-HBM3" in scheduled.message
+    )
+
+
+def test_a_backend_without_a_gpu_choice_keeps_the_schedulers_words() -> None:
+    # The GPU label in the added text must not make every unschedulable GPU backend InsufficientGPU.
+    pods = [PodFacts(name="b-1", unschedulable=NO_AFFINITY)]
+    status = compute_backend_status(snapshot(GPU_SPEC, pods=pods, runtimes={}))
+    scheduled = find(status.conditions, "Scheduled")
+    assert scheduled and scheduled.message == NO_AFFINITY and scheduled.reason == "Unschedulable"
+
+
 def test_runtime_that_dies_after_serving_is_degraded_then_recovers() -> None:
     ready = compute_backend_status(snapshot())
     died = compute_backend_status(
