@@ -9,37 +9,14 @@ import kopf
 import pytest
 
 from llmop.config import OperatorConfig
-from llmop.k8s.client import PODDISRUPTIONBUDGETS, Resource
+from llmop.k8s.client import PODDISRUPTIONBUDGETS
 from llmop.loops import backend_ensure
 from llmop.loops.backend_ensure import ensure_backend_objects
 from llmop.loops.context import OperatorContext
 from llmop.manifests import owner_reference
+from support.fake_kube import FakeKube
 
 OLLAMA = {"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}]}
-
-
-class FakeKube:
-    """Objects by (plural, name): applied objects are stored, deleted ones removed."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.deleted: list[tuple[str, str]] = []
-
-    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        return self.objects.get((resource.plural, name))
-
-    async def list(
-        self, resource: Resource, namespace: str | None = None, label_selector: str = ""
-    ) -> list[Any]:
-        return []
-
-    async def apply(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
-        self.objects[(resource.plural, body["metadata"]["name"])] = body
-        return body
-
-    async def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
-        self.deleted.append((resource.plural, name))
-        return self.objects.pop((resource.plural, name), None) is not None
 
 
 @pytest.fixture(autouse=True)

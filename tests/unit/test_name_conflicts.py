@@ -14,37 +14,13 @@ from llmop.loops import backend_ensure
 from llmop.loops.backend_ensure import ensure_backend_objects
 from llmop.loops.context import OperatorContext
 from llmop.manifests import owner_reference
+from support.fake_kube import FakeKube
 
 CONFIG = OperatorConfig(
     operator_namespace="llmop-system", operator_pod_labels=parse_labels("app.kubernetes.io/name=llmop")
 )
 OLLAMA = {"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}]}
 LLAMACPP = {"runtime": "llamacpp", "models": [{"name": "hf://org/repo/m.gguf"}], "gpu": {"count": 0}}
-
-
-class FakeKube:
-    """Objects by (plural, name), as the ensure path reads and writes them."""
-
-    def __init__(self, *existing: tuple[Resource, dict[str, Any]]) -> None:
-        self.objects = {(resource.plural, body["metadata"]["name"]): body for resource, body in existing}
-        self.applied: list[tuple[str, str]] = []
-
-    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        return self.objects.get((resource.plural, name))
-
-    async def list(
-        self, resource: Resource, namespace: str | None = None, label_selector: str = ""
-    ) -> list[Any]:
-        return []
-
-    async def apply(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
-        self.applied.append((resource.plural, body["metadata"]["name"]))
-        return body
-
-    async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
-        self.objects[(resource.plural, body["metadata"]["name"])] = body
-        self.applied.append((resource.plural, body["metadata"]["name"]))
-        return body
 
 
 def foreign(kind: str, name: str, **spec: Any) -> dict[str, Any]:
