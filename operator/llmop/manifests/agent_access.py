@@ -17,6 +17,7 @@ from llmop.manifests.labels import (
     backend_labels,
     backend_selector,
     object_metadata,
+    owned_metadata,
     owner_reference,
 )
 from llmop.manifests.ownership import controlled_by
@@ -89,12 +90,7 @@ def build_agent_network_policy(
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": object_metadata(
-            agent_network_policy_name(name),
-            namespace,
-            backend_labels(name, spec.runtime or ""),
-            owner_reference(BACKEND_KIND, name, uid),
-        ),
+        "metadata": owned_metadata(agent_network_policy_name(name), name, namespace, uid, spec.runtime or ""),
         "spec": {
             "podSelector": {"matchLabels": backend_selector(name)},
             "policyTypes": ["Ingress"],

@@ -16,11 +16,9 @@ from llmop.manifests.agent_access import (
 )
 from llmop.manifests.gpu_placement import pod_affinity
 from llmop.manifests.labels import (
-    BACKEND_KIND,
     backend_labels,
     backend_selector,
-    object_metadata,
-    owner_reference,
+    owned_metadata,
 )
 from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
 from llmop.manifests.storage import EMPTY_DIR_LIMIT, MODELS_VOLUME, models_claim, models_volume
@@ -337,7 +335,7 @@ def build_deployment(
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": object_metadata(name, namespace, labels, owner_reference(BACKEND_KIND, name, uid)),
+        "metadata": owned_metadata(name, name, namespace, uid, managed_runtime(spec)),
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": backend_selector(name)},

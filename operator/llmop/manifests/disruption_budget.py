@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmop.manifests.labels import (
-    BACKEND_KIND,
-    backend_labels,
     backend_selector,
-    object_metadata,
-    owner_reference,
+    owned_metadata,
 )
 from llmop.manifests.runtime_pods import managed_runtime
 from llmop.models.backend import LLMBackendSpec
@@ -39,11 +36,10 @@ def build_disruption_budget(
         limit = {"maxUnavailable": budget.max_unavailable}
     else:
         limit = {"maxUnavailable": DEFAULT_MAX_UNAVAILABLE}
-    labels = backend_labels(name, managed_runtime(spec))
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": object_metadata(name, namespace, labels, owner_reference(BACKEND_KIND, name, uid)),
+        "metadata": owned_metadata(name, name, namespace, uid, managed_runtime(spec)),
         "spec": {
             **limit,
             "selector": {"matchLabels": backend_selector(name)},

@@ -60,3 +60,10 @@ def object_metadata(
     name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any]
 ) -> dict[str, Any]:
     return {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner]}
+
+
+def owned_metadata(object_name: str, backend: str, namespace: str, uid: str, runtime: str) -> dict[str, Any]:
+    """Metadata of an object backend `backend` owns: the backend's labels, and the backend as its
+    controller, so the garbage collector deletes it with the backend."""
+    labels = backend_labels(backend, runtime)
+    return object_metadata(object_name, namespace, labels, owner_reference(BACKEND_KIND, backend, uid))

@@ -6,11 +6,8 @@ from typing import Any
 
 from llmop.manifests.deployment import RUNTIME_PORT_NAME
 from llmop.manifests.labels import (
-    BACKEND_KIND,
-    backend_labels,
     backend_selector,
-    object_metadata,
-    owner_reference,
+    owned_metadata,
 )
 from llmop.manifests.runtime_pods import managed_runtime
 from llmop.models.backend import LLMBackendSpec
@@ -22,12 +19,7 @@ def build_service(name: str, namespace: str, uid: str, spec: LLMBackendSpec) -> 
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": object_metadata(
-            name,
-            namespace,
-            backend_labels(name, managed_runtime(spec)),
-            owner_reference(BACKEND_KIND, name, uid),
-        ),
+        "metadata": owned_metadata(name, name, namespace, uid, managed_runtime(spec)),
         "spec": {
             "type": "ClusterIP",
             "selector": backend_selector(name),

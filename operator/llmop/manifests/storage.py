@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmop.manifests.labels import BACKEND_KIND, backend_labels, object_metadata, owner_reference
+from llmop.manifests.labels import (
+    owned_metadata,
+)
 from llmop.models.backend import LLMBackendSpec, StorageSpec
 
 MODELS_VOLUME = "models"
@@ -49,11 +51,6 @@ def build_model_claim(name: str, namespace: str, uid: str, spec: LLMBackendSpec)
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": object_metadata(
-            model_claim_name(name),
-            namespace,
-            backend_labels(name, spec.runtime or ""),
-            owner_reference(BACKEND_KIND, name, uid),
-        ),
+        "metadata": owned_metadata(model_claim_name(name), name, namespace, uid, spec.runtime or ""),
         "spec": claim_spec,
     }
