@@ -248,6 +248,33 @@ def test_too_many_gpus_is_explained_in_status_without_spamming(
     assert operator.alive()
 
 
+def test_a_two_gpu_vllm_backend_asking_for_a_missing_product_says_which_and_carries_tensor_parallelism(
+    kube: Kube, backend_ns: str, operator: OperatorProcess
+) -> None:
+    """On the real API server and scheduler: vLLM across two GPUs gets --tensor-parallel-size 2,
+    and a GPU product no node has (the nodes carry NVIDIA-H100-80GB-HBM3) is named in status,
+    where the scheduler's own words speak only of node affinity."""
+    manifest = example("vllm")
+    manifest["metadata"]["name"] = "picky"
+    manifest["spec"]["gpu"] = {"count": 2, "product": ["NVIDIA-B200"]}
+    kube.apply(manifest, backend_ns)
+    scheduled = eventually(
+        lambda: condition(kube, "picky", backend_ns, "Scheduled"),
+        timeout=60,
+        message="a Scheduled condition",
+    )
+    assert scheduled["status"] == "False" and "NVIDIA-B200" in scheduled["message"], scheduled
+    assert "affinity" in scheduled["message"], "the scheduler's own words follow"
+
+    runtime = next(
+        c
+        for c in kube.get("deployment", "picky", backend_ns)["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "runtime"
+    )
+    args = runtime.get("args", [])
+    assert "--tensor-parallel-size" in args and args[args.index("--tensor-parallel-size") + 1] == "2", args
+
+
 def test_a_killed_runtime_turns_the_backend_degraded_then_ready_again(
     kube: Kube, backend_ns: str, podrunner: PodRunner
 ) -> None:
