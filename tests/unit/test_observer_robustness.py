@@ -3,7 +3,6 @@ deleted, whatever the spec stored (objects created before the CRD's rules) or th
 
 from __future__ import annotations
 
-import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,15 +41,6 @@ def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(backend_observer, "post_phase_event", lambda body, before, after: None)
 
 
-@pytest.fixture
-def closed_port() -> str:
-    """An address where nothing listens: connections are refused at once."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 def watching(
     spec: dict[str, Any], client: httpx.AsyncClient, rounds: int
 ) -> tuple[BackendObserver, list[float]]:
@@ -72,8 +62,8 @@ def watching(
     return watched, slept
 
 
-async def test_a_zero_probe_interval_stored_before_the_rule_is_held_to_100ms(closed_port: str) -> None:
-    spec = {"external": {"url": closed_port}, "startup": {"probeInterval": "0s"}}
+async def test_a_zero_probe_interval_stored_before_the_rule_is_held_to_100ms(closed_port_url: str) -> None:
+    spec = {"external": {"url": closed_port_url}, "startup": {"probeInterval": "0s"}}
     async with httpx.AsyncClient() as client:
         watched, slept = watching(spec, client, rounds=3)
         await watched.run()

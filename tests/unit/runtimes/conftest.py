@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -47,15 +46,6 @@ async def fake_runtime() -> AsyncIterator[Callable[[dict[str, Handler | Any]], A
     yield start
     for runner in runners:
         await runner.cleanup()
-
-
-@pytest.fixture
-def closed_port_url() -> str:
-    """An address where nothing listens: connections are refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
