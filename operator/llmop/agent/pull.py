@@ -123,9 +123,11 @@ class ModelPuller:
         plan = await self._plan(source, expected_sha256)
         models_dir = self._store.models_dir
         present = await asyncio.to_thread(lambda: [bytes_present(models_dir, file) for file in plan.files])
-        await asyncio.to_thread(self._check_room, source, needed_room(plan, present))
+        # The sizes go out before the room is checked: the operator learns how large the model
+        # is (its Fits condition) even from a pull the volume has no room for.
         for file, completed in zip(plan.files, present, strict=True):
             publish(progress_line(file.label, file.sha256, completed, file.size), progress_key(file.label))
+        await asyncio.to_thread(self._check_room, source, needed_room(plan, present))
         landed = [await self._fetch(file, plan, publish) for file in plan.files]
         if plan.is_repo:
             publish({"status": "writing manifest"})

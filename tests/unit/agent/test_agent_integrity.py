@@ -409,6 +409,9 @@ async def test_a_repo_larger_than_the_volumes_free_room_is_refused_before_any_fi
         f"hf://org/big needs {MiB + 2} bytes (1.0 MiB) but the model volume has only {MiB // 2} bytes"
     )
     assert source.gets_of("/resolve/") == []
+    # The sizes still went out first: the operator learns how large the model is (Fits).
+    announced = {line["status"]: line.get("total") for line in lines if "total" in line}
+    assert announced == {"pulling a.safetensors": MiB, "pulling b.json": 2}
 
 
 async def test_under_a_volume_limit_the_bytes_already_stored_count_against_the_room(
