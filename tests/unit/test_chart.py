@@ -237,12 +237,13 @@ NAMESPACED = {
     ("", "events", "create"),
 }
 CRDS = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+NODES = {("", "nodes", "get")}  # the GPU memory label of a GPU backend's node (Fits)
 LEASES = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 
 
 def test_cluster_wide_rbac_is_exactly_what_llmop_uses() -> None:
     docs = render()
-    assert _rules(one(docs, "ClusterRole")) == NAMESPACED | CRDS
+    assert _rules(one(docs, "ClusterRole")) == NAMESPACED | CRDS | NODES
     role = one(docs, "Role")
     assert role["metadata"]["namespace"] == "llmop-system" and _rules(role) == LEASES
     for doc in docs:
@@ -253,7 +254,7 @@ def test_cluster_wide_rbac_is_exactly_what_llmop_uses() -> None:
 def test_watched_namespaces_get_roles_and_nothing_namespaced_is_granted_cluster_wide() -> None:
     docs = render("--set-json", 'watchNamespaces=["team-a","team-b"]')
     cluster = _rules(one(docs, "ClusterRole"))
-    assert cluster == CRDS | {("", "namespaces", "list"), ("", "namespaces", "watch")}
+    assert cluster == CRDS | NODES | {("", "namespaces", "list"), ("", "namespaces", "watch")}
     roles = {
         d["metadata"]["namespace"]: _rules(d)
         for d in docs

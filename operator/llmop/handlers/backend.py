@@ -17,15 +17,23 @@ from llmop.reconcile.backend_status import (
     PullFacts,
     pod_facts,
 )
+from llmop.reconcile.fits import pull_model_bytes
 
 # --- indexes: what the operator knows about pods and pulls, without listing the API ------------
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_BACKEND: kopf.PRESENT})
 def pods_by_backend(
-    namespace: str | None, name: str, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    **_: Any,
 ) -> dict[BackendKey, PodFacts]:
-    return {(namespace or "", labels[LABEL_BACKEND]): pod_facts(name, meta, status)}
+    facts = pod_facts(name, meta, status, node=spec.get("nodeName"))
+    return {(namespace or "", labels[LABEL_BACKEND]): facts}
 
 
 @kopf.index(API_GROUP, API_VERSION, "modelpulls")
@@ -37,7 +45,10 @@ def pulls_by_backend(
         return {}
     progress = status.get("progress") or {}
     facts = PullFacts(
-        phase=status.get("phase"), summary=progress.get("summary"), error=status.get("lastError")
+        phase=status.get("phase"),
+        summary=progress.get("summary"),
+        error=status.get("lastError"),
+        size_bytes=pull_model_bytes(status),
     )
     return {(namespace or "", backend): (spec.get("model"), facts)}
 

@@ -77,6 +77,7 @@ LEASES = Resource("coordination.k8s.io/v1", "leases")
 NETWORKPOLICIES = Resource("networking.k8s.io/v1", "networkpolicies")
 PODDISRUPTIONBUDGETS = Resource("policy/v1", "poddisruptionbudgets")
 SERVICEACCOUNTS = Resource("v1", "serviceaccounts")
+NODES = Resource("v1", "nodes", namespaced=False)
 
 
 class _RefreshingAuth(httpx.Auth):

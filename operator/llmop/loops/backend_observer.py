@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from llmop import metrics
 from llmop.k8s.client import LLMBACKENDS, KubeUnavailable
 from llmop.loops.context import BackendKey, OperatorContext
+from llmop.loops.node_gpus import NodeGpuReader
 from llmop.loops.pace import (
     API_RETRY_SECONDS,
     DOUBT_SECONDS,
@@ -47,6 +48,7 @@ from llmop.reconcile.backend_status import (
     unobservable_status,
 )
 from llmop.reconcile.conditions import describe_failure, find, status_text, stored_now
+from llmop.reconcile.fits import FITS
 from llmop.runtimes import connect
 from llmop.runtimes.registry import serving_port
 
@@ -95,6 +97,8 @@ class BackendObserver:
     failure: str | None = None
     #: When the last round began (monotonic seconds).
     round_began: float = float("-inf")
+    #: The GPU memory of the nodes the pods run on, for the Fits condition.
+    gpu_nodes: NodeGpuReader = field(default_factory=NodeGpuReader)
 
     @property
     def key(self) -> BackendKey:
@@ -254,6 +258,9 @@ class BackendObserver:
                 )
 
         observations = await asyncio.gather(*(observe(key, url) for key, url in targets.items()))
+        nodes = {pod.node for pod in pods if pod.node and not pod.deleting}
+        # A backend without GPUs has no Fits condition: no node is read for it.
+        gpus = spec.external is None and spec.gpu.count > 0
         snapshot = BackendSnapshot(
             generation=self.generation,
             spec=spec,
@@ -270,6 +277,7 @@ class BackendObserver:
             secret_problem=(
                 (self.secret_problem.reason, self.secret_problem.message) if self.secret_problem else None
             ),
+            nodes=await self.gpu_nodes.nodes(self.context.kube, nodes) if gpus else {},
         )
         return snapshot, targets
 
@@ -305,6 +313,7 @@ class BackendObserver:
             dict(response.get("status") or new),
         )
         post_phase_event(self.body, previous, status)
+        post_fits_event(self.body, previous, status)
         return True
 
     async def warm_up(self, look: Look, spec: LLMBackendSpec) -> None:
@@ -376,3 +385,10 @@ def post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBacken
         kopf.event(body, type="Warning", reason=reason, message=status_text(message))
     else:
         kopf.event(body, type="Normal", reason=reason, message=status_text(message))
+
+
+def post_fits_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBackendStatus) -> None:
+    """A Warning when the model turns out not to fit: before the runtime runs out of memory."""
+    fits, was = find(after.conditions, FITS), find(before.conditions, FITS)
+    if fits and fits.status == "False" and not (was and was.status == "False"):
+        kopf.event(body, type="Warning", reason=fits.reason, message=status_text(fits.message or ""))

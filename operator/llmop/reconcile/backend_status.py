@@ -28,6 +28,7 @@ from llmop.models.backend import (
 from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
 from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
+from llmop.reconcile.fits import FitsFacts, NodeGpus, fits_condition, loaded_models, plausible_bytes
 from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
 PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
@@ -53,9 +54,10 @@ class PodFacts:
     #: until its sidecars' startup probes pass, and the agent's passes only once the model is on
     #: disk: its pull API answers in a pod that is still Pending.
     running: tuple[str, ...] = ()
+    node: str | None = None  # spec.nodeName: where the pod's GPUs are
 
 
-def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
+def pod_facts(name: str, meta: Any, status: Any, node: str | None = None) -> PodFacts:
     """PodFacts from a pod's metadata and status, as the kubelet reports them."""
     conditions = {c.get("type"): c for c in status.get("conditions", [])}
     scheduled = conditions.get("PodScheduled", {})
@@ -76,6 +78,7 @@ def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
         scheduled=scheduled.get("status") == "True",
         waiting=waiting,
         running=tuple(c.get("name", "") for c in containers if "running" in c.get("state", {})),
+        node=node if isinstance(node, str) and node else None,
     )
 
 
@@ -95,6 +98,8 @@ class PullFacts:
     phase: str | None = None
     summary: str | None = None
     error: str | None = None
+    #: The model's bytes on one pod, as the source announced them or the runtime listed them.
+    size_bytes: int | None = None
 
 
 @dataclass
@@ -114,6 +119,8 @@ class BackendSnapshot:
     apply_problem: tuple[str, str] | None = None
     #: A Secret the spec names that llmop will not use: (condition reason, message).
     secret_problem: tuple[str, str] | None = None
+    #: The nodes the pods are placed on, with their GPUs' memory (only for a backend with GPUs).
+    nodes: dict[str, NodeGpus] = field(default_factory=dict)
 
     @property
     def external(self) -> bool:
@@ -289,6 +296,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         ),
         condition("Stalled", stalled, stalled_reason or "NotStalled", stalled_message, gen),
         *_scheduled(snapshot, seen),
+        *_fits(snapshot, seen),
     ]
     serving = seen.serving
     shown, omitted = _shown_models(snapshot, seen.models)
@@ -486,6 +494,24 @@ def _scheduled(snapshot: BackendSnapshot, seen: _Seen) -> list[Condition]:
     if seen.units and all(pod.scheduled for pod in seen.units):
         return [condition("Scheduled", True, "PodsScheduled", "all pods are placed on nodes", gen)]
     return []
+
+
+def _fits(snapshot: BackendSnapshot, seen: _Seen) -> list[Condition]:
+    """Fits, from the sizes the runtime lists (Ollama's) or the pulls announced, and the nodes'
+    GPUs; computed as soon as both are known, before the runtime tries to load the model."""
+    listed = {snapshot.normalize(m.name): m for m in seen.models}
+    sizes: dict[str, int | None] = {}
+    context = None
+    for name in loaded_models(snapshot.spec, snapshot.pulls):
+        model = listed.get(snapshot.normalize(name))
+        pull = snapshot.pulls.get(name)
+        found = [plausible_bytes(model and model.size_bytes), plausible_bytes(pull and pull.size_bytes)]
+        sizes[name] = max((size for size in found if size), default=None)
+        context = context or (model.context_length if model else None)
+    placed = {pod.node for pod in snapshot.pods if pod.node and not pod.deleting}
+    nodes = {name: snapshot.nodes.get(name, NodeGpus(problem="llmop has not read it")) for name in placed}
+    fits = fits_condition(FitsFacts(snapshot.spec, snapshot.generation, sizes, nodes, context))
+    return [fits] if fits else []
 
 
 def _last_error(
