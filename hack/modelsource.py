@@ -18,6 +18,10 @@ in the tests moves real data from this server instead. It serves, from `--root D
         the file, with Range, `ETag`, `X-Repo-Commit`, and for LFS files `X-Linked-Size` and
         `X-Linked-Etag`, as the Hub sends them. (The Hub redirects LFS downloads to its CDN;
         this server answers them directly, which clients following redirects cannot tell.)
+  A file `<path>.declared-size` in a repo, holding a byte count, is listed as `<path>` of that
+  size (an LFS file whose sha256 is a digest of the count): a model far larger than this machine
+  could hold, for tests of what llmop does with a size. Its bytes do not exist: downloading it
+  answers 404 `EntryNotFound`.
   A repo with a file `DIR/hf/<org>/<repo>.token` beside its folder is gated, as on the Hub: its
   listing is public (with "gated": "manual"), its files answer 401 `GatedRepo` unless the request
   carries `Authorization: Bearer <the file's content>`.
@@ -136,6 +140,16 @@ class FileInfo:
         return f'"{self.sha256 if self.lfs else self.git_sha1}"'
 
 
+#: `<path>.declared-size`: a file listed with the size it holds, whose bytes do not exist.
+DECLARED_SIZE = ".declared-size"
+
+
+def declared_file(path: Path) -> FileInfo:
+    size = int(path.read_text().strip())
+    digest = hashlib.sha256(f"declared {size}".encode()).hexdigest()
+    return FileInfo(path, size, digest, hashlib.sha1(digest.encode()).hexdigest(), lfs=True)
+
+
 def _git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
@@ -187,7 +201,11 @@ class Catalogue:
             dirnames[:] = sorted(d for d in dirnames if d != ".git")
             for name in sorted(filenames):
                 path = Path(dirpath) / name
-                files.append((path.relative_to(repo_dir).as_posix(), self.info(path)))
+                if name.endswith(DECLARED_SIZE):
+                    listed = path.relative_to(repo_dir).as_posix().removesuffix(DECLARED_SIZE)
+                    files.append((listed, declared_file(path)))
+                else:
+                    files.append((path.relative_to(repo_dir).as_posix(), self.info(path)))
         return sorted(files)
 
     @staticmethod

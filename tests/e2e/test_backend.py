@@ -21,7 +21,7 @@ import yaml
 
 from support.kube import REPO, Kube, eventually, wait_backend_ready
 from support.operator import OperatorProcess
-from support.runtimes import PodRunner, run_vllm_standin
+from support.runtimes import ModelSource, PodRunner, run_vllm_standin
 
 pytestmark = pytest.mark.e2e
 
@@ -273,6 +273,52 @@ def test_a_two_gpu_vllm_backend_asking_for_a_missing_product_says_which_and_carr
     )
     args = runtime.get("args", [])
     assert "--tensor-parallel-size" in args and args[args.index("--tensor-parallel-size") + 1] == "2", args
+
+
+def test_a_model_larger_than_its_gpus_gives_fits_false_with_both_numbers_before_the_runtime_starts(
+    kube: Kube, backend_ns: str, operator: OperatorProcess, modelsource: ModelSource
+) -> None:
+    """The source lists a 150 GiB repo (its weights file declared, no bytes behind it); the fake
+    GPU node's label says 81559 MiB. Fits=False names both as soon as the pull announces the size,
+    while vLLM has not started (its agent is still pulling: the runtime never gets a GPU to fail
+    on), and a Warning Event says it once."""
+    repo = modelsource.root / "hf" / "heavy-org" / "model-150g"
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "config.json").write_text('{"model_type": "llama"}')
+    (repo / "model.safetensors.declared-size").write_text(str(150 << 30))
+    manifest = example("vllm")
+    manifest["metadata"]["name"] = "heavy"
+    manifest["spec"]["models"] = [{"name": "hf://heavy-org/model-150g"}]
+    manifest["spec"].pop("storage")  # an emptyDir: nothing to provision
+    kube.apply(manifest, backend_ns)
+
+    def fits_false() -> dict[str, Any] | None:
+        found = condition(kube, "heavy", backend_ns, "Fits")
+        return found if found and found["status"] == "False" else None
+
+    fits = eventually(fits_false, timeout=120, message="Fits=False")
+    assert fits["reason"] == "ModelTooLarge", fits
+    assert "150.0 GiB" in fits["message"] and "79.6 GiB (1 x 81559 MiB" in fits["message"], fits
+    status = kube.get("llmb", "heavy", backend_ns)["status"]
+    assert status["phase"] != "Ready"
+    runtime_ran = [
+        c
+        for pod in kube.list("pods", backend_ns)
+        if pod["metadata"]["labels"].get("llmop.dev/backend") == "heavy"
+        for c in pod["status"].get("containerStatuses", [])
+        if c["name"] == "runtime" and "waiting" not in c.get("state", {})
+    ]
+    assert runtime_ran == [], "Fits came before the runtime was started"
+    warnings = eventually(
+        lambda: [
+            e
+            for e in kube.list("events", backend_ns)
+            if e["involvedObject"]["name"] == "heavy" and e["reason"] == "ModelTooLarge"
+        ],
+        timeout=30,
+        message="a ModelTooLarge Event",
+    )
+    assert warnings[0]["type"] == "Warning" and "150.0 GiB" in warnings[0]["message"]
 
 
 def test_a_killed_runtime_turns_the_backend_degraded_then_ready_again(

@@ -234,12 +234,14 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("get", "configmaps", "-n", "anywhere"),  # a ConfigMap a pod would get must opt in
         ("get", "serviceaccounts", "-n", "anywhere"),  # the ServiceAccount a pod would run as too
         ("patch", "poddisruptionbudgets.policy", "-n", "anywhere"),  # a multi-replica backend's
+        ("get", "nodes"),  # the GPU memory label of a GPU backend's node (Fits)
     ]
     denied = [
         ("update", "secrets", "-n", "anywhere"),
         ("delete", "secrets", "-n", "anywhere"),
         ("list", "secrets", "-n", "anywhere"),
         ("patch", "nodes"),
+        ("list", "nodes"),  # get by name only
         ("delete", "deployments.apps", "-n", "anywhere"),
         ("delete", "llmbackends.llmop.dev", "-n", "anywhere"),
         ("create", "llmbackends.llmop.dev", "-n", "anywhere"),  # users create backends, llmop never
