@@ -148,7 +148,7 @@ def loaded_models(spec: LLMBackendSpec, pulled: Iterable[str]) -> list[str]:
     names = [model.name for model in spec.models]
     if spec.runtime != "ollama":
         return names[:1]
-    return list(dict.fromkeys([*names, *pulled]))
+    return list(dict.fromkeys([*names, *(name for name in pulled if isinstance(name, str) and name.strip())]))
 
 
 def _gib(count: int) -> str:

@@ -120,6 +120,13 @@ def test_ollama_checks_each_model_it_may_load_by_the_size_it_lists() -> None:
     )
 
 
+def test_ollama_counts_the_models_pulled_into_it_and_ignores_a_pull_without_a_model() -> None:
+    spec = {"runtime": "ollama", "gpu": {"count": 1}, "models": []}
+    pulls = {"extra": PullFacts(size_bytes=100 * GIB), None: PullFacts(size_bytes=GIB)}
+    found = fits(spec, pulls=pulls)
+    assert found is not None and found.status == "False" and "model extra needs" in (found.message or "")
+
+
 @pytest.mark.parametrize("size", [-5, 0, 1 << 60, "lots", True, None, 1e30, float("nan"), [1]])
 def test_absurd_sizes_are_not_known(size: Any) -> None:
     assert plausible_bytes(size) is None
