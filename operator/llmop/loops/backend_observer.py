@@ -270,6 +270,7 @@ class BackendObserver:
             secret_problem=(
                 (self.secret_problem.reason, self.secret_problem.message) if self.secret_problem else None
             ),
+            defaults=self.context.resolved_defaults.get(self.key),
         )
         return snapshot, targets
 

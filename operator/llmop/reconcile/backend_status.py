@@ -28,6 +28,7 @@ from llmop.models.backend import (
 from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
 from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
+from llmop.reconcile.defaults_status import Defaults, defaults_status
 from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
 PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
@@ -114,6 +115,8 @@ class BackendSnapshot:
     apply_problem: tuple[str, str] | None = None
     #: A Secret the spec names that llmop will not use: (condition reason, message).
     secret_problem: tuple[str, str] | None = None
+    #: The defaults the pods were built with and llmop's current ones; None until ensured.
+    defaults: Defaults | None = None
 
     @property
     def external(self) -> bool:
@@ -278,6 +281,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
     ready = phase == "Ready"
     stalled_reason, stalled_message = _stalled(snapshot, phase, reason, message, desired)
     stalled = bool(stalled_reason)
+    images, defaults_current = defaults_status(snapshot.defaults, snapshot.previous, gen)
     conditions: list[Condition] = [
         condition("Ready", ready, reason, message, gen),
         condition(
@@ -289,6 +293,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         ),
         condition("Stalled", stalled, stalled_reason or "NotStalled", stalled_message, gen),
         *_scheduled(snapshot, seen),
+        *defaults_current,
     ]
     serving = seen.serving
     shown, omitted = _shown_models(snapshot, seen.models)
@@ -304,6 +309,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         models_summary=status_text(_summary([m.name for m in seen.models]), _NAME_CHARS) or None,
         capabilities=_capabilities(snapshot, serving, seen.models) if serving else None,
         pods=seen.pod_states or None,
+        images=images,
         last_error=None if ready else _last_error(snapshot, seen, phase, message, stalled_message),
         conditions=carry_transition_times(conditions, snapshot.previous.conditions, snapshot.now),
     )
