@@ -161,7 +161,9 @@ def test_defaults_give_the_operator_its_own_defaults() -> None:
 def test_the_agent_image_is_the_charts_agent_value_and_its_default_the_operators() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["image"]
     assert f"{values['repository']}:{values['tag']}" == DEFAULT_AGENT_IMAGE
-    docs = render("--set", "agent.image.repository=registry.internal/llmop", "--set-string", "agent.image.tag=7")
+    docs = render(
+        "--set", "agent.image.repository=registry.internal/llmop", "--set-string", "agent.image.tag=7"
+    )
     assert OperatorConfig.from_env(container_env(docs)).agent_image == "registry.internal/llmop:7"
 
 

@@ -176,7 +176,7 @@ def test_status_says_which_defaults_are_newer_and_how_to_take_them() -> None:
     assert (newer.type, newer.status, newer.reason) == ("DefaultsCurrent", "False", "NewerDefaults")
     assert "runtime image llamacpp:1, now llamacpp:2" in newer.message
     assert "Hugging Face endpoint https://huggingface.co, now https://mirror.internal" in newer.message
-    assert "agent image" not in newer.message and "llmop.dev/adopt-defaults" in newer.message
+    assert "agent image" not in newer.message and "upgrade.llmop.dev/adopt-defaults" in newer.message
     _, (current_ones,) = defaults_status((current, current), LLMBackendStatus(), 4)
     assert (current_ones.status, current_ones.reason) == ("True", "CurrentDefaults")
 

@@ -5,8 +5,8 @@ They come from the operator's settings, which an operator upgrade changes. Chose
 reconcile, an upgrade would change every backend's pod template and restart every runtime at once
 (GPU backends use Recreate). So they are recorded on the backend's Deployment when it is deployed
 and kept while the spec is the one they were chosen for; a change of spec (other than replicas and
-disruptionBudget) or a new value of the backend's `llmop.dev/adopt-defaults` annotation takes the
-current ones (docs/upgrades.md).
+disruptionBudget) or a new value of the backend's annotation `upgrade.llmop.dev/adopt-defaults`
+takes the current ones (docs/upgrades.md).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from llmop.manifests.deployment import AGENT_CONTAINER, RUNTIME_CONTAINER, build
 from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
 from llmop.models.backend import LLMBackendSpec
 
-#: On the LLMBackend: a new value (any text) makes llmop take its current defaults now.
-ADOPT_DEFAULTS_ANNOTATION = "llmop.dev/adopt-defaults"
+#: On the LLMBackend: a new value (any text) makes llmop take its current defaults now. Not under
+#: llmop.dev/, whose annotations kopf keeps out of the state it compares (its own storage prefix):
+#: a change there would never reach a handler.
+ADOPT_DEFAULTS_ANNOTATION = "upgrade.llmop.dev/adopt-defaults"
 #: On the Deployment: the defaults its pod template was built with, and the spec they were chosen for.
 RESOLVED_DEFAULTS_ANNOTATION = "llmop.dev/resolved-defaults"
 #: Spec fields that do not reach the pod template: scaling never rolls the pods onto new defaults.

@@ -12,7 +12,7 @@ DEFAULTS_CONDITION = "DefaultsCurrent"
 DEFAULT_NAMES = {"runtime": "runtime image", "agent": "agent image", "hfEndpoint": "Hugging Face endpoint"}
 ADOPT_HINT = (
     "the pods move to them with the next change of spec, or now with a new value of the backend's "
-    "annotation llmop.dev/adopt-defaults"
+    "annotation upgrade.llmop.dev/adopt-defaults"
 )
 
 #: (the defaults the pods were built with, llmop's current ones), each by name.
