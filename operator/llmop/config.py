@@ -17,6 +17,10 @@ DEFAULT_IMAGES = {
     for kind, descriptor in RUNTIMES.items()
     if descriptor.default_image is not None
 }
+#: The agent sidecar's image. Versioned on its own, not with the operator: a new operator release
+#: keeps it unless the agent changed, so an upgrade alone gives no pod a new agent image
+#: (docs/upgrades.md). The chart's agent.image holds the same (tests/unit/test_chart.py).
+DEFAULT_AGENT_IMAGE = "ghcr.io/llmop/llmop:0.1.0"
 
 
 class OperatorConfig(BaseModel):
@@ -27,7 +31,8 @@ class OperatorConfig(BaseModel):
     images: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_IMAGES))
     pull_progress_interval: float = 2.0
     agent_image: str = Field(
-        default="ghcr.io/llmop/llmop:0.1.0", description="Image of the agent sidecar: the operator's own."
+        default=DEFAULT_AGENT_IMAGE,
+        description="Image of the agent sidecar, versioned apart from the operator's (LLMOP_AGENT_IMAGE).",
     )
     cluster_domain: str = "cluster.local"
     hf_endpoint: str | None = Field(default=None, description="Hugging Face mirror the agents download from.")
@@ -69,7 +74,7 @@ class OperatorConfig(BaseModel):
             log_format=env.get("LLMOP_LOG_FORMAT", "plain"),
             images=images,
             pull_progress_interval=parse_duration(env.get("LLMOP_PULL_PROGRESS_INTERVAL", "2s")),
-            agent_image=env.get("LLMOP_AGENT_IMAGE", cls.model_fields["agent_image"].default),
+            agent_image=env.get("LLMOP_AGENT_IMAGE") or DEFAULT_AGENT_IMAGE,
             cluster_domain=env.get("LLMOP_CLUSTER_DOMAIN", "cluster.local"),
             hf_endpoint=env.get("LLMOP_HF_ENDPOINT") or None,
             metrics_host=env.get("LLMOP_METRICS_HOST", "0.0.0.0"),

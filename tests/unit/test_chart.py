@@ -15,7 +15,7 @@ from localcluster import binaries_cached
 
 from llmop import __version__
 from llmop.cli import main
-from llmop.config import DEFAULT_IMAGES, OperatorConfig
+from llmop.config import DEFAULT_AGENT_IMAGE, DEFAULT_IMAGES, OperatorConfig
 from llmop.manifests.deployment import AGENT_USER
 from llmop.models.crd import all_crds
 
@@ -143,7 +143,8 @@ def test_the_operator_reads_every_value_the_chart_sets() -> None:
     assert config.log_format == "plain"
     assert config.leader_election and config.lease_duration == 30 and config.lease_name == "llmop"
     assert config.metrics_port == 9100
-    assert config.agent_image == "ghcr.io/llmop/llmop:9.9.9"  # the operator's own image by default
+    # The agent is versioned on its own: a new operator tag leaves the pods' sidecar as it was.
+    assert config.agent_image == DEFAULT_AGENT_IMAGE
     container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/llmop/llmop:9.9.9"
     assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
@@ -152,9 +153,18 @@ def test_the_operator_reads_every_value_the_chart_sets() -> None:
 def test_defaults_give_the_operator_its_own_defaults() -> None:
     config = OperatorConfig.from_env(container_env(render()))
     assert config.namespaces == [] and config.hf_endpoint is None
-    assert config.images == DEFAULT_IMAGES and config.agent_image == f"ghcr.io/llmop/llmop:{__version__}"
+    assert config.images == DEFAULT_IMAGES and config.agent_image == DEFAULT_AGENT_IMAGE
     assert config.metrics_port == 8080 and config.leader_election
     assert config.external_deny_cidrs == OperatorConfig().external_deny_cidrs
+
+
+def test_the_agent_image_is_the_charts_agent_value_and_its_default_the_operators() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["agent"]["image"]
+    assert f"{values['repository']}:{values['tag']}" == DEFAULT_AGENT_IMAGE
+    docs = render(
+        "--set", "agent.image.repository=registry.internal/llmop", "--set-string", "agent.image.tag=7"
+    )
+    assert OperatorConfig.from_env(container_env(docs)).agent_image == "registry.internal/llmop:7"
 
 
 def test_the_agents_network_policy_names_the_operators_own_pods() -> None:

@@ -56,10 +56,10 @@ def test_the_image_runs_llmop_run_as_a_numeric_non_root_user() -> None:
     assert int(user) == AGENT_USER
     assert last(final, "ENTRYPOINT") == '["llmop"]'
     assert last(final, "CMD") == '["run"]'
-    # The agent sidecar runs the same image with `agent ...` as its arguments.
+    # The agent sidecar runs llmop's image with `agent ...` as its arguments, at a tag of its own.
     from llmop.config import OperatorConfig
 
-    assert OperatorConfig().agent_image.endswith(f":{__version__}")
+    assert OperatorConfig().agent_image.startswith("ghcr.io/llmop/llmop:")
 
 
 def test_the_image_installs_the_package_from_a_wheel_and_writes_nothing_at_run_time() -> None:

@@ -12,6 +12,7 @@ from llmop.loops.backend_observer import BackendObserver
 from llmop.loops.context import BackendKey, OperatorContext
 from llmop.loops.pace import DAEMON_BACKOFF
 from llmop.manifests.labels import BACKEND_LABEL as LABEL_BACKEND
+from llmop.manifests.resolved_defaults import ADOPT_DEFAULTS_ANNOTATION
 from llmop.reconcile.backend_status import (
     PodFacts,
     PullFacts,
@@ -59,6 +60,10 @@ def pulls_by_backend(
 @kopf.on.resume(API_GROUP, API_VERSION, "llmbackends")
 @kopf.on.create(API_GROUP, API_VERSION, "llmbackends")
 @kopf.on.update(API_GROUP, API_VERSION, "llmbackends", field="spec")
+# A new value asks for llmop's current default images now (docs/upgrades.md).
+@kopf.on.update(
+    API_GROUP, API_VERSION, "llmbackends", field=("metadata", "annotations", ADOPT_DEFAULTS_ANNOTATION)
+)
 @metrics.timed_reconcile("LLMBackend")
 async def ensure_backend(
     name: str,

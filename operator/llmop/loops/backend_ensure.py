@@ -22,11 +22,19 @@ from llmop.loops.agent_token import AgentTokenUnavailable, ensure_agent_token
 from llmop.loops.context import BackendKey, OperatorContext
 from llmop.loops.name_conflicts import NameConflict, check_names_free
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references
-from llmop.manifests import AGENT_PORT, build_deployment, build_model_claim, build_model_pull, build_service
+from llmop.manifests import AGENT_PORT, build_model_claim, build_model_pull, build_service
 from llmop.manifests.agent_access import build_agent_network_policy
 from llmop.manifests.disruption_budget import build_disruption_budget
 from llmop.manifests.labels import BACKEND_LABEL
 from llmop.manifests.ownership import controlled_by
+from llmop.manifests.resolved_defaults import (
+    ADOPT_DEFAULTS_ANNOTATION,
+    ResolvedDefaults,
+    build_pinned_deployment,
+    current_defaults,
+    resolve_defaults,
+    resolved_for,
+)
 from llmop.manifests.runtime_pods import runtime_pod
 from llmop.models.backend import LLMBackendSpec, reserved_pod_annotation, reserved_pod_label
 from llmop.reconcile.conditions import status_text
@@ -103,7 +111,8 @@ async def ensure_backend_objects(
         return
     try:
         if parsed.external is None:  # else nothing to deploy: the daemon observes the URL
-            await apply_backend_objects(context, name, namespace, uid, parsed)
+            adopt = body.metadata.annotations.get(ADOPT_DEFAULTS_ANNOTATION)
+            await apply_backend_objects(context, name, namespace, uid, parsed, adopt_defaults=adopt)
     except NameConflict as conflict:
         # Retried: once the object is gone, the backend deploys.
         report_refusal(context, body, key, previous, "NameConflict", conflict.message)
@@ -146,14 +155,20 @@ def report_refusal(
 
 
 async def apply_backend_objects(
-    context: OperatorContext, name: str, namespace: str, uid: str, spec: LLMBackendSpec
+    context: OperatorContext,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: LLMBackendSpec,
+    adopt_defaults: str | None = None,
 ) -> None:
     """Every object of a managed backend, in the order the pods need them; nothing at all while
     one of their names belongs to an object this backend does not control (NameConflict)."""
     kube = context.kube
     # Before anything that leads to pods: a Secret that has not opted in never reaches one.
     await check_pod_references(kube, namespace, spec)
-    owned = owned_objects(context, name, namespace, uid, spec)
+    defaults, current = await backend_defaults(context, name, namespace, uid, spec, adopt_defaults)
+    owned = owned_objects(context, name, namespace, uid, spec, defaults)
     await check_names_free(kube, name, uid, owned)
     if runtime_pod(spec).needs_agent:
         # Before the pods that mount it; created once, never applied.
@@ -163,6 +178,19 @@ async def apply_backend_objects(
     if not any(resource == PODDISRUPTIONBUDGETS for resource, _ in owned):
         await remove_disruption_budget(kube, name, namespace, uid)
     await ensure_model_pulls(kube, name, namespace, uid, spec)
+    context.resolved_defaults[(namespace, name)] = (defaults.shown(), current.shown())
+
+
+async def backend_defaults(
+    context: OperatorContext, name: str, namespace: str, uid: str, spec: LLMBackendSpec, adopt: str | None
+) -> tuple[ResolvedDefaults, ResolvedDefaults]:
+    """The defaults to build the pods with (those recorded on the backend's Deployment while its
+    spec is unchanged, so an operator upgrade alone restarts nothing), and the current ones."""
+    current = current_defaults(spec, context.config, resolved_for(spec, adopt))
+    existing = await context.kube.get(DEPLOYMENTS, name, namespace)
+    if existing is None or not controlled_by(existing, uid):
+        return current, current  # another's Deployment is no record of ours (NameConflict follows)
+    return resolve_defaults(current, existing), current
 
 
 async def remove_disruption_budget(kube: KubeClient, name: str, namespace: str, uid: str) -> None:
@@ -174,12 +202,17 @@ async def remove_disruption_budget(kube: KubeClient, name: str, namespace: str, 
 
 
 def owned_objects(
-    context: OperatorContext, name: str, namespace: str, uid: str, spec: LLMBackendSpec
+    context: OperatorContext,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: LLMBackendSpec,
+    defaults: ResolvedDefaults,
 ) -> list[tuple[Resource, dict[str, Any]]]:
     """The objects llmop applies for a managed backend, each before those that need it: the
     model claim (none with spec.storage.existingClaim, the user's own), the NetworkPolicy that
     lets only the operator's pods reach the agent, the Deployment, the Service and, with more than
-    one replica, the PodDisruptionBudget."""
+    one replica, the PodDisruptionBudget. The Deployment is built with `defaults` and records them."""
     objects: list[tuple[Resource, dict[str, Any]]] = []
     if claim := build_model_claim(name, namespace, uid, spec):
         objects.append((PVCS, claim))
@@ -187,7 +220,8 @@ def owned_objects(
         policy = build_agent_network_policy(name, namespace, uid, spec, context.config, AGENT_PORT)
         if policy is not None:
             objects.append((NETWORKPOLICIES, policy))
-    objects.append((DEPLOYMENTS, build_deployment(name, namespace, uid, spec, context.config)))
+    deployment = build_pinned_deployment(name, namespace, uid, spec, context.config, defaults)
+    objects.append((DEPLOYMENTS, deployment))
     objects.append((SERVICES, build_service(name, namespace, uid, spec)))
     if budget := build_disruption_budget(name, namespace, uid, spec):
         objects.append((PODDISRUPTIONBUDGETS, budget))

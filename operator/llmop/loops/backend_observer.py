@@ -278,6 +278,7 @@ class BackendObserver:
                 (self.secret_problem.reason, self.secret_problem.message) if self.secret_problem else None
             ),
             nodes=await self.gpu_nodes.nodes(self.context.kube, nodes) if gpus else {},
+            defaults=self.context.resolved_defaults.get(self.key),
         )
         return snapshot, targets
 

@@ -33,6 +33,9 @@ class OperatorContext:
     apply_errors: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
     #: Each managed backend's agent token, with the backend's UID (llmop.loops.agent_token).
     agent_tokens: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
+    #: Each managed backend's defaults, as (those its pods were built with, llmop's current ones),
+    #: each by name (llmop.manifests.resolved_defaults): the observer shows them in status.
+    resolved_defaults: dict[BackendKey, tuple[dict[str, str], dict[str, str]]] = field(default_factory=dict)
     #: Each observed backend's wake-up: set it and the observer looks at once.
     observers: dict[BackendKey, asyncio.Event] = field(default_factory=dict)
     #: Every runtime probe passes this gate: a burst queues here, not in the HTTP pool.
@@ -71,6 +74,7 @@ class OperatorContext:
         """The backend is deleted: free everything kept for it."""
         self.apply_errors.pop(key, None)
         self.agent_tokens.pop(key, None)
+        self.resolved_defaults.pop(key, None)
         self.observers.pop(key, None)
 
     def wake_backend(self, key: BackendKey) -> None:

@@ -476,7 +476,9 @@ class LLMBackendSpec(ApiModel):
         default=None, description="Observe an existing server instead of deploying one."
     )
     image: str | None = Field(
-        default=None, description="Container image; the operator's default for the runtime when empty."
+        default=None,
+        description="Container image; when empty, the operator's default for the runtime as it was when "
+        "the spec last changed (an operator upgrade alone does not change it; see status.images).",
     )
     replicas: int = non_negative_field(1, "Number of runtime pods.")
     models: list[ModelSpec] = Field(
@@ -631,6 +633,17 @@ class ReplicaCounts(ApiModel):
     summary: str = Field(default="0/0", description="ready/desired, as kubectl prints it.")
 
 
+class BackendImages(ApiModel):
+    """The default images a backend's pods were built with (docs/upgrades.md)."""
+
+    runtime: str | None = Field(
+        default=None, description="The runtime container's image, where llmop chose it (spec.image empty)."
+    )
+    agent: str | None = Field(
+        default=None, description="The llmop agent sidecar's image (vLLM and llama.cpp)."
+    )
+
+
 class ObservedModel(ApiModel):
     """A model as the runtime itself reports it; a figure the runtime does not report is absent."""
 
@@ -711,9 +724,14 @@ class LLMBackendStatus(ApiModel):
     models_summary: str | None = Field(default=None, description="Observed model names, for kubectl get.")
     capabilities: BackendCapabilities | None = Field(default=None, description="What the backend can serve.")
     pods: list[PodState] | None = Field(default=None, description="Runtime state of each replica.")
+    images: BackendImages | None = Field(
+        default=None,
+        description="The default images the pods run: chosen when the spec last changed and kept across "
+        "operator upgrades; condition DefaultsCurrent says when llmop's defaults are newer.",
+    )
     last_error: str | None = Field(default=None, description="The most recent error, in the runtime's words.")
     conditions: list[Condition] | None = Field(
         default=None,
-        description="Ready, Reconciling, Stalled (kstatus) and Scheduled.",
+        description="Ready, Reconciling, Stalled (kstatus), Scheduled and DefaultsCurrent.",
         json_schema_extra=CONDITIONS_LIST,
     )

@@ -29,6 +29,7 @@ from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
 from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
 from llmop.reconcile.fits import FitsFacts, NodeGpus, fits_condition, loaded_models, plausible_bytes
+from llmop.reconcile.defaults_status import Defaults, defaults_status
 from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
 PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
@@ -121,6 +122,8 @@ class BackendSnapshot:
     secret_problem: tuple[str, str] | None = None
     #: The nodes the pods are placed on, with their GPUs' memory (only for a backend with GPUs).
     nodes: dict[str, NodeGpus] = field(default_factory=dict)
+    #: The defaults the pods were built with and llmop's current ones; None until ensured.
+    defaults: Defaults | None = None
 
     @property
     def external(self) -> bool:
@@ -285,6 +288,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
     ready = phase == "Ready"
     stalled_reason, stalled_message = _stalled(snapshot, phase, reason, message, desired)
     stalled = bool(stalled_reason)
+    images, defaults_current = defaults_status(snapshot.defaults, snapshot.previous, gen)
     conditions: list[Condition] = [
         condition("Ready", ready, reason, message, gen),
         condition(
@@ -297,6 +301,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         condition("Stalled", stalled, stalled_reason or "NotStalled", stalled_message, gen),
         *_scheduled(snapshot, seen),
         *_fits(snapshot, seen),
+        *defaults_current,
     ]
     serving = seen.serving
     shown, omitted = _shown_models(snapshot, seen.models)
@@ -312,6 +317,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         models_summary=status_text(_summary([m.name for m in seen.models]), _NAME_CHARS) or None,
         capabilities=_capabilities(snapshot, serving, seen.models) if serving else None,
         pods=seen.pod_states or None,
+        images=images,
         last_error=None if ready else _last_error(snapshot, seen, phase, message, stalled_message),
         conditions=carry_transition_times(conditions, snapshot.previous.conditions, snapshot.now),
     )
