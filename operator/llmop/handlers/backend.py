@@ -37,7 +37,11 @@ def pulls_by_backend(
         return {}
     progress = status.get("progress") or {}
     facts = PullFacts(
-        phase=status.get("phase"), summary=progress.get("summary"), error=status.get("lastError")
+        phase=status.get("phase"),
+        summary=progress.get("summary"),
+        error=status.get("lastError"),
+        completed_bytes=int(progress.get("completedBytes") or 0),
+        total_bytes=progress.get("totalBytes"),
     )
     return {(namespace or "", backend): (spec.get("model"), facts)}
 

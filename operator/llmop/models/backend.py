@@ -22,6 +22,7 @@ from llmop.models.base import (
     validations,
 )
 from llmop.models.security import ContainerSecurity, PodSecurity
+from llmop.models.startup import StartupStatus
 
 ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
@@ -711,6 +712,11 @@ class LLMBackendStatus(ApiModel):
     models_summary: str | None = Field(default=None, description="Observed model names, for kubectl get.")
     capabilities: BackendCapabilities | None = Field(default=None, description="What the backend can serve.")
     pods: list[PodState] | None = Field(default=None, description="Runtime state of each replica.")
+    startup: StartupStatus | None = Field(
+        default=None,
+        description="The cold start of the current rollout: each replica's stages (scheduled, image "
+        "pulled, models downloaded, started, loaded, warmed) with their times and durations.",
+    )
     last_error: str | None = Field(default=None, description="The most recent error, in the runtime's words.")
     conditions: list[Condition] | None = Field(
         default=None,

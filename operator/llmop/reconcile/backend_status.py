@@ -27,7 +27,16 @@ from llmop.models.backend import (
 )
 from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
+from llmop.models.startup import StartupStatus
 from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
+from llmop.reconcile.startup import (
+    PodTimes,
+    ReplicaFacts,
+    StartupFacts,
+    compute_startup,
+    download_progress,
+    pod_times,
+)
 from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
 PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
@@ -53,6 +62,7 @@ class PodFacts:
     #: until its sidecars' startup probes pass, and the agent's passes only once the model is on
     #: disk: its pull API answers in a pod that is still Pending.
     running: tuple[str, ...] = ()
+    times: PodTimes = field(default_factory=PodTimes)  # for the cold-start timeline
 
 
 def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
@@ -76,6 +86,7 @@ def pod_facts(name: str, meta: Any, status: Any) -> PodFacts:
         scheduled=scheduled.get("status") == "True",
         waiting=waiting,
         running=tuple(c.get("name", "") for c in containers if "running" in c.get("state", {})),
+        times=pod_times(meta, status),
     )
 
 
@@ -95,6 +106,8 @@ class PullFacts:
     phase: str | None = None
     summary: str | None = None
     error: str | None = None
+    completed_bytes: int = 0
+    total_bytes: int | None = None
 
 
 @dataclass
@@ -114,6 +127,11 @@ class BackendSnapshot:
     apply_problem: tuple[str, str] | None = None
     #: A Secret the spec names that llmop will not use: (condition reason, message).
     secret_problem: tuple[str, str] | None = None
+    #: For the cold-start timeline: when the backend was made, whether its runtime pulls its own
+    #: models (no agent), and when llmop's warmup of each pod returned.
+    created: datetime | None = None
+    pulls_itself: bool = False
+    warmed: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def external(self) -> bool:
@@ -304,6 +322,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         models_summary=status_text(_summary([m.name for m in seen.models]), _NAME_CHARS) or None,
         capabilities=_capabilities(snapshot, serving, seen.models) if serving else None,
         pods=seen.pod_states or None,
+        startup=None if snapshot.external else _startup(snapshot, seen, desired),
         last_error=None if ready else _last_error(snapshot, seen, phase, message, stalled_message),
         conditions=carry_transition_times(conditions, snapshot.previous.conditions, snapshot.now),
     )
@@ -337,6 +356,38 @@ def _see(snapshot: BackendSnapshot) -> _Seen:
     present = {snapshot.normalize(m.name) for m in models}
     missing = [m.name for m in snapshot.spec.models if snapshot.normalize(m.name) not in present]
     return _Seen(pod_states, phases, units, models, missing)
+
+
+def _startup(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> StartupStatus | None:
+    """The cold-start timeline (llmop.reconcile.startup) from what this round saw of each pod."""
+    wanted = {snapshot.normalize(m.name) for m in snapshot.spec.models}
+    replicas = []
+    for pod in seen.units:
+        listed = (
+            {snapshot.normalize(m.name) for m in snapshot.runtimes[pod.name].models}
+            if pod.name in snapshot.runtimes
+            else set()
+        )
+        serving = seen.phases[pod.name][0] == "Serving"
+        replicas.append(
+            ReplicaFacts(
+                pod.name, pod.times, pod.scheduled, serving, wanted <= listed, snapshot.warmed.get(pod.name)
+            )
+        )
+    pulls = [snapshot.pulls[m.name] for m in snapshot.spec.models if m.name in snapshot.pulls]
+    facts = StartupFacts(
+        now=snapshot.now,
+        created=snapshot.created,
+        generation_seen=snapshot.observing_since,
+        generation=snapshot.generation,
+        desired=desired,
+        pulls_itself=snapshot.pulls_itself,
+        warmup=snapshot.spec.warmup.enabled and bool(snapshot.spec.models),
+        previous=snapshot.previous.startup,
+        replicas=replicas,
+        download=download_progress(sum(p.completed_bytes for p in pulls), [p.total_bytes for p in pulls]),
+    )
+    return compute_startup(facts)
 
 
 def _with_gpu_choice(spec: LLMBackendSpec, unschedulable: str) -> str:
