@@ -248,6 +248,8 @@ class BackendObserver:
         endpoint = endpoint_url(self.name, self.namespace, spec, self.context.config.cluster_domain)
         kind = spec.runtime_kind
         pods = self.pods()
+        # Only the pods there are: a backend whose pods come and go does not grow this.
+        self.warmed_at = {pod.name: at for pod in pods if (at := self.warmed_at.get(pod.name))}
         # A Secret that is not llmop's to use: nothing is asked of the server until it is fixed.
         targets = {} if self.secret_problem else self.targets(spec, pods, endpoint)
 

@@ -50,9 +50,11 @@ def parse_timestamp(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).replace(microsecond=0)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00")).replace(microsecond=0)
     except ValueError:
         return None
+    # Kubernetes writes UTC; a time without a zone must still compare with the others.
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def pod_times(meta: Any, status: Any) -> PodTimes:

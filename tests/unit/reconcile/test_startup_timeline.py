@@ -319,3 +319,15 @@ def test_an_external_backend_has_no_timeline() -> None:
     spec = {"external": {"url": "http://10.0.0.1:8080", "kind": "llamacpp"}}
     status = compute_backend_status(snapshot(2, [], spec=spec, runtimes={"external": SERVING}))
     assert status.startup is None
+
+
+def test_times_a_kubelet_writes_oddly_never_break_the_status() -> None:
+    """A time without a zone is read as UTC; one that is not a time is as if it were not written."""
+    meta = {"creationTimestamp": "2026-11-21T12:00:01", "labels": {"pod-template-hash": "aaa"}}
+    status = {
+        "phase": "Pending",
+        "conditions": [{"type": "PodScheduled", "status": "True", "lastTransitionTime": "yesterday"}],
+        "initContainerStatuses": [{"name": "agent", "state": {"running": {"startedAt": 7}}}],
+    }
+    startup = compute_backend_status(snapshot(5, [pod_facts("b-1", meta, status)])).startup
+    assert stages(startup) == [("Scheduling", 5), ("PullingImage", 0), ("Downloading", None)]
