@@ -76,6 +76,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -604,6 +605,12 @@ def _missing_file(argv: list[str]) -> str | None:
     return next((p for p in argv if p.startswith("/") and not Path(p).exists()), None)
 
 
+def _started_at(started: float | None) -> dict[str, str]:
+    if started is None:
+        return {}
+    return {"startedAt": datetime.fromtimestamp(started, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
 def _killpg(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
@@ -649,7 +656,8 @@ class PodState:
 
         def container(c: Container) -> dict[str, Any]:
             if c.state in ("running", "delayed"):
-                state: dict[str, Any] = {"running": {}}
+                # As the kubelet: when the current run's process started, to the second.
+                state: dict[str, Any] = {"running": _started_at(c.started_at)}
             elif c.state == "backoff":
                 state = {"waiting": {"reason": "CrashLoopBackOff", "message": c.message}}
             elif c.state == "error":

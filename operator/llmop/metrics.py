@@ -52,6 +52,13 @@ TIME_TO_READY = Histogram(
     "before they became Ready).",
     buckets=_LONG_BUCKETS,
 )
+COLD_START_STAGE_SECONDS = Histogram(
+    "llmop_cold_start_stage_seconds",
+    "Seconds one replica spent in one stage of its cold start (status.startup), observed once per "
+    "replica and stage when the replica becomes ready, by runtime and stage.",
+    ["runtime", "stage"],
+    buckets=(0.5, *_LONG_BUCKETS),
+)
 PULL_BYTES = Counter("llmop_pull_bytes_total", "Model bytes transferred by ModelPulls, summed over pods.")
 PULL_SECONDS = Histogram(
     "llmop_pull_duration_seconds", "Seconds from a pull's start to its success.", buckets=_LONG_BUCKETS
@@ -120,6 +127,12 @@ def record_backend_phase(
         _ready_recorded.add(uid)
         created = datetime.fromisoformat(str(meta["creationTimestamp"]).replace("Z", "+00:00"))
         TIME_TO_READY.observe(max(0.0, (datetime.now(UTC) - created).total_seconds()))
+
+
+def record_cold_start_stages(runtime: str, stages: list[tuple[str, int]]) -> None:
+    """The stages of each replica that became ready since the last status written."""
+    for stage, seconds in stages:
+        COLD_START_STAGE_SECONDS.labels(runtime, stage).observe(seconds)
 
 
 def forget_backend(namespace: str, name: str) -> None:

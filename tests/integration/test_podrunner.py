@@ -16,6 +16,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,8 @@ def test_agent_sidecar_pulls_the_model_before_llama_server_starts(
         assert status["phase"] == "Pending", status
         (agent,) = status["initContainerStatuses"]
         assert agent["name"] == "agent" and "running" in agent["state"] and agent["started"] is False
+        # When it started, to the second (what llmop's cold-start timeline reads).
+        assert datetime.strptime(agent["state"]["running"]["startedAt"], "%Y-%m-%dT%H:%M:%SZ"), agent
         (main,) = status["containerStatuses"]
         assert main["state"] == {"waiting": {"reason": "PodInitializing"}} and main["ready"] is False
 

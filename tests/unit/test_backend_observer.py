@@ -59,6 +59,13 @@ def test_a_status_patch_removes_what_the_new_status_drops() -> None:
     }
 
 
+def test_a_status_patch_removes_what_a_nested_object_drops() -> None:
+    """`kubectl get` must stop showing a cold start's stage once the new status has none."""
+    stored = {"startup": {"stage": "Warming", "summary": "Warming", "rollout": "a"}}
+    new = {"startup": {"stage": "Ready", "rollout": "a"}}
+    assert status_patch(stored, new) == {"startup": {"stage": "Ready", "summary": None, "rollout": "a"}}
+
+
 class FakeKube:
     def __init__(self, away: bool) -> None:
         self.away, self.patches = away, []

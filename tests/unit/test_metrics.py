@@ -114,3 +114,13 @@ async def test_the_server_serves_metrics_and_health() -> None:
             assert await metrics.start_server("127.0.0.1", port, lambda: (True, {})) is None
     finally:
         await runner.cleanup()
+
+
+def test_cold_start_stages_are_observed_by_runtime_and_stage() -> None:
+    name = "llmop_cold_start_stage_seconds"
+    labels = {"runtime": "llamacpp", "stage": "Downloading"}
+    before = [value(f"{name}_{kind}", **labels) for kind in ("count", "sum")]
+    under_30 = value(f"{name}_bucket", le="30.0", **labels)
+    metrics.record_cold_start_stages("llamacpp", [("Scheduling", 1), ("Downloading", 42)])
+    assert [value(f"{name}_{kind}", **labels) for kind in ("count", "sum")] == [before[0] + 1, before[1] + 42]
+    assert value(f"{name}_bucket", le="30.0", **labels) == under_30

@@ -50,6 +50,8 @@ def pulls_by_backend(
         summary=progress.get("summary"),
         error=status.get("lastError"),
         size_bytes=pull_model_bytes(status),
+        completed_bytes=int(progress.get("completedBytes") or 0),
+        total_bytes=progress.get("totalBytes"),
     )
     return {(namespace or "", backend): (spec.get("model"), facts)}
 

@@ -33,6 +33,7 @@ from llmop.loops.pace import (
     status_patch,
     warmup_timeout_seconds,
 )
+from llmop.loops.pull_plan import pulls_itself
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references, read_api_key
 from llmop.manifests import endpoint_url, openai_base_url
 from llmop.models.backend import PROBE_INTERVAL_BOUNDS, LLMBackendSpec, LLMBackendStatus
@@ -49,6 +50,7 @@ from llmop.reconcile.backend_status import (
 )
 from llmop.reconcile.conditions import describe_failure, find, status_text, stored_now
 from llmop.reconcile.fits import FITS
+from llmop.reconcile.startup import ended_stages, parse_timestamp
 from llmop.runtimes import connect
 from llmop.runtimes.registry import serving_port
 
@@ -87,6 +89,8 @@ class BackendObserver:
     secret_problem: SecretNotUsable | None = None
     secret_checked: float = 0.0
     warmed: set[str] = field(default_factory=set)
+    #: When the warmup of each pod returned (the end of its cold start's Warming stage).
+    warmed_at: dict[str, datetime] = field(default_factory=dict)
     #: The last full observation of each target.
     seen: dict[str, RuntimeObservation] = field(default_factory=dict)
     #: The resourceVersion and status llmop last wrote, until kopf's view carries them.
@@ -170,6 +174,10 @@ class BackendObserver:
             self.pace.woken = await self.wait(API_RETRY_SECONDS)
             return
         metrics.record_backend_phase(self.body, previous.phase, look.status.phase, written=changed)
+        if changed:
+            metrics.record_cold_start_stages(
+                spec.runtime_kind, ended_stages(previous.startup, look.status.startup)
+            )
         if spec.warmup.enabled and look.status.phase == "Ready":
             await self.warm_up(look, spec)
         fast = probe_interval_seconds(spec.startup.probe_interval)
@@ -244,6 +252,8 @@ class BackendObserver:
         endpoint = endpoint_url(self.name, self.namespace, spec, self.context.config.cluster_domain)
         kind = spec.runtime_kind
         pods = self.pods()
+        # Only the pods there are: a backend whose pods come and go does not grow this.
+        self.warmed_at = {pod.name: at for pod in pods if (at := self.warmed_at.get(pod.name))}
         # A Secret that is not llmop's to use: nothing is asked of the server until it is fixed.
         targets = {} if self.secret_problem else self.targets(spec, pods, endpoint)
 
@@ -273,6 +283,9 @@ class BackendObserver:
             runtimes=dict(zip(targets, observations, strict=True)),
             pulls=dict(self.pulls()),
             normalize=tolerant(connect(kind, "http://normalize.invalid").normalize_model_name),
+            created=parse_timestamp(self.body.metadata.get("creationTimestamp")),
+            pulls_itself=spec.runtime is not None and pulls_itself(spec),
+            warmed=dict(self.warmed_at),
             apply_problem=self.context.apply_errors.get(self.key),
             secret_problem=(
                 (self.secret_problem.reason, self.secret_problem.message) if self.secret_problem else None
@@ -339,6 +352,10 @@ class BackendObserver:
                     await runtime.warmup(runtime.normalize_model_name(model.name), timeout=timeout)
                 except Exception as error:  # a failed warmup slows the first request; it breaks nothing
                     self.logger.warning("warmup of %s on %s failed: %s", model.name, key, error)
+            if key not in self.warmed_at:
+                # Its cold start ended: the next round writes that at once, not at the steady pace.
+                self.warmed_at[key] = stored_now()
+                self.waker.set()
 
     async def wait(self, seconds: float) -> bool:
         """Sleep `seconds`, less when stopped or woken; True when woken."""

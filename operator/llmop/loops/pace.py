@@ -111,7 +111,10 @@ def caught_up(seen: str | None, written: str | None, stored: dict[str, Any], our
 
 
 def status_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch turning `stored` into `new`: removed fields become null."""
+    """A merge patch turning `stored` into `new`: removed fields become null, in nested objects too
+    (a merge patch merges an object into the stored one, where a field left out stays)."""
     patch: dict[str, Any] = {key: None for key in stored if key not in new}
-    patch.update(new)
+    for key, value in new.items():
+        old = stored.get(key)
+        patch[key] = status_patch(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
     return patch

@@ -22,6 +22,7 @@ from llmop.models.base import (
     validations,
 )
 from llmop.models.security import ContainerSecurity, PodSecurity
+from llmop.models.startup import StartupStatus
 
 ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
@@ -728,6 +729,11 @@ class LLMBackendStatus(ApiModel):
         default=None,
         description="The default images the pods run: chosen when the spec last changed and kept across "
         "operator upgrades; condition DefaultsCurrent says when llmop's defaults are newer.",
+    )
+    startup: StartupStatus | None = Field(
+        default=None,
+        description="The cold start of the current rollout: each replica's stages (scheduled, image "
+        "pulled, models downloaded, started, loaded, warmed) with their times and durations.",
     )
     last_error: str | None = Field(default=None, description="The most recent error, in the runtime's words.")
     conditions: list[Condition] | None = Field(

@@ -137,6 +137,7 @@ def llmbackend_crd() -> dict[str, Any]:
             {"name": "Ready", "type": "string", "jsonPath": ".status.replicas.summary"},
             {"name": "Models", "type": "string", "jsonPath": ".status.modelsSummary"},
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
+            {"name": "Stage", "type": "string", "jsonPath": ".status.startup.summary"},
             {**_condition_column("Ready", "Serving"), "priority": 1},
         ],
     )

@@ -27,9 +27,18 @@ from llmop.models.backend import (
 )
 from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
+from llmop.models.startup import StartupStatus
 from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
-from llmop.reconcile.fits import FitsFacts, NodeGpus, fits_condition, loaded_models, plausible_bytes
 from llmop.reconcile.defaults_status import Defaults, defaults_status
+from llmop.reconcile.fits import FitsFacts, NodeGpus, fits_condition, loaded_models, plausible_bytes
+from llmop.reconcile.startup import (
+    PodTimes,
+    ReplicaFacts,
+    StartupFacts,
+    compute_startup,
+    download_progress,
+    pod_times,
+)
 from llmop.runtimes.results import ModelInfo, ProbeResult, ProbeState, RunningModel, RuntimeCapabilities
 
 PodPhase = Literal["Pending", "Starting", "Loading", "Serving", "Failing", "Refused"]
@@ -56,6 +65,7 @@ class PodFacts:
     #: disk: its pull API answers in a pod that is still Pending.
     running: tuple[str, ...] = ()
     node: str | None = None  # spec.nodeName: where the pod's GPUs are
+    times: PodTimes = field(default_factory=PodTimes)  # for the cold-start timeline
 
 
 def pod_facts(name: str, meta: Any, status: Any, node: str | None = None) -> PodFacts:
@@ -80,6 +90,7 @@ def pod_facts(name: str, meta: Any, status: Any, node: str | None = None) -> Pod
         waiting=waiting,
         running=tuple(c.get("name", "") for c in containers if "running" in c.get("state", {})),
         node=node if isinstance(node, str) and node else None,
+        times=pod_times(meta, status),
     )
 
 
@@ -101,6 +112,8 @@ class PullFacts:
     error: str | None = None
     #: The model's bytes on one pod, as the source announced them or the runtime listed them.
     size_bytes: int | None = None
+    completed_bytes: int = 0
+    total_bytes: int | None = None
 
 
 @dataclass
@@ -124,6 +137,11 @@ class BackendSnapshot:
     nodes: dict[str, NodeGpus] = field(default_factory=dict)
     #: The defaults the pods were built with and llmop's current ones; None until ensured.
     defaults: Defaults | None = None
+    #: For the cold-start timeline: when the backend was made, whether its runtime pulls its own
+    #: models (no agent), and when llmop's warmup of each pod returned.
+    created: datetime | None = None
+    pulls_itself: bool = False
+    warmed: dict[str, datetime] = field(default_factory=dict)
 
     @property
     def external(self) -> bool:
@@ -318,6 +336,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         capabilities=_capabilities(snapshot, serving, seen.models) if serving else None,
         pods=seen.pod_states or None,
         images=images,
+        startup=None if snapshot.external else _startup(snapshot, seen, desired),
         last_error=None if ready else _last_error(snapshot, seen, phase, message, stalled_message),
         conditions=carry_transition_times(conditions, snapshot.previous.conditions, snapshot.now),
     )
@@ -351,6 +370,38 @@ def _see(snapshot: BackendSnapshot) -> _Seen:
     present = {snapshot.normalize(m.name) for m in models}
     missing = [m.name for m in snapshot.spec.models if snapshot.normalize(m.name) not in present]
     return _Seen(pod_states, phases, units, models, missing)
+
+
+def _startup(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> StartupStatus | None:
+    """The cold-start timeline (llmop.reconcile.startup) from what this round saw of each pod."""
+    wanted = {snapshot.normalize(m.name) for m in snapshot.spec.models}
+    replicas = []
+    for pod in seen.units:
+        listed = (
+            {snapshot.normalize(m.name) for m in snapshot.runtimes[pod.name].models}
+            if pod.name in snapshot.runtimes
+            else set()
+        )
+        serving = seen.phases[pod.name][0] == "Serving"
+        replicas.append(
+            ReplicaFacts(
+                pod.name, pod.times, pod.scheduled, serving, wanted <= listed, snapshot.warmed.get(pod.name)
+            )
+        )
+    pulls = [snapshot.pulls[m.name] for m in snapshot.spec.models if m.name in snapshot.pulls]
+    facts = StartupFacts(
+        now=snapshot.now,
+        created=snapshot.created,
+        generation_seen=snapshot.observing_since,
+        generation=snapshot.generation,
+        desired=desired,
+        pulls_itself=snapshot.pulls_itself,
+        warmup=snapshot.spec.warmup.enabled and bool(snapshot.spec.models),
+        previous=snapshot.previous.startup,
+        replicas=replicas,
+        download=download_progress(sum(p.completed_bytes for p in pulls), [p.total_bytes for p in pulls]),
+    )
+    return compute_startup(facts)
 
 
 def _with_gpu_choice(spec: LLMBackendSpec, unschedulable: str) -> str:
