@@ -1,0 +1,108 @@
+"""`llmop gateway`: one OpenAI-compatible endpoint for the backends of the namespaces it serves."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+from aiohttp import web
+
+from llmop.gateway.server import Gateway, GatewaySettings
+from llmop.gateway.watch import BackendWatch
+from llmop.models.duration import parse_duration
+from llmop.sources import redact_log_records
+
+logger = logging.getLogger("llmop.gateway")
+
+DEFAULT_PORT = 8000
+
+
+def add_subcommand(commands: Any) -> argparse.ArgumentParser:
+    gateway = commands.add_parser(
+        "gateway",
+        help="serve one OpenAI-compatible API that routes each request by its model to a pod serving it",
+        description="Serve /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models for "
+        "the LLMBackends of the namespaces given, routing each request to a pod llmop observed serving "
+        "its model. A request may only reach backends of these namespaces.",
+    )
+    gateway.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=None,
+        help="serve this namespace's backends (repeatable); default: $LLMOP_GATEWAY_NAMESPACES "
+        "(comma-separated), else the gateway pod's own namespace ($POD_NAMESPACE)",
+    )
+    gateway.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    gateway.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    gateway.add_argument(
+        "--hold",
+        default=os.environ.get("LLMOP_GATEWAY_HOLD", "30s"),
+        metavar="DURATION",
+        help="how long a request for a model that is starting or loading waits before a 503 "
+        "(default: $LLMOP_GATEWAY_HOLD or 30s)",
+    )
+    gateway.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig outside a cluster (default: $KUBECONFIG)"
+    )
+    gateway.set_defaults(func=run_gateway_command)
+    return gateway
+
+
+def gateway_namespaces(given: list[str] | None, environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """The namespaces served: given, else configured, else the pod's own; never every namespace."""
+    if given:
+        return sorted(set(given))
+    configured = [n.strip() for n in environ.get("LLMOP_GATEWAY_NAMESPACES", "").split(",") if n.strip()]
+    if configured:
+        return sorted(set(configured))
+    own = environ.get("POD_NAMESPACE", "").strip()
+    return [own] if own else []
+
+
+def run_gateway_command(args: argparse.Namespace) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    redact_log_records()
+    namespaces = gateway_namespaces(args.namespace, os.environ)
+    if not namespaces:
+        logger.error(
+            "cannot start: name the namespaces to serve with --namespace or $LLMOP_GATEWAY_NAMESPACES"
+        )
+        return 2
+    try:
+        hold = parse_duration(args.hold)
+    except ValueError as error:
+        logger.error("cannot start: --hold %r: %s", args.hold, error)
+        return 2
+    settings = GatewaySettings(hold_seconds=hold)
+    return asyncio.run(serve(namespaces, args.host, args.port, settings, args.kubeconfig))
+
+
+async def serve(
+    namespaces: list[str], host: str, port: int, settings: GatewaySettings, kubeconfig: str | None
+) -> int:
+    from llmop.k8s.client import KubeClient
+
+    kube = KubeClient.from_environment(kubeconfig)
+    gateway = Gateway(settings)
+    runner = web.AppRunner(gateway.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    logger.info("serving on %s:%d the backends of %s", host, port, ", ".join(namespaces))
+    watching = asyncio.ensure_future(BackendWatch(kube, namespaces, gateway.set_table).run())
+    loop = asyncio.get_running_loop()
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop, watching.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+    await runner.cleanup()
+    await kube.close()
+    return 0

@@ -1,0 +1,87 @@
+"""Errors the gateway answers itself, in OpenAI's error shape, so that OpenAI clients raise the
+matching exception (NotFoundError, ...) with the gateway's message."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+#: How many model names a 404 lists before it counts the rest.
+LISTED_MODELS = 50
+
+
+@dataclass
+class GatewayError(Exception):
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    code: str | None = None
+    param: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.code, self.param)
+
+    def event(self) -> bytes:
+        """The error as a server-sent event, for a stream that already began."""
+        return f"data: {json.dumps(self.body())}\n\n".encode()
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def bad_request(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, code="invalid_request", param=param)
+
+
+def unknown_model(model: str, known: Iterable[str]) -> GatewayError:
+    names = sorted(known)
+    shown = ", ".join(names[:LISTED_MODELS])
+    if len(names) > LISTED_MODELS:
+        shown += f" and {len(names) - LISTED_MODELS} more (GET /v1/models lists them all)"
+    listing = f"models served here: {shown}" if names else "no model is served here yet"
+    return GatewayError(
+        404, f"model {model!r} does not exist: {listing}", code="model_not_found", param="model"
+    )
+
+
+def missing_capability(model: str, capability: str, where: str) -> GatewayError:
+    return GatewayError(
+        501,
+        f"model {model!r} ({where}) does not support {capability}: no backend serving it offers it",
+        code="capability_not_supported",
+        param="model",
+    )
+
+
+def not_ready(model: str, waited: float, retry_after: int) -> GatewayError:
+    return GatewayError(
+        503,
+        f"model {model!r} is not being served yet (its backend is starting or loading it); waited "
+        f"{waited:g}s, try again",
+        type="service_unavailable",
+        code="model_not_ready",
+        param="model",
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+def upstream_failed(model: str, tried: int, last: str) -> GatewayError:
+    return GatewayError(
+        502,
+        f"no pod serving {model!r} answered ({tried} tried); the last said: {last}",
+        type="server_error",
+        code="upstream_unavailable",
+    )
+
+
+def stream_broken(model: str, pod: str, reason: str) -> GatewayError:
+    return GatewayError(
+        502,
+        f"the stream from {pod} serving {model!r} broke off: {reason}",
+        type="server_error",
+        code="upstream_stream_broken",
+    )

@@ -1,0 +1,162 @@
+"""The gateway's routing table: which pods serve which model right now, from LLMBackend objects.
+
+Pure: built from the objects as the API server returns them (and the API keys read for them), so
+it is tested without a cluster or a runtime. The operator's status is the truth the gateway routes
+by: a pod is a target for a model only while the operator saw it serving that model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from llmop.models.backend import MAX_POD_MODELS, LLMBackendSpec, LLMBackendStatus, ObservedModel
+from llmop.runtimes.registry import serving_port
+
+#: The capability each endpoint needs, as status names it per model (ObservedModel.capabilities).
+CHAT = "chat"
+COMPLETION = "completion"
+EMBEDDINGS = "embeddings"
+#: The same capability in status.capabilities, the backend-wide flags.
+_BACKEND_FLAG = {CHAT: "chat", COMPLETION: "completions", EMBEDDINGS: "embeddings"}
+#: Backend phases in which a model it expects is on its way: a request for it waits.
+_COMING_PHASES = ("Pending", "Deploying", "Loading", "Degraded", None)
+
+BackendKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One server that serves a model: a backend's pod, or an external server."""
+
+    namespace: str
+    backend: str
+    pod: str
+    #: The OpenAI-compatible base URL, ending in /v1.
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.backend}/{self.pod}"
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """One backend's offer of one model."""
+
+    model: str
+    namespace: str
+    backend: str
+    runtime: str | None
+    serving: tuple[Upstream, ...]
+    #: The backend expects to serve the model but no pod serves it yet (starting, loading).
+    coming: bool
+    #: What status says the model can do; None when status does not say.
+    capabilities: frozenset[str] | None
+    context_length: int | None = None
+    loaded: bool | None = None
+
+    def can(self, capability: str) -> bool:
+        return self.capabilities is None or capability in self.capabilities
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    routes: Mapping[str, tuple[ModelRoute, ...]] = field(default_factory=dict)
+    #: Backends the table could not read, with why (a spec or status the models refuse).
+    unreadable: tuple[str, ...] = ()
+
+    def lookup(self, model: str) -> tuple[ModelRoute, ...]:
+        return self.routes.get(model, ())
+
+    def model_names(self) -> list[str]:
+        return sorted(self.routes)
+
+
+def build_table(
+    backends: Iterable[Mapping[str, Any]], api_keys: Mapping[BackendKey, str | None] | None = None
+) -> RoutingTable:
+    """The table of every model the backends serve or are about to serve."""
+    routes: dict[str, list[ModelRoute]] = {}
+    unreadable = []
+    for body in backends:
+        metadata = body.get("metadata") or {}
+        key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        try:
+            spec = LLMBackendSpec.model_validate(body.get("spec") or {})
+            status = LLMBackendStatus.model_validate(body.get("status") or {})
+        except ValidationError as error:
+            unreadable.append(f"{key[0]}/{key[1]}: {error.error_count()} invalid fields")
+            continue
+        for route in backend_routes(key, spec, status, (api_keys or {}).get(key)):
+            routes.setdefault(route.model, []).append(route)
+    return RoutingTable({model: tuple(found) for model, found in routes.items()}, tuple(unreadable))
+
+
+def backend_routes(
+    key: BackendKey, spec: LLMBackendSpec, status: LLMBackendStatus, api_key: str | None
+) -> list[ModelRoute]:
+    """One route per model the backend's status lists, and per model of its spec while it is not
+    Ready (a client sending that name waits for it rather than hearing it does not exist)."""
+    observed = {model.name: model for model in status.models or []}
+    names = list(observed)
+    if status.phase in _COMING_PHASES:
+        names += [m.name for m in spec.models if m.name not in observed]
+    upstreams = _upstreams(key, spec, status, api_key)
+    return [_route(key, status, name, observed.get(name), upstreams) for name in names]
+
+
+def _route(
+    key: BackendKey,
+    status: LLMBackendStatus,
+    name: str,
+    observed: ObservedModel | None,
+    upstreams: list[tuple[Upstream, list[str] | None]],
+) -> ModelRoute:
+    serving = tuple(upstream for upstream, listed in upstreams if listed is None or name in listed)
+    return ModelRoute(
+        model=name,
+        namespace=key[0],
+        backend=key[1],
+        runtime=status.runtime,
+        serving=serving,
+        coming=not serving and status.phase in _COMING_PHASES,
+        capabilities=_capabilities(status, observed),
+        context_length=observed.context_length if observed else None,
+        loaded=observed.loaded if observed else None,
+    )
+
+
+def _upstreams(
+    key: BackendKey, spec: LLMBackendSpec, status: LLMBackendStatus, api_key: str | None
+) -> list[tuple[Upstream, list[str] | None]]:
+    """Each serving pod with the models it lists (None: every model status lists)."""
+    namespace, name = key
+    if spec.external is not None:
+        # An external server has no pods in status: its phase says whether it serves.
+        if status.phase != "Ready" or not status.openai_base_url:
+            return []
+        return [(Upstream(namespace, name, "external", status.openai_base_url, api_key), None)]
+    port = serving_port(spec)
+    found: list[tuple[Upstream, list[str] | None]] = []
+    for pod in status.pods or []:
+        if not (pod.ready and pod.phase == "Serving" and pod.ip):
+            continue
+        host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
+        # Status lists at most MAX_POD_MODELS per pod: a full list may leave out what it serves.
+        listed = None if len(pod.models) >= MAX_POD_MODELS else list(pod.models)
+        found.append((Upstream(namespace, name, pod.name, f"http://{host}:{port}/v1", api_key), listed))
+    return found
+
+
+def _capabilities(status: LLMBackendStatus, observed: ObservedModel | None) -> frozenset[str] | None:
+    if observed is not None and observed.capabilities:
+        return frozenset(observed.capabilities)
+    if status.capabilities is None:
+        return None
+    flags = status.capabilities.model_dump()
+    return frozenset(capability for capability, flag in _BACKEND_FLAG.items() if flags.get(flag))
