@@ -383,6 +383,8 @@ def test_the_gateway_serves_the_namespaces_listed_and_reads_nothing_elsewhere() 
     env = gateway_env(docs)
     assert gateway_namespaces(None, {**env, "POD_NAMESPACE": "llmop-system"}) == ["team-a", "team-b"]
     assert env["LLMOP_GATEWAY_HOLD"] == "2m"
+    # The operator's deny list guards the gateway's connections to external servers too.
+    assert env["LLMOP_EXTERNAL_DENY_CIDRS"] == container_env(docs)["LLMOP_EXTERNAL_DENY_CIDRS"]
     assert _gateway_roles(docs) == {"team-a": GATEWAY_RULES, "team-b": GATEWAY_RULES}
 
 

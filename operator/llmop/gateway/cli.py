@@ -8,10 +8,12 @@ import contextlib
 import logging
 import os
 import signal
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from llmop.gateway.guard import denied_targets
 from llmop.gateway.server import Gateway, GatewaySettings
 from llmop.gateway.watch import BackendWatch
 from llmop.models.duration import parse_duration
@@ -92,7 +94,13 @@ async def serve(
     from llmop.k8s.client import KubeClient
 
     kube = KubeClient.from_environment(kubeconfig)
-    gateway = Gateway(settings)
+    try:
+        denied = denied_targets(os.environ, str(kube.http.base_url))
+    except ValueError as error:
+        logger.error("cannot start: %s", error)
+        await kube.close()
+        return 2
+    gateway = Gateway(replace(settings, denied=denied))
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

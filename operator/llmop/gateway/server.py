@@ -20,7 +20,9 @@ from aiohttp import web
 from llmop.gateway import errors
 from llmop.gateway.balance import Balancer
 from llmop.gateway.errors import GatewayError
+from llmop.gateway.guard import GuardedResolver, literal_refusal
 from llmop.gateway.table import CHAT, COMPLETION, EMBEDDINGS, ModelRoute, RoutingTable, Upstream
+from llmop.runtimes.address_guard import DeniedTargets
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class GatewaySettings:
     connect_timeout_seconds: float = 10.0
     #: Largest request body (images travel inline, base64).
     max_body_bytes: int = 64 * 1024 * 1024
+    #: Where external backends' servers may not be (the operator's deny list); None: no check.
+    denied: DeniedTargets | None = None
 
 
 class Gateway:
@@ -75,7 +79,9 @@ class Gateway:
 
     async def _open_session(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout_seconds)
-        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0)
+        denied = self.settings.denied
+        resolver = GuardedResolver(denied) if denied is not None else None
+        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, resolver=resolver)
         # auto_decompress off: bytes pass through as the runtime sent them.
         self.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)
 
@@ -154,17 +160,26 @@ class Gateway:
         if upstream.api_key:
             headers["Authorization"] = f"Bearer {upstream.api_key}"
         url = upstream.base_url + path.removeprefix("/v1")
+        if refusal := await self.refusal(upstream):
+            self.balancer.failed(upstream)
+            logger.warning("gateway: %s refused: %s", upstream.key, refusal)
+            return None, f"{upstream.pod} is at an address llmop refuses ({refusal})"
         try:
             response = await self.session.post(url, data=raw, headers=headers)
         except (aiohttp.ClientError, TimeoutError) as error:
             self.balancer.failed(upstream)
             logger.warning("gateway: %s did not answer: %r", upstream.key, error)
-            return None, f"{upstream.pod} did not answer ({type(error).__name__})"
+            return None, f"{upstream.pod} did not answer ({why_unanswered(error)})"
         if response.status in _RETRY_ELSEWHERE and others_left:
             response.release()
             self.balancer.failed(upstream)
             return None, f"{upstream.pod} answered HTTP {response.status}"
         return response, ""
+
+    async def refusal(self, upstream: Upstream) -> str | None:
+        if not upstream.external or self.settings.denied is None:
+            return None
+        return await literal_refusal(self.settings.denied, upstream.base_url)
 
 
 async def read_request(request: web.Request) -> tuple[bytes, str]:
@@ -228,6 +243,13 @@ async def pump(response: aiohttp.ClientResponse, out: web.StreamResponse) -> Exc
         except (aiohttp.ClientError, TimeoutError) as error:
             return error
         await out.write(chunk)
+
+
+def why_unanswered(error: Exception) -> str:
+    """The kind of failure; a refused name says why (it is llmop's own sentence, no runtime's)."""
+    if isinstance(error, aiohttp.ClientConnectorError) and str(error.os_error).startswith("llmop refuses"):
+        return str(error.os_error)[:300]
+    return type(error).__name__
 
 
 def error_response(error: GatewayError) -> web.Response:

@@ -38,6 +38,8 @@ class Upstream:
     #: The OpenAI-compatible base URL, ending in /v1.
     base_url: str
     api_key: str | None = field(default=None, repr=False)
+    #: A server the tenant named (spec.external.url): connections to it pass the deny list.
+    external: bool = False
 
     @property
     def key(self) -> str:
@@ -140,7 +142,7 @@ def _upstreams(
         # An external server has no pods in status: its phase says whether it serves.
         if status.phase != "Ready" or not status.openai_base_url:
             return []
-        return [(Upstream(namespace, name, "external", status.openai_base_url, api_key), None)]
+        return [(Upstream(namespace, name, "external", status.openai_base_url, api_key, external=True), None)]
     port = serving_port(spec)
     found: list[tuple[Upstream, list[str] | None]] = []
     for pod in status.pods or []:

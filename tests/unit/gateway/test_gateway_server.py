@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from llmop.gateway.guard import denied_targets
 from llmop.gateway.server import Gateway, GatewaySettings
 from llmop.gateway.table import RoutingTable, build_table
 
@@ -67,8 +68,8 @@ def backend_of(pod: Pod, model: str = "tiny", phase: str = "Ready", **status: An
 async def gateway_for() -> AsyncIterator[Callable[..., Awaitable[tuple[Gateway, TestClient]]]]:
     started: list[Any] = []
 
-    async def make(table: RoutingTable, hold: float = 30.0) -> tuple[Gateway, TestClient]:
-        gateway = Gateway(GatewaySettings(hold_seconds=hold), table)
+    async def make(table: RoutingTable, hold: float = 30.0, denied: Any = None) -> tuple[Gateway, TestClient]:
+        gateway = Gateway(GatewaySettings(hold_seconds=hold, denied=denied), table)
         client = TestClient(TestServer(gateway.app()))
         await client.start_server()
         started.append(client)
@@ -281,3 +282,36 @@ async def test_ready_only_once_the_backends_were_listed(gateway_for) -> None:
         assert (await client.get("/readyz")).status == 200
     finally:
         await client.close()
+
+
+def external_backend(url: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "outside", "namespace": "team-a"},
+        "spec": {"external": {"url": url}},
+        "status": {"phase": "Ready", "openaiBaseURL": url, "models": [{"name": "tiny"}]},
+    }
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_an_external_server_in_the_deny_list_is_never_sent_a_request(
+    gateway_for, pods, host: str
+) -> None:
+    """The operator checked the address when it probed; a name may resolve elsewhere since."""
+    pod = await pods("p0")
+    table = build_table([external_backend(f"http://{host}:{pod.port}/v1")])
+    _, guarded = await gateway_for(table, denied=denied_targets({}, "https://10.96.0.1:443"))
+    response = await guarded.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 502
+    assert "refuses" in (await response.json())["error"]["message"]
+    assert pod.seen == []
+    # With an empty deny list (LLMOP_EXTERNAL_DENY_CIDRS=""), the same server is reached.
+    _, open_ = await gateway_for(table, denied=denied_targets({"LLMOP_EXTERNAL_DENY_CIDRS": ""}, None))
+    assert (await open_.post("/v1/chat/completions", json=CHAT)).status == 200
+
+
+def test_the_deny_list_is_the_operators_and_a_bad_entry_is_named() -> None:
+    denied = denied_targets({}, "https://10.96.0.1:6443")
+    assert "169.254.0.0/16" in {str(n) for n in denied.networks}
+    assert denied.services == (("10.96.0.1", 6443, "the cluster's API server"),)
+    with pytest.raises(ValueError, match=r"metadata\.internal"):
+        denied_targets({"LLMOP_EXTERNAL_DENY_CIDRS": "10.0.0.0/8,metadata.internal"}, None)
