@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import signal
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
 from llmop.gateway.table import RoutingTable
 from llmop.gateway.watch import BackendWatch
 from llmop.k8s.client import LLMBACKENDS, KubeClient
-from support.kube import Kube
+from support.kube import Kube, eventually
+
+VENV_BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.integration
 
@@ -73,3 +82,59 @@ async def test_the_table_follows_backends_written_and_deleted(kube: Kube, namesp
     finally:
         following.cancel()
         await client.close()
+
+
+def test_llmop_gateway_serves_the_models_of_its_namespace_and_stops_on_sigterm(
+    kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """The command the chart runs, against the real API server: ready once it listed, the
+    backend's model listed, an unknown one a 404 naming it, and a clean exit on SIGTERM."""
+    spec = {"runtime": "llamacpp"}
+    kube.apply(
+        {
+            "apiVersion": "llmop.dev/v1alpha1",
+            "kind": "LLMBackend",
+            "metadata": {"name": "chat"},
+            "spec": spec,
+        },
+        namespace,
+    )
+    status = json.dumps({"status": serving_status("10.0.0.1", "tiny")})
+    kube.run(
+        "patch", "llmbackend", "chat", "-n", namespace, "--subresource=status", "--type=merge", "-p", status
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        str(VENV_BIN / "llmop"),
+        "gateway",
+        "-n",
+        namespace,
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
+    with (tmp_path / "gateway.log").open("w") as log:
+        gateway = subprocess.Popen(
+            [*command, "--kubeconfig", str(kube.kubeconfig)], stdout=log, stderr=subprocess.STDOUT
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        eventually(lambda: _status(base + "/readyz") == 200, message="the gateway ready")
+        models = httpx.get(base + "/v1/models").json()
+        assert [m["id"] for m in models["data"]] == ["tiny"]
+        missing = httpx.post(base + "/v1/chat/completions", json={"model": "nope", "messages": []})
+        assert missing.status_code == 404 and "tiny" in missing.json()["error"]["message"]
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        code = gateway.wait(timeout=30)
+    assert code == 0, (tmp_path / "gateway.log").read_text()
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.TransportError:
+        return None
