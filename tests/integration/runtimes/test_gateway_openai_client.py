@@ -1,4 +1,5 @@
-"""The official `openai` client through the gateway to a real llama-server.
+"""The official `openai` client through the gateway to a real llama-server, beside a replica that
+died (its requests are retried on the live one).
 
 The gateway's table comes from the status llmop computes from its own observation of that
 server (the real adapter and status code, no hand-written status); only the watch of the API
@@ -23,6 +24,7 @@ from llmop.reconcile.backend_status import BackendSnapshot, PodFacts, compute_ba
 from llmop.runtimes import connect
 
 RUNTIME_KEY = "runtime-only-secret"
+REPLICAS = {"tiny-0": "127.0.0.1", "tiny-1": "127.0.0.2"}
 
 
 async def observed_backend(url: str, port: int) -> dict[str, Any]:
@@ -40,8 +42,10 @@ async def observed_backend(url: str, port: int) -> dict[str, Any]:
             now=now,
             observing_since=now,
             previous=LLMBackendStatus(),
-            pods=[PodFacts(name="tiny-0", ip="127.0.0.1", phase="Running")],
-            runtimes={"tiny-0": seen},
+            # A second replica that died since the operator saw it serving: same port, an address
+            # where nothing listens (connections refused).
+            pods=[PodFacts(name=name, ip=ip, phase="Running") for name, ip in REPLICAS.items()],
+            runtimes=dict.fromkeys(REPLICAS, seen),
         )
     )
     assert status.phase == "Ready", status.last_error
@@ -66,6 +70,8 @@ async def test_chat_streaming_completions_and_errors_through_the_gateway(llama_s
             await chat_and_completions(client, model)
             await errors_a_client_can_act_on(client, model)
     assert gateway.balancer.in_flight == {}, server.log_tail()
+    # Requests that went to the dead replica first were answered by the live one.
+    assert set(gateway.balancer.failed_until) == {"team-a/tiny/tiny-1"}
 
 
 async def chat_and_completions(client: openai.AsyncOpenAI, model: str) -> None:

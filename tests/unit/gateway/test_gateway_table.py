@@ -2,39 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from llmop.gateway.balance import Balancer
 from llmop.gateway.cli import gateway_namespaces
 from llmop.gateway.table import build_table
-
-
-def backend(
-    name: str = "chat",
-    namespace: str = "team-a",
-    phase: str = "Ready",
-    pods: list[dict[str, Any]] | None = None,
-    models: list[dict[str, Any]] | None = None,
-    spec: dict[str, Any] | None = None,
-    **status: Any,
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "llmop.dev/v1alpha1",
-        "kind": "LLMBackend",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": spec or {"runtime": "llamacpp", "port": 8080, "models": [{"name": "hf://org/repo/m.gguf"}]},
-        "status": {
-            "phase": phase,
-            "runtime": "llamacpp",
-            "pods": pods or [],
-            "models": models or [],
-            **status,
-        },
-    }
-
-
-def pod(name: str, ip: str, models: list[str], phase: str = "Serving") -> dict[str, Any]:
-    return {"name": name, "ip": ip, "ready": phase == "Serving", "phase": phase, "models": models}
+from support.gateway_backends import backend, pod
 
 
 def test_routes_a_model_to_the_pods_that_serve_it_and_not_to_one_still_loading() -> None:

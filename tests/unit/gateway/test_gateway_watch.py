@@ -6,10 +6,9 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
-from test_gateway_table import backend, pod
-
 from llmop.gateway.table import RoutingTable
 from llmop.gateway.watch import BackendWatch
+from support.gateway_backends import backend, pod
 
 
 class FakeKube:
