@@ -73,6 +73,7 @@ class Gateway:
         app.router.add_get("/v1/models", self.handle_models)
         app.router.add_get("/healthz", self.handle_health)
         app.router.add_get("/readyz", self.handle_ready)
+        app.router.add_route("*", "/{path:.*}", self.handle_elsewhere)
         app.on_startup.append(self._open_session)
         app.on_cleanup.append(self._close_session)
         return app
@@ -95,6 +96,13 @@ class Gateway:
     async def handle_ready(self, _: web.Request) -> web.Response:
         """Ready once the first list of the backends arrived: before it, every model is unknown."""
         return web.Response(text="ok\n") if self.synced else web.Response(status=503, text="syncing\n")
+
+    async def handle_elsewhere(self, request: web.Request) -> web.Response:
+        served = ", ".join(f"POST {path}" for path in ENDPOINTS) + ", GET /v1/models"
+        error = GatewayError(
+            404, f"{request.method} {request.path} is not served here: {served}", code="unknown_url"
+        )
+        return error_response(error)
 
     async def handle_models(self, _: web.Request) -> web.Response:
         data = [model_entry(name, self.table.lookup(name)) for name in self.table.model_names()]

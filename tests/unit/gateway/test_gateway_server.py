@@ -315,3 +315,12 @@ def test_the_deny_list_is_the_operators_and_a_bad_entry_is_named() -> None:
     assert denied.services == (("10.96.0.1", 6443, "the cluster's API server"),)
     with pytest.raises(ValueError, match=r"metadata\.internal"):
         denied_targets({"LLMOP_EXTERNAL_DENY_CIDRS": "10.0.0.0/8,metadata.internal"}, None)
+
+
+async def test_a_path_or_method_the_gateway_does_not_serve_is_an_openai_shaped_404(gateway_for) -> None:
+    _, client = await gateway_for(RoutingTable())
+    for method, path in (("POST", "/v1/responses"), ("GET", "/v1/chat/completions")):
+        response = await client.request(method, path)
+        assert response.status == 404
+        error = (await response.json())["error"]
+        assert error["code"] == "unknown_url" and "POST /v1/chat/completions" in error["message"]
