@@ -83,18 +83,41 @@ def build_table(
     backends: Iterable[Mapping[str, Any]], api_keys: Mapping[BackendKey, str | None] | None = None
 ) -> RoutingTable:
     """The table of every model the backends serve or are about to serve."""
+    offers = {
+        backend_key(body): read_backend(body, (api_keys or {}).get(backend_key(body))) for body in backends
+    }
+    return assemble(offers)
+
+
+#: One backend's routes, or why the table cannot read it.
+Offer = list[ModelRoute] | str
+
+
+def backend_key(body: Mapping[str, Any]) -> BackendKey:
+    metadata = body.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
+def read_backend(body: Mapping[str, Any], api_key: str | None) -> Offer:
+    """The routes of one LLMBackend object; a watch reads only the backend that changed."""
+    key = backend_key(body)
+    try:
+        spec = LLMBackendSpec.model_validate(body.get("spec") or {})
+        status = LLMBackendStatus.model_validate(body.get("status") or {})
+    except ValidationError as error:
+        return f"{key[0]}/{key[1]}: {error.error_count()} invalid fields"
+    return backend_routes(key, spec, status, api_key)
+
+
+def assemble(offers: Mapping[BackendKey, Offer]) -> RoutingTable:
+    """The table from each backend's routes, in the backends' order (cheap: nothing is parsed)."""
     routes: dict[str, list[ModelRoute]] = {}
     unreadable = []
-    for body in backends:
-        metadata = body.get("metadata") or {}
-        key = (str(metadata.get("namespace", "")), str(metadata.get("name", "")))
-        try:
-            spec = LLMBackendSpec.model_validate(body.get("spec") or {})
-            status = LLMBackendStatus.model_validate(body.get("status") or {})
-        except ValidationError as error:
-            unreadable.append(f"{key[0]}/{key[1]}: {error.error_count()} invalid fields")
+    for _, offer in sorted(offers.items()):
+        if isinstance(offer, str):
+            unreadable.append(offer)
             continue
-        for route in backend_routes(key, spec, status, (api_keys or {}).get(key)):
+        for route in offer:
             routes.setdefault(route.model, []).append(route)
     return RoutingTable({model: tuple(found) for model, found in routes.items()}, tuple(unreadable))
 

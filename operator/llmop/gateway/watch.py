@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from llmop.api_keys import SecretNotUsable, read_api_key
-from llmop.gateway.table import BackendKey, RoutingTable, build_table
+from llmop.gateway.table import BackendKey, Offer, RoutingTable, assemble, backend_key, read_backend
 from llmop.k8s.client import LLMBACKENDS, KubeAPIError, KubeClient
 from llmop.models.backend import LLMBackendSpec
 
@@ -34,6 +34,7 @@ class BackendWatch:
         self.publish = publish
         self.backends: dict[BackendKey, dict[str, Any]] = {}
         self.api_keys: dict[BackendKey, str | None] = {}
+        self.offers: dict[BackendKey, Offer] = {}
         self.listed: set[str] = set()
 
     async def run(self) -> None:
@@ -65,7 +66,7 @@ class BackendWatch:
             if kind == "ERROR":
                 return  # e.g. 410 Gone: the version is too old; list again
             if kind == "DELETED":
-                self.forget(_key(body))
+                self.forget(backend_key(body))
             elif kind in ("ADDED", "MODIFIED"):
                 await self.remember(body)
             else:
@@ -75,15 +76,17 @@ class BackendWatch:
     async def remember(self, body: dict[str, Any]) -> None:
         """Keep the backend; read its key when it is new or names another Secret (status changes
         often; the key is read again at each list, every few minutes)."""
-        key = _key(body)
+        key = backend_key(body)
         before = self.backends.get(key)
         self.backends[key] = body
         if before is None or _key_ref(before) != _key_ref(body):
             self.api_keys[key] = await self.api_key(key, body)
+        self.offers[key] = read_backend(body, self.api_keys[key])
 
     def forget(self, key: BackendKey) -> None:
         self.backends.pop(key, None)
         self.api_keys.pop(key, None)
+        self.offers.pop(key, None)
 
     async def api_key(self, key: BackendKey, body: dict[str, Any]) -> str | None:
         """The runtime's key; without a usable one, requests go without (the operator's status
@@ -99,12 +102,7 @@ class BackendWatch:
 
     async def republish(self) -> None:
         if self.listed >= set(self.namespaces):
-            await self.publish(build_table(self.backends.values(), self.api_keys))
-
-
-def _key(body: dict[str, Any]) -> BackendKey:
-    metadata = body.get("metadata") or {}
-    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+            await self.publish(assemble(self.offers))
 
 
 def _key_ref(body: dict[str, Any]) -> Any:
