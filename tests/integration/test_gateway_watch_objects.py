@@ -87,8 +87,22 @@ async def test_the_table_follows_backends_written_and_deleted(kube: Kube, namesp
 def test_llmop_gateway_serves_the_models_of_its_namespace_and_stops_on_sigterm(
     kube: Kube, namespace: str, tmp_path: Path
 ) -> None:
-    """The command the chart runs, against the real API server: ready once it listed, the
-    backend's model listed, an unknown one a 404 naming it, and a clean exit on SIGTERM."""
+    """The command the chart runs, against the real API server: ready once it listed, a request
+    without a key refused, the backend's model listed for a key of its namespace, an unknown one a
+    404 naming it, and a clean exit on SIGTERM."""
+    gateway_key = "tenant-key-0123456789"
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": "gateway-key",
+                "labels": {"llmop.dev/use": "true", "llmop.dev/gateway-key": "true"},
+            },
+            "stringData": {"key": gateway_key},
+        },
+        namespace,
+    )
     spec = {"runtime": "llamacpp"}
     kube.apply(
         {
@@ -123,9 +137,13 @@ def test_llmop_gateway_serves_the_models_of_its_namespace_and_stops_on_sigterm(
     base = f"http://127.0.0.1:{port}"
     try:
         eventually(lambda: _status(base + "/readyz") == 200, message="the gateway ready")
-        models = httpx.get(base + "/v1/models").json()
+        assert httpx.get(base + "/v1/models").status_code == 401
+        authorized = {"Authorization": f"Bearer {gateway_key}"}
+        models = httpx.get(base + "/v1/models", headers=authorized).json()
         assert [m["id"] for m in models["data"]] == ["tiny"]
-        missing = httpx.post(base + "/v1/chat/completions", json={"model": "nope", "messages": []})
+        missing = httpx.post(
+            base + "/v1/chat/completions", json={"model": "nope", "messages": []}, headers=authorized
+        )
         assert missing.status_code == 404 and "tiny" in missing.json()["error"]["message"]
     finally:
         gateway.send_signal(signal.SIGTERM)

@@ -302,6 +302,7 @@ def test_no_lease_role_without_leader_election_and_no_rbac_when_turned_off() -> 
         (["--set", "gateway.holdTimeout=soon"], "holdTimeout"),
         (["--set-json", 'gateway.namespaces=["Team A"]'], "gateway/namespaces"),
         (["--set", "gateway.service.type=ExternalName"], "gateway/service/type"),
+        (["--set", "gateway.auth=off"], "gateway/auth"),
         (
             ["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],
             "needs leaderElection.enabled",
@@ -353,7 +354,12 @@ GATEWAY_RULES = {
     ("llmop.dev", "llmbackends", "list"),
     ("llmop.dev", "llmbackends", "watch"),
     ("", "secrets", "get"),  # the runtime API keys of Secrets that opt in
+    # The gateway's own keys: Secrets labelled llmop.dev/gateway-key (gateway.auth=keys).
+    ("", "secrets", "list"),
+    ("", "secrets", "watch"),
 }
+#: With gateway.auth=none the gateway finds no keys: it reads only the Secrets backends name.
+OPEN_GATEWAY_RULES = GATEWAY_RULES - {("", "secrets", "list"), ("", "secrets", "watch")}
 
 
 def _gateway_roles(docs: list[dict[str, Any]]) -> dict[str, set[tuple[str, str, str]]]:
@@ -383,9 +389,21 @@ def test_the_gateway_serves_the_namespaces_listed_and_reads_nothing_elsewhere() 
     env = gateway_env(docs)
     assert gateway_namespaces(None, {**env, "POD_NAMESPACE": "llmop-system"}) == ["team-a", "team-b"]
     assert env["LLMOP_GATEWAY_HOLD"] == "2m"
+    assert env["LLMOP_GATEWAY_AUTH"] == "keys"
     # The operator's deny list guards the gateway's connections to external servers too.
     assert env["LLMOP_EXTERNAL_DENY_CIDRS"] == container_env(docs)["LLMOP_EXTERNAL_DENY_CIDRS"]
-    assert _gateway_roles(docs) == {"team-a": GATEWAY_RULES, "team-b": GATEWAY_RULES}
+    # Its own namespace holds the admin's keys, which may reach across the served namespaces.
+    assert _gateway_roles(docs) == {
+        "team-a": GATEWAY_RULES,
+        "team-b": GATEWAY_RULES,
+        "llmop-system": GATEWAY_RULES,
+    }
+
+
+def test_an_open_gateway_neither_lists_secrets_nor_looks_in_its_own_namespace() -> None:
+    docs = render("--set-json", 'gateway.namespaces=["team-a"]', "--set", "gateway.auth=none")
+    assert gateway_env(docs)["LLMOP_GATEWAY_AUTH"] == "none"
+    assert _gateway_roles(docs) == {"team-a": OPEN_GATEWAY_RULES}
 
 
 def test_the_gateway_pod_is_hardened_probed_and_behind_its_service() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from llmop.gateway.guard import denied_targets
+from llmop.gateway.keywatch import KeyWatch
 from llmop.gateway.server import Gateway, GatewaySettings
 from llmop.gateway.watch import BackendWatch
 from llmop.models.duration import parse_duration
@@ -50,6 +51,14 @@ def add_subcommand(commands: Any) -> argparse.ArgumentParser:
         "(default: $LLMOP_GATEWAY_HOLD or 30s)",
     )
     gateway.add_argument(
+        "--auth",
+        choices=("keys", "none"),
+        default=os.environ.get("LLMOP_GATEWAY_AUTH", "keys"),
+        help="keys: every request needs one of the gateway's keys (Secrets labelled "
+        "llmop.dev/gateway-key=true and llmop.dev/use=true), and reaches only what its key may; "
+        "none: every client reaches every backend served (default: $LLMOP_GATEWAY_AUTH or keys)",
+    )
+    gateway.add_argument(
         "--kubeconfig", default=None, help="kubeconfig outside a cluster (default: $KUBECONFIG)"
     )
     gateway.set_defaults(func=run_gateway_command)
@@ -84,7 +93,10 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         logger.error("cannot start: --hold %r: %s", args.hold, error)
         return 2
-    settings = GatewaySettings(hold_seconds=hold)
+    if args.auth not in ("keys", "none"):
+        logger.error("cannot start: --auth %r: keys or none", args.auth)
+        return 2
+    settings = GatewaySettings(hold_seconds=hold, require_keys=args.auth == "keys")
     return asyncio.run(serve(namespaces, args.host, args.port, settings, args.kubeconfig))
 
 
@@ -104,8 +116,18 @@ async def serve(
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
-    logger.info("serving on %s:%d the backends of %s", host, port, ", ".join(namespaces))
-    watching = asyncio.ensure_future(BackendWatch(kube, namespaces, gateway.set_table).run())
+    logger.info(
+        "serving on %s:%d the backends of %s, %s",
+        host,
+        port,
+        ", ".join(namespaces),
+        "to holders of its keys" if settings.require_keys else "to every client (--auth none)",
+    )
+    followed = [BackendWatch(kube, namespaces, gateway.set_table).run()]
+    if settings.require_keys:
+        own = os.environ.get("POD_NAMESPACE", "").strip() or None
+        followed.append(KeyWatch(kube, namespaces, own, gateway.set_keyring).run())
+    watching = asyncio.ensure_future(asyncio.gather(*followed))
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop, watching.cancel)

@@ -85,3 +85,34 @@ def stream_broken(model: str, pod: str, reason: str) -> GatewayError:
         type="server_error",
         code="upstream_stream_broken",
     )
+
+
+def no_key() -> GatewayError:
+    return GatewayError(
+        401,
+        "this gateway needs a key: send `Authorization: Bearer <key>` with a key from a Secret "
+        "labelled llmop.dev/gateway-key=true and llmop.dev/use=true (docs/gateway.md)",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def unknown_key() -> GatewayError:
+    return GatewayError(
+        401,
+        "the key sent is not one of this gateway's keys (a Secret labelled "
+        "llmop.dev/gateway-key=true and llmop.dev/use=true, in a namespace the gateway serves)",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def not_permitted(model: str, source: str, reach: str) -> GatewayError:
+    return GatewayError(
+        403,
+        f"the key of Secret {source} may not use model {model!r}: no backend it may reach serves it. "
+        f"It may reach {reach}",
+        type="permission_error",
+        code="model_not_permitted",
+        param="model",
+    )

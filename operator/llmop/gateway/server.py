@@ -2,7 +2,8 @@
 
 Bodies are forwarded as they came (never re-encoded) and answers are relayed chunk by chunk as
 they arrive, so a stream reaches the client token by token. The gateway adds the backend's
-runtime API key; it never passes on the client's Authorization header.
+runtime API key; it never passes on the client's Authorization header (which carries the
+gateway's own key, when keys are required).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from llmop.gateway import errors
 from llmop.gateway.balance import Balancer
 from llmop.gateway.errors import GatewayError
 from llmop.gateway.guard import GuardedResolver, literal_refusal
-from llmop.gateway.table import CHAT, COMPLETION, EMBEDDINGS, ModelRoute, RoutingTable, Upstream
+from llmop.gateway.keys import GatewayKey, Keyring
+from llmop.gateway.table import CHAT, COMPLETION, EMBEDDINGS, TOOLS, ModelRoute, RoutingTable, Upstream
 from llmop.runtimes.address_guard import DeniedTargets
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class GatewaySettings:
     max_body_bytes: int = 64 * 1024 * 1024
     #: Where external backends' servers may not be (the operator's deny list); None: no check.
     denied: DeniedTargets | None = None
+    #: Every request but the probes needs one of the gateway's keys (Authorization: Bearer).
+    require_keys: bool = False
 
 
 class Gateway:
@@ -57,6 +61,8 @@ class Gateway:
         self.balancer = Balancer()
         self.changed = asyncio.Condition()
         self.synced = table is not None
+        self.keyring = Keyring()
+        self.keys_synced = not self.settings.require_keys
         self.session: aiohttp.ClientSession | None = None
 
     async def set_table(self, table: RoutingTable) -> None:
@@ -65,6 +71,22 @@ class Gateway:
             self.table = table
             self.synced = True
             self.changed.notify_all()
+
+    async def set_keyring(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self.keys_synced = True
+
+    def authenticate(self, request: web.Request) -> GatewayKey | None:
+        """The caller's key; None when keys are not required. Raises 401 without a known key."""
+        if not self.settings.require_keys:
+            return None
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise errors.no_key()
+        key = self.keyring.find(presented.strip())
+        if key is None:
+            raise errors.unknown_key()
+        return key
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
@@ -95,7 +117,8 @@ class Gateway:
 
     async def handle_ready(self, _: web.Request) -> web.Response:
         """Ready once the first list of the backends arrived: before it, every model is unknown."""
-        return web.Response(text="ok\n") if self.synced else web.Response(status=503, text="syncing\n")
+        ready = self.synced and self.keys_synced
+        return web.Response(text="ok\n") if ready else web.Response(status=503, text="syncing\n")
 
     async def handle_elsewhere(self, request: web.Request) -> web.Response:
         served = ", ".join(f"POST {path}" for path in ENDPOINTS) + ", GET /v1/models"
@@ -104,27 +127,41 @@ class Gateway:
         )
         return error_response(error)
 
-    async def handle_models(self, _: web.Request) -> web.Response:
-        data = [model_entry(name, self.table.lookup(name)) for name in self.table.model_names()]
+    async def handle_models(self, request: web.Request) -> web.Response:
+        try:
+            key = self.authenticate(request)
+        except GatewayError as error:
+            return error_response(error)
+        listed = ((name, reachable(self.table.lookup(name), key)) for name in self.table.model_names())
+        data = [model_entry(name, routes) for name, routes in listed if routes]
         return web.json_response({"object": "list", "data": data})
 
     async def handle_forward(self, request: web.Request) -> web.StreamResponse:
         capability, wording = ENDPOINTS[request.path]
         try:
-            raw, model = await read_request(request)
-            upstreams = await self.targets(model, capability, wording)
+            key = self.authenticate(request)
+            raw, model, body = await read_request(request)
+            if capability == CHAT and body.get("tools"):
+                capability, wording = TOOLS, "tool calls (`tools` in /v1/chat/completions)"
+            upstreams = await self.targets(model, capability, wording, key)
             return await self.forward(request, raw, model, upstreams)
         except GatewayError as error:
             return error_response(error)
 
-    async def targets(self, model: str, capability: str, wording: str) -> list[Upstream]:
-        """The pods serving `model` with `capability`; waits while the model is on its way."""
+    async def targets(
+        self, model: str, capability: str, wording: str, key: GatewayKey | None = None
+    ) -> list[Upstream]:
+        """The pods serving `model` with `capability` that `key` may reach; waits while the model
+        is on its way."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.hold_seconds
         while True:
-            routes = self.table.lookup(model)
+            offered = self.table.lookup(model)
+            routes = reachable(offered, key)
+            if offered and not routes and key is not None:
+                raise errors.not_permitted(model, key.source, key.describe_reach())
             if not routes:
-                raise errors.unknown_model(model, self.table.model_names())
+                raise errors.unknown_model(model, self.reachable_names(key))
             capable = [route for route in routes if route.can(capability)]
             if not capable:
                 raise errors.missing_capability(model, wording, describe_backends(routes))
@@ -136,6 +173,10 @@ class Gateway:
                 waited = self.settings.hold_seconds - max(remaining, 0.0)
                 raise errors.not_ready(model, round(waited, 1), self.settings.retry_after_seconds)
             await self.wait_for_change(remaining)
+
+    def reachable_names(self, key: GatewayKey | None) -> list[str]:
+        names = self.table.model_names()
+        return names if key is None else [n for n in names if reachable(self.table.lookup(n), key)]
 
     async def wait_for_change(self, seconds: float) -> None:
         async with self.changed:
@@ -190,8 +231,8 @@ class Gateway:
         return await literal_refusal(self.settings.denied, upstream.base_url)
 
 
-async def read_request(request: web.Request) -> tuple[bytes, str]:
-    """The body as sent, and the model it names."""
+async def read_request(request: web.Request) -> tuple[bytes, str, dict[str, Any]]:
+    """The body as sent, the model it names, and the body parsed."""
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as error:
@@ -205,7 +246,14 @@ async def read_request(request: web.Request) -> tuple[bytes, str]:
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str) or not model:
         raise errors.bad_request("the request names no model: set `model` to one of GET /v1/models", "model")
-    return raw, model
+    return raw, model, body
+
+
+def reachable(routes: tuple[ModelRoute, ...], key: GatewayKey | None) -> tuple[ModelRoute, ...]:
+    """The routes `key` may use (all of them when keys are not required)."""
+    if key is None:
+        return routes
+    return tuple(route for route in routes if key.may_reach(route.namespace, route.backend))
 
 
 async def relay(

@@ -20,8 +20,10 @@ from llmop.runtimes.registry import serving_port
 CHAT = "chat"
 COMPLETION = "completion"
 EMBEDDINGS = "embeddings"
+#: A chat request with `tools`.
+TOOLS = "tools"
 #: The same capability in status.capabilities, the backend-wide flags.
-_BACKEND_FLAG = {CHAT: "chat", COMPLETION: "completions", EMBEDDINGS: "embeddings"}
+_BACKEND_FLAG = {CHAT: "chat", COMPLETION: "completions", EMBEDDINGS: "embeddings", TOOLS: "tools"}
 #: Backend phases in which a model it expects is on its way: a request for it waits.
 _COMING_PHASES = ("Pending", "Deploying", "Loading", "Degraded", None)
 
@@ -63,7 +65,16 @@ class ModelRoute:
     loaded: bool | None = None
 
     def can(self, capability: str) -> bool:
+        if capability == TOOLS and not self.observes_tools:
+            return True  # the runtime does not say: it answers for itself
         return self.capabilities is None or capability in self.capabilities
+
+    @property
+    def observes_tools(self) -> bool:
+        """Whether status knows tool support: Ollama says per model; llama.cpp serving one model
+        reads it from its chat template (a router, which reports `loaded`, cannot). vLLM's
+        tools depend on flags its API does not reveal."""
+        return self.runtime == "ollama" or (self.runtime == "llamacpp" and self.loaded is None)
 
 
 @dataclass(frozen=True)

@@ -168,15 +168,21 @@ class KubeClient:
         return list(response.json().get("items", []))
 
     async def list_versioned(
-        self, resource: Resource, namespace: str | None = None
+        self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> tuple[builtins.list[dict[str, Any]], str]:
         """The objects and the list's resourceVersion, from which a watch continues."""
-        response = await self._request("GET", resource.path(namespace))
+        params = {"labelSelector": label_selector} if label_selector else {}
+        response = await self._request("GET", resource.path(namespace), params=params)
         body = response.json()
         return list(body.get("items", [])), str((body.get("metadata") or {}).get("resourceVersion", ""))
 
     async def watch(
-        self, resource: Resource, namespace: str | None, resource_version: str, timeout_seconds: int = 300
+        self,
+        resource: Resource,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        label_selector: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """The watch events after `resource_version` ({"type", "object"}), until the server ends
         the watch (after about `timeout_seconds`). An ERROR event (410 Gone: the version is too old)
@@ -187,6 +193,8 @@ class KubeClient:
             "timeoutSeconds": str(timeout_seconds),
             "allowWatchBookmarks": "true",
         }
+        if label_selector:
+            params["labelSelector"] = label_selector
         # No read timeout: a quiet watch sends nothing for minutes; the server ends it itself.
         timeout = httpx.Timeout(None, connect=10.0)
         self.requests_made += 1

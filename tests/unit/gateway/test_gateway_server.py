@@ -324,3 +324,30 @@ async def test_a_path_or_method_the_gateway_does_not_serve_is_an_openai_shaped_4
         assert response.status == 404
         error = (await response.json())["error"]
         assert error["code"] == "unknown_url" and "POST /v1/chat/completions" in error["message"]
+
+
+TOOL_CHAT = {**CHAT, "tools": [{"type": "function", "function": {"name": "now", "parameters": {}}}]}
+
+
+async def test_tools_on_a_model_whose_runtime_says_it_has_none_is_501(gateway_for, pods) -> None:
+    pod = await pods("p0")
+    _, client = await gateway_for(build_table([backend_of(pod)]))
+    response = await client.post("/v1/chat/completions", json=TOOL_CHAT)
+    assert response.status == 501
+    error = (await response.json())["error"]
+    assert error["code"] == "capability_not_supported" and "tool calls" in error["message"]
+    assert pod.seen == []
+    # Without `tools` the same model chats.
+    assert (await client.post("/v1/chat/completions", json={**CHAT, "tools": []})).status == 200
+
+
+async def test_tools_reach_a_model_with_tools_and_a_runtime_that_does_not_say(gateway_for, pods) -> None:
+    with_tools, vllm = await pods("p0"), await pods("p1")
+    capable = backend_of(with_tools, model="tools")
+    capable["status"]["models"][0]["capabilities"].append("tools")
+    unknown = backend_of(vllm, model="vllm")
+    unknown["status"]["runtime"] = "vllm"
+    _, client = await gateway_for(build_table([capable, unknown]))
+    for model in ("tools", "vllm"):
+        response = await client.post("/v1/chat/completions", json={**TOOL_CHAT, "model": model})
+        assert response.status == 200, await response.text()
