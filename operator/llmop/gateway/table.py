@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from llmop.models.backend import MAX_POD_MODELS, LLMBackendSpec, LLMBackendStatus, ObservedModel
 from llmop.runtimes.registry import serving_port
+from llmop.sources import served_model_name
 
 #: The capability each endpoint needs, as status names it per model (ObservedModel.capabilities).
 CHAT = "chat"
@@ -141,7 +142,11 @@ def backend_routes(
     observed = {model.name: model for model in status.models or []}
     names = list(observed)
     if status.phase in _COMING_PHASES:
-        names += [m.name for m in spec.models if m.name not in observed]
+        # By the name the runtime will serve it under, the one clients send (`org/repo`, not
+        # `hf://org/repo`), so that a request for it waits rather than hearing it does not exist.
+        names += [
+            n for n in dict.fromkeys(served_model_name(m.name) for m in spec.models) if n not in observed
+        ]
     upstreams = _upstreams(key, spec, status, api_key)
     return [_route(key, status, name, observed.get(name), upstreams) for name in names]
 

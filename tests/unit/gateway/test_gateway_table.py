@@ -53,6 +53,13 @@ def test_a_model_of_a_loading_backend_is_coming_and_of_a_ready_one_is_unknown() 
     assert build_table([backend(phase="Ready", spec=spec)]).lookup("qwen3:0.6b") == ()
 
 
+def test_a_loading_backend_is_known_by_the_names_clients_will_send() -> None:
+    spec = {"runtime": "llamacpp", "models": [{"name": "hf://ggml-org/models/tinyllamas/stories260K.gguf"}]}
+    loading = build_table([backend(phase="Deploying", spec=spec)])
+    assert loading.model_names() == ["ggml-org/models/tinyllamas/stories260K.gguf"]
+    assert loading.lookup("ggml-org/models/tinyllamas/stories260K.gguf")[0].coming
+
+
 def test_an_external_server_is_one_upstream_while_ready() -> None:
     spec = {"external": {"url": "http://10.1.2.3:8000/v1", "kind": "vllm"}}
     ready = backend(spec=spec, models=[{"name": "big"}], openaiBaseURL="http://10.1.2.3:8000/v1")
