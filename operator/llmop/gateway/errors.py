@@ -57,11 +57,14 @@ def missing_capability(model: str, capability: str, where: str) -> GatewayError:
     )
 
 
-def not_ready(model: str, waited: float, retry_after: int) -> GatewayError:
+def not_ready(model: str, waited: float, retry_after: int, phases: str, coming: bool) -> GatewayError:
+    if coming:
+        message = f"model {model!r} is not being served yet ({phases}); waited {waited:g}s, try again"
+    else:
+        message = f"model {model!r} has no pod serving it and none on its way ({phases})"
     return GatewayError(
         503,
-        f"model {model!r} is not being served yet (its backend is starting or loading it); waited "
-        f"{waited:g}s, try again",
+        message,
         type="service_unavailable",
         code="model_not_ready",
         param="model",

@@ -44,7 +44,11 @@ _RELAYED_HEADERS = ("Content-Type", "Content-Encoding", "Retry-After", "X-Reques
 class GatewaySettings:
     #: How long a request for a model that is starting or loading waits for a serving pod.
     hold_seconds: float = 30.0
+    #: Retry-After while the model is on its way: a retry is held again, so soon is fine.
     retry_after_seconds: int = 5
+    #: Retry-After when no backend is on its way (Failed, or Ready without a serving pod): it
+    #: will not serve before the operator or someone changes something.
+    stalled_retry_after_seconds: int = 60
     connect_timeout_seconds: float = 10.0
     #: Largest request body (images travel inline, base64).
     max_body_bytes: int = 64 * 1024 * 1024
@@ -169,9 +173,13 @@ class Gateway:
             if serving:
                 return serving
             remaining = deadline - loop.time()
-            if remaining <= 0 or not any(route.coming for route in capable):
+            coming = any(route.coming for route in capable)
+            if remaining <= 0 or not coming:
                 waited = self.settings.hold_seconds - max(remaining, 0.0)
-                raise errors.not_ready(model, round(waited, 1), self.settings.retry_after_seconds)
+                retry = (
+                    self.settings.retry_after_seconds if coming else self.settings.stalled_retry_after_seconds
+                )
+                raise errors.not_ready(model, round(waited, 1), retry, describe_phases(capable), coming)
             await self.wait_for_change(remaining)
 
     def reachable_names(self, key: GatewayKey | None) -> list[str]:
@@ -315,6 +323,10 @@ def error_response(error: GatewayError) -> web.Response:
 def describe_backends(routes: list[ModelRoute] | tuple[ModelRoute, ...]) -> str:
     names = [f"{r.namespace}/{r.backend}" + (f", {r.runtime}" if r.runtime else "") for r in routes]
     return "backend " + "; ".join(names)
+
+
+def describe_phases(routes: list[ModelRoute]) -> str:
+    return "; ".join(f"backend {r.namespace}/{r.backend} is {r.phase or 'new'}" for r in routes)
 
 
 def model_entry(name: str, routes: tuple[ModelRoute, ...]) -> dict[str, Any]:

@@ -64,6 +64,8 @@ class ModelRoute:
     capabilities: frozenset[str] | None
     context_length: int | None = None
     loaded: bool | None = None
+    #: The backend's phase, for messages (Loading, Failed, ...).
+    phase: str | None = None
 
     def can(self, capability: str) -> bool:
         if capability == TOOLS and not self.observes_tools:
@@ -169,6 +171,7 @@ def _route(
         capabilities=_capabilities(status, observed),
         context_length=observed.context_length if observed else None,
         loaded=observed.loaded if observed else None,
+        phase=status.phase,
     )
 
 

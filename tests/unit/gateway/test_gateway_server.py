@@ -156,7 +156,8 @@ async def test_a_model_still_loading_is_held_then_503_with_retry_after(gateway_f
     response = await client.post("/v1/chat/completions", json={**CHAT, "model": "qwen3:0.6b"})
     assert response.status == 503
     assert response.headers["Retry-After"] == "5"
-    assert (await response.json())["error"]["code"] == "model_not_ready"
+    error = (await response.json())["error"]
+    assert error["code"] == "model_not_ready" and "team-a/slow is Loading" in error["message"]
 
 
 async def test_a_held_request_is_answered_once_a_pod_serves_the_model(gateway_for, pods) -> None:
@@ -351,3 +352,17 @@ async def test_tools_reach_a_model_with_tools_and_a_runtime_that_does_not_say(ga
     for model in ("tools", "vllm"):
         response = await client.post("/v1/chat/completions", json={**TOOL_CHAT, "model": model})
         assert response.status == 200, await response.text()
+
+
+async def test_a_model_whose_backend_failed_is_503_at_once_with_a_longer_retry_after(gateway_for) -> None:
+    failed = {
+        "metadata": {"name": "broken", "namespace": "team-a"},
+        "spec": {"runtime": "ollama", "models": [{"name": "qwen3:0.6b"}]},
+        "status": {"phase": "Failed", "models": [{"name": "qwen3:0.6b"}]},
+    }
+    _, client = await gateway_for(build_table([failed]), hold=30)
+    response = await client.post("/v1/chat/completions", json={**CHAT, "model": "qwen3:0.6b"})
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "60"
+    message = (await response.json())["error"]["message"]
+    assert "none on its way" in message and "team-a/broken is Failed" in message
