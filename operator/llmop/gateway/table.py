@@ -198,7 +198,11 @@ def _upstreams(
 
 
 def _capabilities(status: LLMBackendStatus, observed: ObservedModel | None) -> frozenset[str] | None:
-    if observed is not None and observed.capabilities:
+    if observed is None:
+        # Only in the spec, on its way: the backend's flags describe the models it serves now
+        # (an Ollama server with none yet says it chats with nothing), not this one.
+        return None
+    if observed.capabilities:
         return frozenset(observed.capabilities)
     if status.capabilities is None:
         return None

@@ -60,6 +60,14 @@ def test_a_loading_backend_is_known_by_the_names_clients_will_send() -> None:
     assert loading.lookup("ggml-org/models/tinyllamas/stories260K.gguf")[0].coming
 
 
+def test_a_model_on_its_way_is_not_judged_by_the_flags_of_the_models_served_now() -> None:
+    spec = {"runtime": "ollama", "models": [{"name": "tiny:latest"}]}
+    nothing_yet = {"chat": False, "completions": False, "embeddings": False}
+    loading = build_table([backend(phase="Loading", spec=spec, capabilities=nothing_yet)])
+    (route,) = loading.lookup("tiny:latest")
+    assert route.coming and route.can("chat")
+
+
 def test_an_external_server_is_one_upstream_while_ready() -> None:
     spec = {"external": {"url": "http://10.1.2.3:8000/v1", "kind": "vllm"}}
     ready = backend(spec=spec, models=[{"name": "big"}], openaiBaseURL="http://10.1.2.3:8000/v1")
