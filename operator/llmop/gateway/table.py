@@ -28,6 +28,10 @@ _BACKEND_FLAG = {CHAT: "chat", COMPLETION: "completions", EMBEDDINGS: "embedding
 #: Backend phases in which a model it expects is on its way: a request for it waits.
 _COMING_PHASES = ("Pending", "Deploying", "Loading", "Degraded", None)
 
+#: Servers that say nothing per model: status guesses a generating model, which an embedding
+#: model behind a generic OpenAI-compatible server is not; the server's own flags decide.
+_UNKNOWN_PER_MODEL = ("openai",)
+
 BackendKey = tuple[str, str]
 
 
@@ -202,7 +206,7 @@ def _capabilities(status: LLMBackendStatus, observed: ObservedModel | None) -> f
         # Only in the spec, on its way: the backend's flags describe the models it serves now
         # (an Ollama server with none yet says it chats with nothing), not this one.
         return None
-    if observed.capabilities:
+    if observed.capabilities and status.runtime not in _UNKNOWN_PER_MODEL:
         return frozenset(observed.capabilities)
     if status.capabilities is None:
         return None

@@ -68,6 +68,20 @@ def test_a_model_on_its_way_is_not_judged_by_the_flags_of_the_models_served_now(
     assert route.coming and route.can("chat")
 
 
+def test_a_generic_openai_server_is_judged_by_its_own_flags_not_the_guess_per_model() -> None:
+    spec = {"external": {"url": "http://10.1.2.3:8000", "kind": "openai"}}
+    everything = {"chat": True, "completions": True, "embeddings": True, "tools": True}
+    ready = backend(
+        spec=spec,
+        models=[{"name": "embedder", "capabilities": ["chat", "completion", "tools"]}],
+        capabilities=everything,
+        openaiBaseURL="http://10.1.2.3:8000/v1",
+    )
+    ready["status"]["runtime"] = "openai"
+    (route,) = build_table([ready]).lookup("embedder")
+    assert route.can("embeddings")
+
+
 def test_an_external_server_is_one_upstream_while_ready() -> None:
     spec = {"external": {"url": "http://10.1.2.3:8000/v1", "kind": "vllm"}}
     ready = backend(spec=spec, models=[{"name": "big"}], openaiBaseURL="http://10.1.2.3:8000/v1")
