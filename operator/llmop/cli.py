@@ -1,4 +1,4 @@
-"""The `llmop` command: run the operator, print the CRDs, talk to runtimes."""
+"""The `llmop` command: run the operator or the gateway, print the CRDs, talk to runtimes."""
 
 from __future__ import annotations
 
@@ -74,10 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_crds(commands)
 
     from llmop.agent.cli import add_subcommand as add_agent
+    from llmop.gateway.cli import add_subcommand as add_gateway
     from llmop.runtimes.cli import add_subcommands as add_runtime_commands
 
     add_runtime_commands(commands)
     add_agent(commands)
+    add_gateway(commands)
     return parser
 
 

@@ -19,8 +19,9 @@ import openai
 import pytest
 import yaml
 
+from support.gateway_process import run_gateway
 from support.kube import REPO, Kube, eventually, wait_backend_ready
-from support.operator import OperatorProcess
+from support.operator import TEST_DENY_CIDRS, OperatorProcess
 from support.runtimes import ModelSource, PodRunner, run_vllm_standin
 
 pytestmark = pytest.mark.e2e
@@ -87,6 +88,20 @@ def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
             if manifest["spec"].get("runtime"):
                 assert_openai_client_chats(status, url)
 
+        # The same names through the gateway, to each real runtime (the real vLLM's one start in
+        # this tier serves both; the gateway's own cases: test_gateway_e2e.py).
+        gateway = run_gateway(
+            ["-n", backend_ns, "--auth", "none"],
+            kube.kubeconfig,
+            tmp_path / "gateway.log",
+            {"LLMOP_EXTERNAL_DENY_CIDRS": TEST_DENY_CIDRS},
+        )
+        with gateway as base:
+            for manifest in manifests.values():
+                if manifest["spec"].get("runtime"):
+                    status = kube.get("llmb", manifest["metadata"]["name"], backend_ns)["status"]
+                    assert_answers_through_the_gateway(status, base)
+
 
 def assert_openai_client_chats(status: dict[str, Any], pod_url: str) -> None:
     """A user copies the model name from status into the openai client; it answers. The base URL
@@ -99,6 +114,19 @@ def assert_openai_client_chats(status: dict[str, Any], pod_url: str) -> None:
             model=model["name"], messages=[{"role": "user", "content": "Hello"}], max_tokens=3
         )
         assert answer.choices and answer.choices[0].message.content is not None, (model["name"], answer)
+
+
+def assert_answers_through_the_gateway(status: dict[str, Any], gateway: str) -> None:
+    """Chat, streamed chat and completions by the names status lists, through `llmop gateway`."""
+    client = openai.OpenAI(base_url=f"{gateway}/v1", api_key="none", timeout=60, max_retries=0)
+    hello = [{"role": "user", "content": "Hello"}]
+    for model in (m["name"] for m in status["models"]):
+        answer = client.chat.completions.create(model=model, messages=hello, max_tokens=3)
+        assert answer.choices and answer.choices[0].message.content is not None, (model, answer)
+        chunks = list(client.chat.completions.create(model=model, messages=hello, max_tokens=3, stream=True))
+        assert len(chunks) >= 2 and chunks[0].choices is not None, (model, chunks)
+        text = client.completions.create(model=model, prompt="Hello", max_tokens=3)
+        assert text.choices and text.choices[0].text is not None, (model, text)
 
 
 def watch_cold_start(

@@ -195,7 +195,10 @@ def test_helm_install_creates_the_operator_its_identity_and_its_roles(
             len(
                 [
                     p
-                    for p in kube.list("pods", namespace, f"app.kubernetes.io/instance={name}")
+                    # The operator's own pods (the gateway's share the instance label).
+                    for p in kube.list(
+                        "pods", namespace, f"app.kubernetes.io/name=llmop,app.kubernetes.io/instance={name}"
+                    )
                     if p["status"].get("phase") == "Running"
                 ]
             )

@@ -16,6 +16,7 @@ from localcluster import binaries_cached
 from llmop import __version__
 from llmop.cli import main
 from llmop.config import DEFAULT_AGENT_IMAGE, DEFAULT_IMAGES, OperatorConfig
+from llmop.gateway.cli import gateway_namespaces
 from llmop.manifests.deployment import AGENT_USER
 from llmop.models.crd import all_crds
 
@@ -51,7 +52,11 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 
 def container_env(docs: list[dict[str, Any]]) -> dict[str, str]:
-    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    return gateway_env(docs, "llmop")
+
+
+def gateway_env(docs: list[dict[str, Any]], name: str = "llmop-gateway") -> dict[str, str]:
+    container = one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
@@ -82,13 +87,19 @@ def test_default_install_objects() -> None:
             "RoleBinding",
             "Service",
             "Deployment",
+            # The gateway: its own identity, its read-only Role, its pods and its Service.
+            "ServiceAccount",
+            "Role",
+            "RoleBinding",
+            "Service",
+            "Deployment",
         ]
     )
     for doc in docs:
         if doc["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
             assert doc["metadata"]["namespace"] == "llmop-system", doc["kind"]
-    account = one(docs, "ServiceAccount")["metadata"]["name"]
-    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    account = one(docs, "ServiceAccount", "llmop")["metadata"]["name"]
+    pod = one(docs, "Deployment", "llmop")["spec"]["template"]["spec"]
     assert account == "llmop" and pod["serviceAccountName"] == "llmop"
 
 
@@ -145,7 +156,7 @@ def test_the_operator_reads_every_value_the_chart_sets() -> None:
     assert config.metrics_port == 9100
     # The agent is versioned on its own: a new operator tag leaves the pods' sidecar as it was.
     assert config.agent_image == DEFAULT_AGENT_IMAGE
-    container = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = one(docs, "Deployment", "llmop")["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ghcr.io/llmop/llmop:9.9.9"
     assert container["ports"] == [{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]
 
@@ -170,7 +181,7 @@ def test_the_agent_image_is_the_charts_agent_value_and_its_default_the_operators
 def test_the_agents_network_policy_names_the_operators_own_pods() -> None:
     docs = render()
     config = OperatorConfig.from_env(container_env(docs))
-    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = one(docs, "Deployment", "llmop")["spec"]["template"]["metadata"]["labels"]
     assert config.operator_namespace == "llmop-system"
     assert config.operator_pod_labels == {
         "app.kubernetes.io/name": "llmop",
@@ -186,7 +197,7 @@ def test_the_agents_network_policy_names_the_operators_own_pods() -> None:
 
 
 def test_the_pod_runs_non_root_on_a_read_only_root_filesystem_with_a_liveness_probe() -> None:
-    deployment = one(render(), "Deployment")
+    deployment = one(render(), "Deployment", "llmop")
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["args"] == ["run"]
@@ -254,7 +265,7 @@ LEASES = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "updat
 def test_cluster_wide_rbac_is_exactly_what_llmop_uses() -> None:
     docs = render()
     assert _rules(one(docs, "ClusterRole")) == NAMESPACED | CRDS | NODES
-    role = one(docs, "Role")
+    role = one(docs, "Role", "llmop-leader-election")
     assert role["metadata"]["namespace"] == "llmop-system" and _rules(role) == LEASES
     for doc in docs:
         for rule in doc.get("rules", []):
@@ -280,7 +291,10 @@ def test_watched_namespaces_get_roles_and_nothing_namespaced_is_granted_cluster_
 
 
 def test_no_lease_role_without_leader_election_and_no_rbac_when_turned_off() -> None:
-    assert not [d for d in render("--set", "leaderElection.enabled=false") if d["kind"] == "Role"]
+    roles = [
+        d["metadata"]["name"] for d in render("--set", "leaderElection.enabled=false") if d["kind"] == "Role"
+    ]
+    assert roles == ["llmop-gateway"]
     kinds = {d["kind"] for d in render("--set", "rbac.create=false")}
     assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
@@ -296,6 +310,10 @@ def test_no_lease_role_without_leader_election_and_no_rbac_when_turned_off() -> 
         (["--set", "hfEndpoint=ftp://mirror"], "hfEndpoint"),
         (["--set-json", 'externalDenyCIDRs=["metadata.internal"]'], "externalDenyCIDRs"),
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
+        (["--set", "gateway.holdTimeout=soon"], "holdTimeout"),
+        (["--set-json", 'gateway.namespaces=["Team A"]'], "gateway/namespaces"),
+        (["--set", "gateway.service.type=ExternalName"], "gateway/service/type"),
+        (["--set", "gateway.auth=off"], "gateway/auth"),
         (
             ["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],
             "needs leaderElection.enabled",
@@ -308,7 +326,7 @@ def test_bad_values_fail_with_the_value_named(settings: list[str], message: str)
 
 
 def test_two_replicas_with_leader_election_render() -> None:
-    assert one(render("--set", "replicaCount=2"), "Deployment")["spec"]["replicas"] == 2
+    assert one(render("--set", "replicaCount=2"), "Deployment", "llmop")["spec"]["replicas"] == 2
 
 
 def test_service_monitor_on_request() -> None:
@@ -318,7 +336,7 @@ def test_service_monitor_on_request() -> None:
     monitor = one(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    service = one(docs, "Service")
+    service = one(docs, "Service", "llmop-metrics")
     assert service["spec"]["ports"][0]["name"] == "metrics"
 
 
@@ -340,3 +358,86 @@ def test_values_yaml_validates_and_every_value_is_described() -> None:
 
 def test_configuration_reference_is_current() -> None:
     assert chartdocs.main(["--check"]) == 0, "run `python hack/chartdocs.py`"
+
+
+GATEWAY_RULES = {
+    ("llmop.dev", "llmbackends", "get"),
+    ("llmop.dev", "llmbackends", "list"),
+    ("llmop.dev", "llmbackends", "watch"),
+    ("", "secrets", "get"),  # the runtime API keys of Secrets that opt in
+    # The gateway's own keys: Secrets labelled llmop.dev/gateway-key (gateway.auth=keys).
+    ("", "secrets", "list"),
+    ("", "secrets", "watch"),
+}
+#: With gateway.auth=none the gateway finds no keys: it reads only the Secrets backends name.
+OPEN_GATEWAY_RULES = GATEWAY_RULES - {("", "secrets", "list"), ("", "secrets", "watch")}
+
+
+def _gateway_roles(docs: list[dict[str, Any]]) -> dict[str, set[tuple[str, str, str]]]:
+    return {
+        d["metadata"]["namespace"]: _rules(d)
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] == "llmop-gateway"
+    }
+
+
+def test_the_gateway_serves_its_own_namespace_by_default_with_read_only_rights_there() -> None:
+    docs = render()
+    assert gateway_namespaces(None, gateway_env(docs)) == ["llmop-system"]
+    assert _gateway_roles(docs) == {"llmop-system": GATEWAY_RULES}
+    binding = one(docs, "RoleBinding", "llmop-gateway")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "llmop-gateway", "namespace": "llmop-system"}
+    ]
+    pod = one(docs, "Deployment", "llmop-gateway")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "llmop-gateway"
+    # Nothing cluster-wide is the gateway's: the only ClusterRole binds the operator.
+    assert [b["subjects"][0]["name"] for b in docs if b["kind"] == "ClusterRoleBinding"] == ["llmop"]
+
+
+def test_the_gateway_serves_the_namespaces_listed_and_reads_nothing_elsewhere() -> None:
+    docs = render("--set-json", 'gateway.namespaces=["team-a","team-b"]', "--set", "gateway.holdTimeout=2m")
+    env = gateway_env(docs)
+    assert gateway_namespaces(None, {**env, "POD_NAMESPACE": "llmop-system"}) == ["team-a", "team-b"]
+    assert env["LLMOP_GATEWAY_HOLD"] == "2m"
+    assert env["LLMOP_GATEWAY_AUTH"] == "keys"
+    # The operator's deny list guards the gateway's connections to external servers too.
+    assert env["LLMOP_EXTERNAL_DENY_CIDRS"] == container_env(docs)["LLMOP_EXTERNAL_DENY_CIDRS"]
+    # Its own namespace holds the admin's keys, which may reach across the served namespaces.
+    assert _gateway_roles(docs) == {
+        "team-a": GATEWAY_RULES,
+        "team-b": GATEWAY_RULES,
+        "llmop-system": GATEWAY_RULES,
+    }
+
+
+def test_an_open_gateway_neither_lists_secrets_nor_looks_in_its_own_namespace() -> None:
+    docs = render("--set-json", 'gateway.namespaces=["team-a"]', "--set", "gateway.auth=none")
+    assert gateway_env(docs)["LLMOP_GATEWAY_AUTH"] == "none"
+    assert _gateway_roles(docs) == {"team-a": OPEN_GATEWAY_RULES}
+
+
+def test_the_gateway_pod_is_hardened_probed_and_behind_its_service() -> None:
+    docs = render("--set", "gateway.port=9000", "--set", "gateway.service.port=8080")
+    deployment = one(docs, "Deployment", "llmop-gateway")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["gateway", "--port", "9000"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    service = one(docs, "Service", "llmop-gateway")
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}
+    ]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    # Not the operator's pods: neither its Service nor its agent NetworkPolicy selects them.
+    operator_selector = one(docs, "Deployment", "llmop")["spec"]["selector"]["matchLabels"]
+    assert not operator_selector.items() <= labels.items()
+
+
+def test_no_gateway_when_turned_off() -> None:
+    names = {d["metadata"]["name"] for d in render("--set", "gateway.enabled=false")}
+    assert not {name for name in names if "gateway" in name}

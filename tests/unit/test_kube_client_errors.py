@@ -44,3 +44,17 @@ async def test_a_refusal_stays_a_refusal_with_the_servers_words() -> None:
     assert not isinstance(caught.value, KubeUnavailable)
     assert (caught.value.status_code, caught.value.message) == (422, "spec.replicas: Invalid value: -1")
     await kube.close()
+
+
+async def test_a_watch_yields_each_event_line_and_a_refused_watch_says_why() -> None:
+    from llmop.k8s.client import LLMBACKENDS
+
+    lines = b'{"type": "ADDED", "object": {"metadata": {"name": "a"}}}\n\n{"type": "DELETED", "object": {}}\n'
+    kube = client_answering(httpx.Response(200, content=lines))
+    events = [event async for event in kube.watch(LLMBACKENDS, "team-a", "41")]
+    assert [event["type"] for event in events] == ["ADDED", "DELETED"]
+    refused = client_answering(httpx.Response(403, text='llmbackends is forbidden: cannot watch in "b"'))
+    with pytest.raises(KubeAPIError, match="forbidden"):
+        [event async for event in refused.watch(LLMBACKENDS, "b", "1")]
+    await kube.close()
+    await refused.close()

@@ -6,8 +6,10 @@ account, with token refresh); every request goes through one pooled httpx client
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -165,6 +167,50 @@ class KubeClient:
         params = {"labelSelector": label_selector} if label_selector else {}
         response = await self._request("GET", resource.path(namespace), params=params)
         return list(response.json().get("items", []))
+
+    async def list_versioned(
+        self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """The objects and the list's resourceVersion, from which a watch continues."""
+        params = {"labelSelector": label_selector} if label_selector else {}
+        response = await self._request("GET", resource.path(namespace), params=params)
+        body = response.json()
+        return list(body.get("items", [])), str((body.get("metadata") or {}).get("resourceVersion", ""))
+
+    async def watch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int = 300,
+        label_selector: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The watch events after `resource_version` ({"type", "object"}), until the server ends
+        the watch (after about `timeout_seconds`). An ERROR event (410 Gone: the version is too old)
+        comes as an event: the caller lists again."""
+        params = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+            "allowWatchBookmarks": "true",
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        # No read timeout: a quiet watch sends nothing for minutes; the server ends it itself.
+        timeout = httpx.Timeout(None, connect=10.0)
+        self.requests_made += 1
+        try:
+            async with self.http.stream(
+                "GET", resource.path(namespace), params=params, timeout=timeout
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise KubeAPIError(response.status_code, response.text[:300])
+                async for line in response.aiter_lines():
+                    if line.strip():
+                        yield json.loads(line)
+        except httpx.TransportError as error:
+            raise KubeUnavailable(f"the watch of {resource.plural} ended: {error!r}") from error
 
     async def apply(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply: llmop owns the fields it sets, and nothing else."""

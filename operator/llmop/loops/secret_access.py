@@ -9,71 +9,14 @@ it into a pod, and says which label is missing.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from dataclasses import dataclass
-from typing import Any
 
+from llmop.api_keys import SecretNotUsable, not_opted_in, opted_in, read_api_key
 from llmop.k8s.client import CONFIGMAPS, PVCS, SECRETS, SERVICEACCOUNTS, KubeClient, Resource
 from llmop.manifests.labels import SECRET_OPT_IN_LABEL, SECRET_OPT_IN_VALUE
 from llmop.models.backend import LLMBackendSpec, UserVolume
 
-
-class SecretNotUsable(Exception):
-    """A Secret the spec names that llmop will not use; `reason` is a condition reason."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def opted_in(secret: dict[str, Any]) -> bool:
-    labels = (secret.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(SECRET_OPT_IN_LABEL) == SECRET_OPT_IN_VALUE)
-
-
-def not_opted_in(name: str, namespace: str, use: str, kind: str = "Secret") -> SecretNotUsable:
-    return SecretNotUsable(
-        f"{kind}NotOptedIn",
-        f"{kind} {name!r} ({use}) is not labeled for use by llmop: llmop uses only {kind}s that "
-        f"opt in; if it is meant for this backend, run `kubectl label {kind.lower()} {name} -n "
-        f"{namespace} {SECRET_OPT_IN_LABEL}={SECRET_OPT_IN_VALUE}`",
-    )
-
-
-async def read_api_key(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -> str | None:
-    """The API key `spec.apiKeySecretRef` names, as text; SecretNotUsable says why not."""
-    ref = spec.api_key_secret_ref
-    if ref is None:
-        return None
-    use = "spec.apiKeySecretRef"
-    secret = await kube.get(SECRETS, ref.name, namespace)
-    if secret is None:
-        raise SecretNotUsable("SecretNotFound", f"Secret {ref.name!r} ({use}) does not exist in {namespace}")
-    if not opted_in(secret):
-        raise not_opted_in(ref.name, namespace, use)
-    value = (secret.get("data") or {}).get(ref.key)
-    if value is None:
-        raise SecretNotUsable("SecretNotFound", f"Secret {ref.name!r} ({use}) has no key {ref.key!r}")
-    try:
-        key = base64.b64decode(value, validate=True).decode("utf-8").strip()
-    except (binascii.Error, UnicodeDecodeError):
-        key = None
-    if key is None or not _HEADER_SAFE.fullmatch(key or "x"):
-        raise SecretNotUsable(
-            "SecretNotText",
-            f"key {ref.key!r} of Secret {ref.name!r} ({use}) is not one line of printable text; an API "
-            "key is sent as an HTTP header (Authorization: Bearer <key>) and must be one",
-        )
-    return key or None
-
-
-#: What a bearer token may hold: printable ASCII without spaces (RFC 6750's b64token and more).
-#: A line break or a control character would be refused by the HTTP client, whose error quotes
-#: the header, key included.
-_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+__all__ = ["SecretNotUsable", "check_pod_references", "not_opted_in", "opted_in", "read_api_key"]
 
 
 @dataclass(frozen=True)

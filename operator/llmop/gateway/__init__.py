@@ -1,0 +1,1 @@
+"""`llmop gateway`: one OpenAI-compatible endpoint for every backend, routed by what llmop observed."""

@@ -1,0 +1,50 @@
+"""Which pod gets the next request: the one with the fewest requests outstanding through this
+gateway, passing over pods that just failed."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+
+from llmop.gateway.table import Upstream
+
+#: How long a pod that failed a request (refused it, or broke a stream) is passed over while
+#: another can serve; the operator's status drops a dead pod soon after.
+FAILURE_PENALTY_SECONDS = 10.0
+
+
+class Balancer:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.in_flight: Counter[str] = Counter()
+        self.failed_until: dict[str, float] = {}
+        self.turn = 0
+
+    def choose(self, upstreams: Sequence[Upstream], tried: Collection[str] = ()) -> Upstream | None:
+        """The least-loaded pod not yet tried; ties go round-robin, so that one client's requests
+        in a row spread over the pods."""
+        candidates = [u for u in upstreams if u.key not in tried]
+        if not candidates:
+            return None
+        now = self.clock()
+        healthy = [u for u in candidates if self.failed_until.get(u.key, 0.0) <= now] or candidates
+        self.turn += 1
+        count = len(healthy)
+        order = {u.key: (index - self.turn) % count for index, u in enumerate(healthy)}
+        return min(healthy, key=lambda u: (self.in_flight[u.key], order[u.key]))
+
+    def started(self, upstream: Upstream) -> None:
+        self.in_flight[upstream.key] += 1
+
+    def finished(self, upstream: Upstream) -> None:
+        self.in_flight[upstream.key] -= 1
+        if self.in_flight[upstream.key] <= 0:
+            del self.in_flight[upstream.key]
+
+    def failed(self, upstream: Upstream) -> None:
+        self.failed_until[upstream.key] = self.clock() + FAILURE_PENALTY_SECONDS
+        if len(self.failed_until) > 10_000:
+            # Pods come and go: forget penalties that ran out, so the map stays small.
+            now = self.clock()
+            self.failed_until = {k: t for k, t in self.failed_until.items() if t > now}
