@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from llmop.gateway.guard import denied_targets
+from llmop.gateway.metrics import start_metrics_server
 from llmop.gateway.server import Gateway, GatewaySettings
 from llmop.gateway.watch import BackendWatch
 from llmop.models.duration import parse_duration
@@ -22,6 +23,8 @@ from llmop.sources import redact_log_records
 logger = logging.getLogger("llmop.gateway")
 
 DEFAULT_PORT = 8000
+#: /metrics on a port of its own, as the operator's: clients of the API never reach it.
+DEFAULT_METRICS_PORT = 8080
 
 
 def add_subcommand(commands: Any) -> argparse.ArgumentParser:
@@ -42,6 +45,13 @@ def add_subcommand(commands: Any) -> argparse.ArgumentParser:
     )
     gateway.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     gateway.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    gateway.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("LLMOP_METRICS_PORT", DEFAULT_METRICS_PORT)),
+        help="serve /metrics on this port; 0 = no metrics server "
+        f"(default: $LLMOP_METRICS_PORT or {DEFAULT_METRICS_PORT})",
+    )
     gateway.add_argument(
         "--hold",
         default=os.environ.get("LLMOP_GATEWAY_HOLD", "30s"),
@@ -84,7 +94,7 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         logger.error("cannot start: --hold %r: %s", args.hold, error)
         return 2
-    settings = GatewaySettings(hold_seconds=hold)
+    settings = GatewaySettings(hold_seconds=hold, metrics_port=args.metrics_port)
     return asyncio.run(serve(namespaces, args.host, args.port, settings, args.kubeconfig))
 
 
@@ -104,6 +114,11 @@ async def serve(
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    scrapes = (
+        await start_metrics_server(host, settings.metrics_port, gateway.metrics)
+        if settings.metrics_port
+        else None
+    )
     logger.info("serving on %s:%d the backends of %s", host, port, ", ".join(namespaces))
     watching = asyncio.ensure_future(BackendWatch(kube, namespaces, gateway.set_table).run())
     loop = asyncio.get_running_loop()
@@ -112,5 +127,7 @@ async def serve(
     with contextlib.suppress(asyncio.CancelledError):
         await watching
     await runner.cleanup()
+    if scrapes is not None:
+        await scrapes.cleanup()
     await kube.close()
     return 0

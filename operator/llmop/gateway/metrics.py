@@ -1,0 +1,213 @@
+"""The gateway's Prometheus metrics, served on a port of their own (as the operator's are).
+
+Every forwarded request gets an `Exchange`: the server tells it which backend answered and hands
+it each chunk it relays. Tokens come from the answer's `usage` (OpenAI's shape), found in the
+last few KiB the gateway relayed: the end of a JSON answer, or a stream's final chunk when the
+client asked for it (`stream_options.include_usage`). Nothing is buffered or re-parsed beyond
+that tail, and only once, when the answer ended.
+
+Labels carry only names the gateway routes (`model` is empty for a model it does not know), so a
+client cannot grow the series by sending made-up names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from llmop.gateway.balance import Balancer
+from llmop.gateway.table import Upstream
+
+logger = logging.getLogger(__name__)
+
+#: The end of an answer kept to find its `usage`: a final stream chunk or a JSON answer's tail.
+USAGE_TAIL_BYTES = 8192
+#: More tokens than one answer has: a larger (or negative, or non-integer) count is not counted.
+_MAX_TOKENS = 10**9
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_USAGE_KEY = re.compile(rb'(?<!\\)"usage"\s*:\s*')
+#: The Exchange of the request the current task serves (the middleware and handler share a task).
+_EXCHANGE: ContextVar[Exchange | None] = ContextVar("llmop_gateway_exchange", default=None)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class GatewayMetrics:
+    """The gateway's series, in a registry of its own (the operator's are not the gateway's)."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "llmop_gateway_requests",
+            "Requests to the OpenAI endpoints, by model, backend (namespace/name) and HTTP status.",
+            ["model", "backend", "code"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "llmop_gateway_request_duration_seconds",
+            "Seconds from a request's arrival to the end of its answer, by model and backend.",
+            ["model", "backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.first_token = Histogram(
+            "llmop_gateway_time_to_first_token_seconds",
+            "Seconds from a streamed request's arrival to its first event relayed to the client.",
+            ["model", "backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "llmop_gateway_tokens",
+            "Tokens in the answers' usage: direction=in (prompt_tokens), out (completion_tokens).",
+            ["model", "backend", "direction"],
+            registry=self.registry,
+        )
+        self.registry.register(InFlightCollector(balancer))
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Counts and times the forwarded endpoints; other paths pass untouched."""
+        if not request.path.startswith("/v1/") or request.method != "POST":
+            return await handler(request)
+        exchange = Exchange(self)
+        token = _EXCHANGE.set(exchange)
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as error:
+            status = error.status
+            raise
+        finally:
+            _EXCHANGE.reset(token)
+            exchange.finish(status)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Exchange:
+    """What the gateway saw of one forwarded request."""
+
+    __slots__ = ("backend", "metrics", "model", "seen_first", "started", "streaming", "tail")
+
+    def __init__(self, metrics: GatewayMetrics | None) -> None:
+        self.metrics = metrics
+        self.model = ""
+        self.backend = ""
+        self.started = time.monotonic()
+        self.streaming = False
+        self.seen_first = False
+        self.tail = bytearray()
+
+    def routed(self, model: str, upstream: Upstream) -> None:
+        self.model = model
+        self.backend = f"{upstream.namespace}/{upstream.backend}"
+
+    def chunk(self, data: bytes) -> None:
+        """A chunk relayed to the client."""
+        if not self.seen_first:
+            self.seen_first = True
+            if self.streaming and self.metrics is not None:
+                self.metrics.first_token.labels(self.model, self.backend).observe(
+                    time.monotonic() - self.started
+                )
+        tail = self.tail
+        tail += data
+        if len(tail) > 2 * USAGE_TAIL_BYTES:
+            del tail[:-USAGE_TAIL_BYTES]
+
+    def finish(self, status: int) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        metrics.requests.labels(self.model, self.backend, str(status)).inc()
+        if not self.backend:
+            return
+        metrics.duration.labels(self.model, self.backend).observe(time.monotonic() - self.started)
+        if status == 200 and (usage := usage_in(bytes(self.tail[-USAGE_TAIL_BYTES:]))):
+            for direction, count in usage.items():
+                metrics.tokens.labels(self.model, self.backend, direction).inc(count)
+
+
+def exchange_of(_: web.Request) -> Exchange:
+    """The request's exchange; an unrecorded one where no metrics middleware runs."""
+    found = _EXCHANGE.get()
+    if found is None:
+        found = Exchange(None)
+        _EXCHANGE.set(found)
+    return found
+
+
+def usage_in(tail: bytes) -> dict[str, int]:
+    """Prompt (in) and completion (out) tokens of the last `usage` object in `tail`; {} when
+    there is none, it is cut off, or its counts are not plausible."""
+    last = None
+    for last in _USAGE_KEY.finditer(tail):  # noqa: B007 (the last one is the answer's)
+        pass
+    if last is None:
+        return {}
+    text = tail[last.end() :].decode("utf-8", errors="replace")
+    try:
+        usage, _ = json.JSONDecoder().raw_decode(text)
+    except ValueError:
+        return {}
+    if not isinstance(usage, dict):
+        return {}
+    counts = {"in": usage.get("prompt_tokens"), "out": usage.get("completion_tokens")}
+    return {
+        direction: count
+        for direction, count in counts.items()
+        if isinstance(count, int) and not isinstance(count, bool) and 0 < count < _MAX_TOKENS
+    }
+
+
+class InFlightCollector(Collector):
+    """Requests outstanding per pod, read from the balancer at scrape time (nothing on the
+    request path)."""
+
+    def __init__(self, balancer: Balancer) -> None:
+        self.balancer = balancer
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "llmop_gateway_in_flight_requests",
+            "Requests this gateway pod is forwarding, per runtime pod (pods with none are left out).",
+            labels=["backend", "pod"],
+        )
+        for key, count in list(self.balancer.in_flight.items()):
+            namespace, backend, pod = key.split("/", 2)
+            family.add_metric([f"{namespace}/{backend}", pod], count)
+        yield family
+
+
+async def start_metrics_server(host: str, port: int, metrics: GatewayMetrics) -> web.AppRunner | None:
+    """Serve /metrics; None (and an error in the log) when the port is taken: metrics are an
+    aid, and the gateway serves requests without them."""
+
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        logger.error("cannot serve metrics on %s:%s: %s", host, port, error)
+        await runner.cleanup()
+        return None
+    logger.info("serving /metrics on %s:%s", host, port)
+    return runner
