@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -34,7 +35,8 @@ USAGE_TAIL_BYTES = 8192
 #: More tokens than one answer has: a larger (or negative, or non-integer) count is not counted.
 _MAX_TOKENS = 10**9
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
-_USAGE_KEY = re.compile(rb'(?<!\\)"usage"\s*:\s*')
+_AFTER_USAGE_KEY = re.compile(rb"\s*:\s*")
+_DECODER = json.JSONDecoder()
 #: The Exchange of the request the current task serves (the middleware and handler share a task).
 _EXCHANGE: ContextVar[Exchange | None] = ContextVar("llmop_gateway_exchange", default=None)
 
@@ -73,6 +75,15 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(InFlightCollector(balancer))
+        self._routes: dict[tuple[str, str], RouteSeries] = {}
+
+    def route(self, model: str, backend: str) -> RouteSeries:
+        """The series of one (model, backend), their labels resolved once (labels() on every
+        request costs more than the rest of the bookkeeping)."""
+        found = self._routes.get((model, backend))
+        if found is None:
+            found = self._routes[(model, backend)] = RouteSeries(self, model, backend)
+        return found
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -95,6 +106,23 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RouteSeries:
+    __slots__ = ("backend", "codes", "duration", "first_token", "metrics", "model", "tokens")
+
+    def __init__(self, metrics: GatewayMetrics, model: str, backend: str) -> None:
+        self.metrics, self.model, self.backend = metrics, model, backend
+        self.codes: dict[int, Any] = {}
+        self.duration = metrics.duration.labels(model, backend)
+        self.first_token = metrics.first_token.labels(model, backend)
+        self.tokens = {way: metrics.tokens.labels(model, backend, way) for way in ("in", "out")}
+
+    def answered(self, status: int) -> None:
+        child = self.codes.get(status)
+        if child is None:
+            child = self.codes[status] = self.metrics.requests.labels(self.model, self.backend, str(status))
+        child.inc()
 
 
 class Exchange:
@@ -120,9 +148,8 @@ class Exchange:
         if not self.seen_first:
             self.seen_first = True
             if self.streaming and self.metrics is not None:
-                self.metrics.first_token.labels(self.model, self.backend).observe(
-                    time.monotonic() - self.started
-                )
+                series = self.metrics.route(self.model, self.backend)
+                series.first_token.observe(time.monotonic() - self.started)
         tail = self.tail
         tail += data
         if len(tail) > 2 * USAGE_TAIL_BYTES:
@@ -132,13 +159,14 @@ class Exchange:
         metrics = self.metrics
         if metrics is None:
             return
-        metrics.requests.labels(self.model, self.backend, str(status)).inc()
+        series = metrics.route(self.model, self.backend)
+        series.answered(status)
         if not self.backend:
             return
-        metrics.duration.labels(self.model, self.backend).observe(time.monotonic() - self.started)
+        series.duration.observe(time.monotonic() - self.started)
         if status == 200 and (usage := usage_in(bytes(self.tail[-USAGE_TAIL_BYTES:]))):
             for direction, count in usage.items():
-                metrics.tokens.labels(self.model, self.backend, direction).inc(count)
+                series.tokens[direction].inc(count)
 
 
 def exchange_of(_: web.Request) -> Exchange:
@@ -153,14 +181,17 @@ def exchange_of(_: web.Request) -> Exchange:
 def usage_in(tail: bytes) -> dict[str, int]:
     """Prompt (in) and completion (out) tokens of the last `usage` object in `tail`; {} when
     there is none, it is cut off, or its counts are not plausible."""
-    last = None
-    for last in _USAGE_KEY.finditer(tail):  # noqa: B007 (the last one is the answer's)
-        pass
-    if last is None:
+    at = tail.rfind(b'"usage"')
+    while at > 0 and tail[at - 1] == 0x5C:  # \"usage\": inside a string (a model's words)
+        at = tail.rfind(b'"usage"', 0, at)
+    if at < 0:
         return {}
-    text = tail[last.end() :].decode("utf-8", errors="replace")
+    after = _AFTER_USAGE_KEY.match(tail, at + 7)
+    if after is None:  # a key "usage" needs its colon; anything else is a word
+        return {}
+    text = tail[after.end() :].decode("utf-8", errors="replace")
     try:
-        usage, _ = json.JSONDecoder().raw_decode(text)
+        usage, _ = _DECODER.raw_decode(text)
     except ValueError:
         return {}
     if not isinstance(usage, dict):
