@@ -54,10 +54,11 @@ WHY_MISSED = {
     ),
     "gateway_p50": (
         "at 64 requests in flight on one connection each, the latency is the time the gateway "
-        "takes to work through the 63 requests ahead: 64 times its CPU per request (section 5), "
-        "about 0.35-0.5 ms on this machine's shared cores, in Python (aiohttp server, aiohttp "
-        "client, event loop: the profile in section 5). 1 ms at 64 concurrent means 64,000 "
-        "requests/s from one process; nginx in C does about a tenth of that CPU per request. "
+        "takes to work through the 63 requests ahead: about 64 times its CPU per request, which "
+        "section 5 measures (a few tenths of a millisecond in Python: aiohttp's server and client "
+        "and the event loop, by the profile there). 1 ms at 64 concurrent would take 64,000 "
+        "requests/s from one process; nginx, in C, spends about a tenth of the gateway's CPU per "
+        "request and still adds about 1 ms here. "
         "Unloaded (one connection), the gateway adds the figure in the table's last column. More "
         "gateway replicas (the chart's `gateway.replicaCount`) divide the queue."
     ),
