@@ -58,7 +58,7 @@ WHY_MISSED = {
         "section 5 measures (a few tenths of a millisecond in Python: aiohttp's server and client "
         "and the event loop, by the profile there). 1 ms at 64 concurrent would take 64,000 "
         "requests/s from one process; nginx, in C, spends about a tenth of the gateway's CPU per "
-        "request and still adds about 1 ms here. "
+        "request and itself adds about 1 ms or more here (section 5). "
         "Unloaded (one connection), the gateway adds the figure in the table's last column. More "
         "gateway replicas (the chart's `gateway.replicaCount`) divide the queue."
     ),
@@ -465,7 +465,7 @@ def _gateway_section(results: dict[str, Any]) -> list[str]:
         return []
     ways = [
         ("direct", "direct to the upstream"),
-        ("nginx", f"nginx {g.get('nginx_version', '')}"),
+        ("nginx", f"nginx {g.get('nginx_version', '').removeprefix('nginx/')}"),
         ("gateway", "llmop gateway"),
     ]
     ways = [(key, label) for key, label in ways if key in g]
@@ -480,7 +480,13 @@ def _gateway_section(results: dict[str, Any]) -> list[str]:
         "is missing). The load generator is a raw asyncio HTTP/1.1 client in the bench's process, one",
         f"request at a time per kept-alive connection, {g['seconds']:.0f} s per measurement after 1 s of",
         "warm-up; going direct shows what it and the upstream do without a proxy. All processes share",
-        f"the machine's cores (load average after: {_load(g.get('load'))}).",
+        f"the machine's cores (load average after: {_load(g.get('load'))}). Measured "
+        f"{g.get('started', 'with the run above')}"
+        + (
+            " with `bench/run.py --only gateway`, apart from the cluster's run above."
+            if g.get("alone")
+            else "."
+        ),
         "",
         "| | req/s, 64 concurrent | p50 | p99 | added p50 | added p99 | CPU per request | one connection: p50 (added) | streamed events/s, 64 streams |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -141,8 +141,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # On loopback, after the cluster is gone: its processes would take the CPU measured here.
         from gateway import run_gateway_bench
 
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         results["gateway"] = await asyncio.to_thread(run_gateway_bench, workdir, args.gateway_seconds)
-        results["gateway"]["load"] = load_average()
+        results["gateway"].update(started=started, load=load_average())
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     results["load_at_end"] = load_average()
     save(results)
@@ -155,8 +156,9 @@ def _run_loopback(args: argparse.Namespace, workdir: Path, only: list[str]) -> d
 
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if "gateway" in only:
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         results["gateway"] = run_gateway_bench(workdir, args.gateway_seconds)
-        results["gateway"].update(started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), load=load_average())
+        results["gateway"].update(started=started, alone=True, load=load_average())
     RESULTS.write_text(json.dumps(results, indent=1, default=str))
     return results
 
