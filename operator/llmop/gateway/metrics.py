@@ -114,9 +114,11 @@ class RouteSeries:
     def __init__(self, metrics: GatewayMetrics, model: str, backend: str) -> None:
         self.metrics, self.model, self.backend = metrics, model, backend
         self.codes: dict[int, Any] = {}
-        self.duration = metrics.duration.labels(model, backend)
-        self.first_token = metrics.first_token.labels(model, backend)
-        self.tokens = {way: metrics.tokens.labels(model, backend, way) for way in ("in", "out")}
+        # A request that reached no backend is only counted: no empty-labelled series of the rest.
+        routed = bool(backend)
+        self.duration: Any = metrics.duration.labels(model, backend) if routed else None
+        self.first_token: Any = metrics.first_token.labels(model, backend) if routed else None
+        self.tokens = {way: metrics.tokens.labels(model, backend, way) for way in ("in", "out") if routed}
 
     def answered(self, status: int) -> None:
         child = self.codes.get(status)

@@ -96,6 +96,8 @@ async def test_a_made_up_model_is_counted_without_its_name(gateway_for, pods) ->
     samples = await scrape(gateway)
     assert sample(samples, "llmop_gateway_requests_total", model="", backend="", code="404") == 3
     assert not any("made-up" in value for _, labels in samples for _, value in labels)
+    # Nothing was timed or counted for a backend: no empty-labelled series of the rest.
+    assert sample(samples, "llmop_gateway_request_duration_seconds_count", model="", backend="") is None
 
 
 async def test_requests_in_flight_are_shown_per_pod_while_they_last(gateway_for, pods) -> None:
