@@ -137,7 +137,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await kube.close()
         if not args.keep_cluster:
             BenchCluster.down()
-    if "gateway" in only:
+    if "gateway" in only and not args.baseline:  # the gateway measured is always this checkout's
         # On loopback, after the cluster is gone: its processes would take the CPU measured here.
         from gateway import run_gateway_bench
 
