@@ -23,6 +23,8 @@ TARGETS = [
     ("pull_ratio", "pull overhead (ModelPull / direct download)", 1.05, "x"),
     ("pull_ratio_throttled", "... with the source at 100 MiB/s", 1.05, "x"),
     ("pull_writes", "status writes during a pull", 1.0, "/s"),
+    ("gateway_p50", "gateway: added latency at 64 concurrent, p50", 1.0, "ms"),
+    ("gateway_p99", "gateway: added latency at 64 concurrent, p99", 5.0, "ms"),
 ]
 
 #: Why a target is missed, where the measurements explain it (shown only for missed targets).
@@ -49,6 +51,20 @@ WHY_MISSED = {
         "changes (Pulling, Succeeded) come on top, and a gigabyte that arrives in about five seconds "
         "leaves them too little time to be spread over. With the source at 100 MiB/s the rate is the "
         "one beside that ratio."
+    ),
+    "gateway_p50": (
+        "at 64 requests in flight on one connection each, the latency is the time the gateway "
+        "takes to work through the 63 requests ahead: about 64 times its CPU per request, which "
+        "section 5 measures (a few tenths of a millisecond in Python: aiohttp's server and client "
+        "and the event loop, by the profile there). 1 ms at 64 concurrent would take 64,000 "
+        "requests/s from one process; nginx, in C, spends about a tenth of the gateway's CPU per "
+        "request and itself adds about 1 ms or more here (section 5). "
+        "Unloaded (one connection), the gateway adds the figure in the table's last column. More "
+        "gateway replicas (the chart's `gateway.replicaCount`) divide the queue."
+    ),
+    "gateway_p99": (
+        "the same queue, and the pauses of a machine whose two cores the load generator, the "
+        "upstream and other work share."
     ),
     "ratio_1000": (
         "per backend the operator makes four writes (kopf's finalizer, which its daemons need; kopf's "
@@ -100,7 +116,15 @@ def measured(results: dict[str, Any]) -> dict[str, float | None]:
         )
         if results["pull"].get("throttled"):
             found["pull_ratio_throttled"] = results["pull"]["throttled"]["ratio"]
+    if "gateway" in results:
+        found.update(
+            gateway_p50=_added(results["gateway"], "p50_ms"), gateway_p99=_added(results["gateway"], "p99_ms")
+        )
     return found
+
+
+def _added(g: dict[str, Any], key: str, via: str = "gateway", phase: str = "c64") -> float:
+    return float(g[via][phase][key] - g["direct"][phase][key])
 
 
 def _verdict(value: float | None, limit: float) -> str:
@@ -238,6 +262,7 @@ def write_report(results: dict[str, Any]) -> Path:
         "make bench        # = .venv/bin/pip install -e '.[test,bench]' && .venv/bin/python bench/run.py --make",
         f"# this run: {results.get('command')}",
         "# one scenario:   .venv/bin/python bench/run.py --only scale --sizes 100,300",
+        "# the gateway's:  .venv/bin/python bench/run.py --only gateway   (loopback, no cluster)",
         "# report again:   .venv/bin/python bench/run.py --report-only",
         "```",
         "",
@@ -263,6 +288,7 @@ def write_report(results: dict[str, Any]) -> Path:
         *_ready_section(results),
         *_reconcile_section(results),
         *_pull_section(results),
+        *_gateway_section(results),
     ]
     lines += ["", *_method_section(), *_baseline_section(results)]
     if made:
@@ -430,6 +456,91 @@ def _pull_section(results: dict[str, Any]) -> list[str]:
             f"**{t['ratio']:.3f}**, {t['status_writes_per_second']:.2f} status writes/s.",
         ]
     out += ["", "![pull](benchmarks/pull.png)", ""]
+    return out
+
+
+def _gateway_section(results: dict[str, Any]) -> list[str]:
+    g = results.get("gateway")
+    if not g:
+        return []
+    ways = [
+        ("direct", "direct to the upstream"),
+        ("nginx", f"nginx {g.get('nginx_version', '').removeprefix('nginx/')}"),
+        ("gateway", "llmop gateway"),
+    ]
+    ways = [(key, label) for key, label in ways if key in g]
+    out = [
+        "## 5. Gateway overhead",
+        "",
+        "`llmop gateway` (the code the chart runs, routing model `bench` to one pod) against an upstream",
+        "that answers at once (bench/gateway_servers.py: a chat completion with usage, or 100 SSE",
+        "events, a usage chunk and `[DONE]`, each event its own write), on loopback, side by side",
+        "with going direct and with Debian's nginx as a plain reverse proxy (one worker, upstream",
+        "keep-alive, `proxy_buffering off`; `apt-get install nginx`, which the bench runs when nginx",
+        "is missing). The load generator is a raw asyncio HTTP/1.1 client in the bench's process, one",
+        f"request at a time per kept-alive connection, {g['seconds']:.0f} s per measurement after 1 s of",
+        "warm-up; going direct shows what it and the upstream do without a proxy. All processes share",
+        f"the machine's cores (load average after: {_load(g.get('load'))}). Measured "
+        f"{g.get('started', 'with the run above')}"
+        + (
+            " with `bench/run.py --only gateway`, apart from the cluster's run above."
+            if g.get("alone")
+            else "."
+        ),
+        "",
+        "| | req/s, 64 concurrent | p50 | p99 | added p50 | added p99 | CPU per request | one connection: p50 (added) | streamed events/s, 64 streams |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in ways:
+        c, one, st = g[key]["c64"], g[key]["single"], g[key]["stream"]
+        added = "—" if key == "direct" else f"{_added(g, 'p50_ms', key):.2f} ms"
+        added99 = "—" if key == "direct" else f"{_added(g, 'p99_ms', key):.2f} ms"
+        cpu = f"{c['proxy_cpu_ms_per_request'] * 1000:.0f} µs" if "proxy_cpu_ms_per_request" in c else "—"
+        one_added = "" if key == "direct" else f" ({_added(g, 'p50_ms', key, 'single'):+.2f})"
+        out.append(
+            f"| {label} | {c['requests_per_second']:.0f} | {c['p50_ms']:.2f} ms | {c['p99_ms']:.2f} ms "
+            f"| {added} | {added99} | {cpu} | {one['p50_ms']:.2f} ms{one_added} | {st['events_per_second']:.0f} |"
+        )
+    if "nginx" in g:
+        gw, ng = g["gateway"], g["nginx"]
+        out += [
+            "",
+            "Gateway to nginx: requests/s "
+            f"**{gw['c64']['requests_per_second'] / ng['c64']['requests_per_second']:.2f}x**, streamed events/s "
+            f"**{gw['stream']['events_per_second'] / ng['stream']['events_per_second']:.2f}x**, CPU per request "
+            f"**{gw['c64']['proxy_cpu_ms_per_request'] / ng['c64']['proxy_cpu_ms_per_request']:.1f}x**, added p50 at "
+            f"64 concurrent **{_added(g, 'p50_ms') / max(_added(g, 'p50_ms', 'nginx'), 1e-3):.0f}x**.",
+        ]
+    errors = sum(g[key][phase]["error_count"] for key, _ in ways for phase in ("single", "c64", "stream"))
+    out += ["", f"Failed requests in all measurements: {errors}."]
+    out += _gateway_profile(g.get("profile"))
+    return out
+
+
+def _gateway_profile(p: dict[str, Any] | None) -> list[str]:
+    if not p:
+        return []
+    out = [
+        "",
+        f"Where the gateway's time goes (cProfile, 64 concurrent plain requests, {p['requests']} requests;",
+        "own time by where the code lives; cProfile slows Python code more than C, so the split, not",
+        "the total, is the figure):",
+        "",
+        "| area | share of own time |",
+        "|---|---|",
+        *(f"| {area} | {share:.0f}% |" for area, share in p["areas"].items()),
+        "",
+        "The functions with the most own time: "
+        + "; ".join(f"`{t['function']}` {t['own_percent']:.1f}%" for t in p["top"][:8])
+        + ".",
+        "",
+        "The gateway's own code (parsing the request's `model`, routing, balancing, metrics) is the",
+        "`llmop gateway` row; the rest is the cost of an HTTP server and an HTTP client in asyncio.",
+        "Found and removed with this profile: prometheus_client's `labels()` on every request and a",
+        "regex over the answer's tail for `usage` (together about a tenth of the time), and the",
+        "upstream session's cookie jar.",
+        "",
+    ]
     return out
 
 

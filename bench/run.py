@@ -39,18 +39,22 @@ from harness import (
 )
 from llmop.k8s.client import KubeClient
 
-SCENARIOS = ("scale", "ready", "reconcile", "pull")
+SCENARIOS = ("scale", "ready", "reconcile", "pull", "gateway")
+#: Scenarios that need no cluster (processes on loopback only).
+LOOPBACK = ("gateway",)
 RESULTS = REPO / "bench" / "results.json"
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="llmop-bench-"))
     print(f"bench: work files in {workdir}", flush=True)
+    only = args.only or list(SCENARIOS)
+    if all(name in LOOPBACK for name in only):
+        return await asyncio.to_thread(_run_loopback, args, workdir, only)
     cluster = BenchCluster.up()
     kube = api(cluster.kubeconfig)
     await remove_leftovers(kube)
     existing: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    only = args.only or list(SCENARIOS)
     saved: dict[str, Any] = {}
     if args.baseline:
         # The same scenarios against another checkout's operator (e.g. the commit before a change),
@@ -133,9 +137,29 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await kube.close()
         if not args.keep_cluster:
             BenchCluster.down()
+    if "gateway" in only and not args.baseline:  # the gateway measured is always this checkout's
+        # On loopback, after the cluster is gone: its processes would take the CPU measured here.
+        from gateway import run_gateway_bench
+
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        results["gateway"] = await asyncio.to_thread(run_gateway_bench, workdir, args.gateway_seconds)
+        results["gateway"].update(started=started, load=load_average())
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     results["load_at_end"] = load_average()
     save(results)
+    return results
+
+
+def _run_loopback(args: argparse.Namespace, workdir: Path, only: list[str]) -> dict[str, Any]:
+    """Scenarios without a cluster, their figures merged into the last full run's."""
+    from gateway import run_gateway_bench
+
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if "gateway" in only:
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        results["gateway"] = run_gateway_bench(workdir, args.gateway_seconds)
+        results["gateway"].update(started=started, alone=True, load=load_average())
+    RESULTS.write_text(json.dumps(results, indent=1, default=str))
     return results
 
 
@@ -194,6 +218,7 @@ def main() -> int:
     parser.add_argument("--reconcile-runs", type=int, default=30)
     parser.add_argument("--pull-mib", type=int, default=1024)
     parser.add_argument("--pull-repeats", type=int, default=3)
+    parser.add_argument("--gateway-seconds", type=float, default=10.0, help="gateway: each measurement")
     parser.add_argument("--keep", action="store_true", help="keep other scenarios' results in results.json")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the bench cluster running")
     parser.add_argument("--make", action="store_true", help=argparse.SUPPRESS)

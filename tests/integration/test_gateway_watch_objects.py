@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from llmop.gateway.table import RoutingTable
 from llmop.gateway.watch import BackendWatch
@@ -117,9 +118,10 @@ def test_llmop_gateway_serves_the_models_of_its_namespace_and_stops_on_sigterm(
     kube.run(
         "patch", "llmbackend", "chat", "-n", namespace, "--subresource=status", "--type=merge", "-p", status
     )
-    with socket.socket() as probe:
+    with socket.socket() as probe, socket.socket() as metrics_probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        metrics_probe.bind(("127.0.0.1", 0))
+        port, metrics_port = probe.getsockname()[1], metrics_probe.getsockname()[1]
     command = [
         str(VENV_BIN / "llmop"),
         "gateway",
@@ -129,6 +131,8 @@ def test_llmop_gateway_serves_the_models_of_its_namespace_and_stops_on_sigterm(
         str(port),
         "--host",
         "127.0.0.1",
+        "--metrics-port",
+        str(metrics_port),
     ]
     with (tmp_path / "gateway.log").open("w") as log:
         gateway = subprocess.Popen(
@@ -145,6 +149,15 @@ def test_llmop_gateway_serves_the_models_of_its_namespace_and_stops_on_sigterm(
             base + "/v1/chat/completions", json={"model": "nope", "messages": []}, headers=authorized
         )
         assert missing.status_code == 404 and "tiny" in missing.json()["error"]["message"]
+        # Its /metrics, on their own port: the 404 counted, without the made-up name.
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        counted = {
+            (sample.labels["model"], sample.labels["code"]): sample.value
+            for family in text_string_to_metric_families(scraped)
+            for sample in family.samples
+            if sample.name == "llmop_gateway_requests_total"
+        }
+        assert counted == {("", "404"): 1.0}
     finally:
         gateway.send_signal(signal.SIGTERM)
         code = gateway.wait(timeout=30)

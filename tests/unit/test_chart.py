@@ -422,7 +422,7 @@ def test_the_gateway_pod_is_hardened_probed_and_behind_its_service() -> None:
     deployment = one(docs, "Deployment", "llmop-gateway")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["args"] == ["gateway", "--port", "9000"]
+    assert container["args"] == ["gateway", "--port", "9000", "--metrics-port", "8080"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}

@@ -29,6 +29,8 @@ class Balancer:
             return None
         now = self.clock()
         healthy = [u for u in candidates if self.failed_until.get(u.key, 0.0) <= now] or candidates
+        if len(healthy) == 1:
+            return healthy[0]  # the usual case of one pod: no order to compute
         self.turn += 1
         count = len(healthy)
         order = {u.key: (index - self.turn) % count for index, u in enumerate(healthy)}

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from llmop.gateway.guard import denied_targets
 from llmop.gateway.keywatch import KeyWatch
+from llmop.gateway.metrics import start_metrics_server
 from llmop.gateway.server import Gateway, GatewaySettings
 from llmop.gateway.watch import BackendWatch
 from llmop.models.duration import parse_duration
@@ -23,6 +24,8 @@ from llmop.sources import redact_log_records
 logger = logging.getLogger("llmop.gateway")
 
 DEFAULT_PORT = 8000
+#: /metrics on a port of its own, as the operator's: clients of the API never reach it.
+DEFAULT_METRICS_PORT = 8080
 
 
 def add_subcommand(commands: Any) -> argparse.ArgumentParser:
@@ -43,6 +46,13 @@ def add_subcommand(commands: Any) -> argparse.ArgumentParser:
     )
     gateway.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     gateway.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    gateway.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("LLMOP_METRICS_PORT", DEFAULT_METRICS_PORT)),
+        help="serve /metrics on this port; 0 = no metrics server "
+        f"(default: $LLMOP_METRICS_PORT or {DEFAULT_METRICS_PORT})",
+    )
     gateway.add_argument(
         "--hold",
         default=os.environ.get("LLMOP_GATEWAY_HOLD", "30s"),
@@ -96,7 +106,9 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     if args.auth not in ("keys", "none"):
         logger.error("cannot start: --auth %r: keys or none", args.auth)
         return 2
-    settings = GatewaySettings(hold_seconds=hold, require_keys=args.auth == "keys")
+    settings = GatewaySettings(
+        hold_seconds=hold, require_keys=args.auth == "keys", metrics_port=args.metrics_port
+    )
     return asyncio.run(serve(namespaces, args.host, args.port, settings, args.kubeconfig))
 
 
@@ -116,6 +128,11 @@ async def serve(
     runner = web.AppRunner(gateway.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    scrapes = (
+        await start_metrics_server(host, settings.metrics_port, gateway.metrics)
+        if settings.metrics_port
+        else None
+    )
     logger.info(
         "serving on %s:%d the backends of %s, %s",
         host,
@@ -134,5 +151,7 @@ async def serve(
     with contextlib.suppress(asyncio.CancelledError):
         await watching
     await runner.cleanup()
+    if scrapes is not None:
+        await scrapes.cleanup()
     await kube.close()
     return 0

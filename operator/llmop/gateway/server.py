@@ -23,6 +23,7 @@ from llmop.gateway.balance import Balancer
 from llmop.gateway.errors import GatewayError
 from llmop.gateway.guard import GuardedResolver, literal_refusal
 from llmop.gateway.keys import GatewayKey, Keyring
+from llmop.gateway.metrics import Exchange, GatewayMetrics, exchange_of
 from llmop.gateway.table import CHAT, COMPLETION, EMBEDDINGS, TOOLS, ModelRoute, RoutingTable, Upstream
 from llmop.runtimes.address_guard import DeniedTargets
 
@@ -56,6 +57,8 @@ class GatewaySettings:
     denied: DeniedTargets | None = None
     #: Every request but the probes needs one of the gateway's keys (Authorization: Bearer).
     require_keys: bool = False
+    #: Port of /metrics (0: none); the API's port never serves them.
+    metrics_port: int = 0
 
 
 class Gateway:
@@ -63,6 +66,7 @@ class Gateway:
         self.settings = settings or GatewaySettings()
         self.table = table or RoutingTable()
         self.balancer = Balancer()
+        self.metrics = GatewayMetrics(self.balancer)
         self.changed = asyncio.Condition()
         self.synced = table is not None
         self.keyring = Keyring()
@@ -93,7 +97,9 @@ class Gateway:
         return key
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app = web.Application(
+            client_max_size=self.settings.max_body_bytes, middlewares=[self.metrics.middleware]
+        )
         for path in ENDPOINTS:
             app.router.add_post(path, self.handle_forward)
         app.router.add_get("/v1/models", self.handle_models)
@@ -110,7 +116,10 @@ class Gateway:
         resolver = GuardedResolver(denied) if denied is not None else None
         connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, resolver=resolver)
         # auto_decompress off: bytes pass through as the runtime sent them.
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False)
+        # No cookie jar: a cookie one runtime sets must never travel to another (nor cost a lookup).
+        self.session = aiohttp.ClientSession(
+            timeout=timeout, connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
 
     async def _close_session(self, _: web.Application) -> None:
         if self.session is not None:
@@ -145,6 +154,8 @@ class Gateway:
         try:
             key = self.authenticate(request)
             raw, model, body = await read_request(request)
+            if self.table.lookup(model):
+                exchange_of(request).model = model  # a known name: a label, never a client's whim
             if capability == CHAT and body.get("tools"):
                 capability, wording = TOOLS, "tool calls (`tools` in /v1/chat/completions)"
             upstreams = await self.targets(model, capability, wording, key)
@@ -200,6 +211,7 @@ class Gateway:
         while (upstream := self.balancer.choose(upstreams, tried)) is not None:
             tried.add(upstream.key)
             self.balancer.started(upstream)
+            exchange_of(request).routed(model, upstream)
             try:
                 response, last = await self.open(request.path, raw, upstream, len(tried) < len(upstreams))
                 if response is not None:
@@ -277,11 +289,13 @@ async def relay(
     headers = {name: response.headers[name] for name in _RELAYED_HEADERS if name in response.headers}
     out = web.StreamResponse(status=response.status, headers=headers)
     streaming = response.headers.get("Content-Type", "").startswith("text/event-stream")
+    exchange = exchange_of(request)
+    exchange.streaming = streaming
     if response.content_length is not None and not streaming:
         out.content_length = response.content_length
     try:
         await out.prepare(request)
-        broken = await pump(response, out)
+        broken = await pump(response, out, exchange)
     except ConnectionResetError:
         return out  # the client left: releasing the answer closes the pod's connection
     finally:
@@ -296,7 +310,9 @@ async def relay(
     return out
 
 
-async def pump(response: aiohttp.ClientResponse, out: web.StreamResponse) -> Exception | None:
+async def pump(
+    response: aiohttp.ClientResponse, out: web.StreamResponse, exchange: Exchange
+) -> Exception | None:
     """Copy each chunk as it comes; the pod's failure is returned, the client's (it left) raised."""
     chunks = response.content.iter_any().__aiter__()
     while True:
@@ -306,6 +322,7 @@ async def pump(response: aiohttp.ClientResponse, out: web.StreamResponse) -> Exc
             return None
         except (aiohttp.ClientError, TimeoutError) as error:
             return error
+        exchange.chunk(chunk)
         await out.write(chunk)
 
 

@@ -146,7 +146,9 @@ def _template_handles_tools(props: _Props) -> bool:
 def _args(spec: LLMBackendSpec, port: int) -> list[str]:
     path = served_model_path(spec)
     model = ["--model", path, "--alias", served_model_name(spec.models[0].name)] if path else []
-    return ["--host", "0.0.0.0", "--port", str(port), *model, *_gpu_layers(spec)]
+    # --metrics: Prometheus' /metrics on the serving port (the chart's runtimes PodMonitor).
+    metrics = [] if user_sets_flag(spec, "--metrics") else ["--metrics"]
+    return ["--host", "0.0.0.0", "--port", str(port), *model, *_gpu_layers(spec), *metrics]
 
 
 #: More layers than any model has: every layer goes to the GPUs (builds before 'all' take a number).

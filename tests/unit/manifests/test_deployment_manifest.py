@@ -160,7 +160,16 @@ def test_llamacpp_serves_the_gguf_file_under_its_file_name() -> None:
         "/models/url/https/example.com/files/tiny.gguf",
         "--alias",
         "tiny.gguf",
+        "--metrics",
     ]
+
+
+def test_llamacpp_serves_prometheus_metrics_once_whoever_asks() -> None:
+    """--metrics: /metrics for the chart's runtimes PodMonitor; a user's own flag is not doubled."""
+    plain = spec("llamacpp", models=[{"name": "https://example.com/files/tiny.gguf"}])
+    assert runtime(plain)["args"].count("--metrics") == 1
+    asked = spec("llamacpp", models=[{"name": "https://example.com/files/tiny.gguf"}], args=["--metrics"])
+    assert runtime(asked)["args"].count("--metrics") == 1
 
 
 def test_ollama_serves_with_its_settings_in_the_environment() -> None:
