@@ -7,11 +7,13 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import anyio
 import httpx
 import kopf
 
 from llmop.config import OperatorConfig
 from llmop.k8s.client import KubeClient
+from llmop.loops.heap import HeapTrim
 from llmop.loops.pace import PROBE_CONCURRENCY
 from llmop.runtimes.address_guard import DeniedTargets, guarded_client, parse_cidrs
 
@@ -40,6 +42,8 @@ class OperatorContext:
     observers: dict[BackendKey, asyncio.Event] = field(default_factory=dict)
     #: Every runtime probe passes this gate: a burst queues here, not in the HTTP pool.
     probe_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PROBE_CONCURRENCY))
+    #: Returns the heap's free pages once deleted backends are gone.
+    heap: HeapTrim = field(default_factory=HeapTrim)
 
     def __copy__(self) -> Self:
         # kopf copies the memo for each object; one context is shared by all of them.
@@ -49,6 +53,10 @@ class OperatorContext:
         return self
 
     def open_clients(self) -> None:
+        # httpx loads its network backend (anyio's) on its first request: loaded now, its modules
+        # do not land in the middle of the heap a burst of backends grows, where they would keep
+        # that heap from being returned once the burst is gone.
+        anyio.get_cancelled_exc_class()
         self.kube = KubeClient.from_environment()
         # Few idle connections: the pool checks each one on every request, and a steady backend's
         # next probe comes after the keep-alive expiry anyway.
@@ -76,6 +84,7 @@ class OperatorContext:
         self.agent_tokens.pop(key, None)
         self.resolved_defaults.pop(key, None)
         self.observers.pop(key, None)
+        self.heap.soon()
 
     def wake_backend(self, key: BackendKey) -> None:
         """Something the backend's status depends on changed: observe it now."""

@@ -1,0 +1,55 @@
+"""Deleted backends give their memory back: one trim of the heap a moment after a burst of
+deletions, none while backends only come and stay."""
+
+from __future__ import annotations
+
+import asyncio
+
+from llmop.config import OperatorConfig
+from llmop.loops.context import OperatorContext
+from llmop.loops.heap import HeapTrim, _malloc_trim
+
+
+class CountedTrim:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, pad: int) -> int:
+        self.calls.append(pad)
+        return 1
+
+
+async def test_a_burst_of_deletions_trims_the_heap_once_after_the_delay() -> None:
+    trim = CountedTrim()
+    context = OperatorContext(OperatorConfig())
+    context.heap = HeapTrim(delay=0.05, trim=trim)
+    for index in range(300):
+        context.forget_backend(("team", f"b-{index}"))
+    assert trim.calls == []  # not during the burst
+    await asyncio.sleep(0.2)
+    assert trim.calls == [0]
+    context.forget_backend(("team", "later"))
+    await asyncio.sleep(0.2)
+    assert trim.calls == [0, 0]  # a later deletion trims again
+
+
+async def test_a_steady_stream_of_deletions_still_trims() -> None:
+    trim = CountedTrim()
+    heap = HeapTrim(delay=0.1, trim=trim, longest=0.15)
+    for _ in range(30):  # a deletion every 20 ms for 0.6 s: never the pause of 0.1 s
+        heap.soon()
+        await asyncio.sleep(0.02)
+    assert len(trim.calls) >= 1  # postponed for 0.15 s at most, then done
+
+
+def test_without_a_running_loop_nothing_is_scheduled() -> None:
+    trim = CountedTrim()
+    heap = HeapTrim(delay=0.0, trim=trim)
+    heap.soon()
+    assert heap.pending is None and trim.calls == []
+
+
+def test_the_c_library_of_this_machine_has_malloc_trim() -> None:
+    # glibc (Debian, the operator's image) has it; it returns 1 when it gave memory back, else 0.
+    trim = _malloc_trim()
+    assert trim is not None and trim(0) in (0, 1)
