@@ -59,7 +59,19 @@ def test_llmbackend_names_status_and_columns() -> None:
     assert crd["spec"]["names"]["shortNames"] == ["llmb"]
     assert crd["spec"]["names"]["categories"] == ["llmop"]
     version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
+    # kubectl scale, an HPA and KEDA write spec.replicas through /scale; the paths exist in the schema.
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas.ready",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    properties = version["schema"]["openAPIV3Schema"]["properties"]
+    assert properties["spec"]["properties"]["replicas"]["type"] == "integer"
+    assert properties["status"]["properties"]["replicas"]["properties"]["ready"]["type"] == "integer"
+    assert properties["status"]["properties"]["selector"]["type"] == "string"
     assert [c["name"] for c in version["additionalPrinterColumns"]][:5] == [
         "Runtime",
         "Phase",
