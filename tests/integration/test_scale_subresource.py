@@ -127,6 +127,9 @@ def test_a_horizontal_pod_autoscaler_scales_a_backend(kube: Kube, namespace: str
     # Beside it, one on a backend that leaves spec.replicas unset (docs/scaling.md: set it).
     kube.apply(_backend("unset", {"runtime": "vllm"}), namespace)
     kube.apply(_hpa("unset"), namespace)
+    # And one on an external backend, which has no pods and so no selector.
+    kube.apply(_backend("remote", {"external": {"url": "http://10.0.0.5:8000"}, "replicas": 1}), namespace)
+    kube.apply(_hpa("remote"), namespace)
 
     eventually(
         lambda: kube.get("llmb", "chat", namespace)["spec"]["replicas"] == 2,
@@ -152,6 +155,15 @@ def test_a_horizontal_pod_autoscaler_scales_a_backend(kube: Kube, namespace: str
     )
     assert able["status"] == "False" and ".spec.replicas" in able["message"], able
     assert "replicas" not in kube.get("llmb", "unset", namespace)["spec"]
+    # Its minReplicas (2) asks for a write the CRD refuses, with the reason in the HPA's condition.
+    refused = eventually(
+        lambda: _condition(kube.get("hpa", "remote", namespace), "AbleToScale"),
+        timeout=60,
+        message="the external backend's HPA's AbleToScale condition",
+    )
+    assert refused["status"] == "False" and refused["reason"] == "FailedUpdateScale", refused
+    assert "llmop runs no pods for spec.external" in refused["message"], refused
+    assert kube.get("llmb", "remote", namespace)["spec"]["replicas"] == 1
 
 
 def _condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
