@@ -91,6 +91,21 @@ def test_an_external_backend_cannot_be_scaled_and_says_why(
     assert kube.get("llmb", "remote", namespace)["spec"].get("replicas") == spec.get("replicas")
 
 
+def test_an_external_backend_stored_with_replicas_stays_writable(kube: Kube, namespace: str) -> None:
+    """Replicas meant nothing on an external backend before: one stored with them still takes
+    other changes (kopf's finalizer, a new URL), and only a change of replicas is refused."""
+    manifest = _backend("remote", {"external": {"url": "http://10.0.0.5:8000"}, "replicas": 3})
+    kube.apply(manifest, namespace)
+    kube.run("annotate", "llmb", "remote", "-n", namespace, "example.com/owner=team-a")
+    manifest["spec"]["external"]["url"] = "http://10.0.0.6:8000"
+    kube.apply(manifest, namespace)
+
+    result = kube.run("scale", "llmb/remote", "-n", namespace, "--replicas=2", check=False)
+
+    assert "llmop runs no pods for spec.external" in result.stderr, result.stderr
+    assert kube.get("llmb", "remote", namespace)["spec"]["replicas"] == 3
+
+
 def test_an_external_backends_scale_has_no_selector(kube: Kube, namespace: str) -> None:
     """An HPA aimed at it then reports "selector is required": no pods are guessed."""
     kube.apply(_backend("remote", {"external": {"url": "http://10.0.0.5:8000"}, "replicas": 1}), namespace)

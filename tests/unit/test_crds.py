@@ -94,6 +94,8 @@ def test_llmbackend_cel_rules_cover_what_the_api_server_can_reject() -> None:
     assert rules[".spec"][0] == "has(self.runtime) != has(self.external)"
     assert "self.port != 8090" in rules[".spec"][1]
     assert rules[".spec.replicas"] == ["self >= 0"]
+    # A change of replicas on an external backend only: one stored before the rule stays writable.
+    assert any("has(self.external)" in rule and "oldSelf.replicas" in rule for rule in rules[".spec"])
     assert rules[".spec.gpu.count"] == ["self >= 0"]
     assert "isURL(self)" in rules[".spec.external.url"][0]
     assert rules[".spec.models[].name"][0] == "self.trim().size() > 0"

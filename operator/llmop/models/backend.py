@@ -618,10 +618,12 @@ LLMBackendSpec.model_config["json_schema_extra"] = validations(
         f"spec.port {AGENT_PORT} is the llmop agent's port in vllm and llamacpp pods: choose another "
         "port, or 0 for the runtime's default",
     ),
-    # 1 is let through: manifests written before the rule may carry it, and it means what llmop
-    # does for an external server (observe one).
+    # A transition rule: it judges a change of replicas (kubectl scale, an HPA), never an object
+    # stored before it, whose finalizer kopf must still be able to remove where the API server
+    # does not ratchet (1.29). 1 is what llmop does for an external server: observe one.
     cel(
-        "!has(self.external) || !has(self.replicas) || self.replicas == 1",
+        "!has(self.external) || !has(self.replicas) || self.replicas == 1 "
+        "|| (has(oldSelf.replicas) && oldSelf.replicas == self.replicas)",
         "spec.replicas applies to spec.runtime only: llmop runs no pods for spec.external, so "
         "kubectl scale, an HPA or KEDA cannot scale it (leave spec.replicas unset)",
     ),
