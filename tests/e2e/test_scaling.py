@@ -58,6 +58,12 @@ def test_kubectl_scale_moves_the_deployment_and_the_scale_selector_finds_the_pod
         message="status observing the scaled generation",
     )
     assert backend["status"]["replicas"]["desired"] == 3
+    # The whole ensure path ran, as for an edit: more than one replica gets a disruption budget.
+    eventually(
+        lambda: kube.get_or_none("pdb", "chat", scaling_ns),
+        timeout=60,
+        message="a PodDisruptionBudget after scaling to 3",
+    )
     assert backend["spec"] == spec | {"replicas": 3}, "llmop wrote nothing else into the spec"
     scale = json.loads(
         kube.run("get", "llmb", "chat", "-n", scaling_ns, "--subresource=scale", "-o", "json").stdout
