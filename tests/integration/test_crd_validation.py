@@ -27,7 +27,7 @@ def test_kubectl_shows_short_names_and_category(kube: Kube, namespace: str) -> N
     listed = kube.run("get", "llmop", "-n", namespace).stdout
     assert "llmbackend.llmop.dev/external-openai" in listed
     header = kube.run("get", "llmb", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "AGE"]
+    assert header == ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "STAGE", "AGE"]
     explained = kube.run("explain", "llmbackend.spec.startup.timeout").stdout
     assert "Cold-start budget" in explained
     for field, words in [

@@ -59,7 +59,19 @@ def test_llmbackend_names_status_and_columns() -> None:
     assert crd["spec"]["names"]["shortNames"] == ["llmb"]
     assert crd["spec"]["names"]["categories"] == ["llmop"]
     version = crd["spec"]["versions"][0]
-    assert version["subresources"] == {"status": {}}
+    # kubectl scale, an HPA and KEDA write spec.replicas through /scale; the paths exist in the schema.
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas.ready",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    properties = version["schema"]["openAPIV3Schema"]["properties"]
+    assert properties["spec"]["properties"]["replicas"]["type"] == "integer"
+    assert properties["status"]["properties"]["replicas"]["properties"]["ready"]["type"] == "integer"
+    assert properties["status"]["properties"]["selector"]["type"] == "string"
     assert [c["name"] for c in version["additionalPrinterColumns"]][:5] == [
         "Runtime",
         "Phase",
@@ -82,6 +94,8 @@ def test_llmbackend_cel_rules_cover_what_the_api_server_can_reject() -> None:
     assert rules[".spec"][0] == "has(self.runtime) != has(self.external)"
     assert "self.port != 8090" in rules[".spec"][1]
     assert rules[".spec.replicas"] == ["self >= 0"]
+    # A change of replicas on an external backend only: one stored before the rule stays writable.
+    assert any("has(self.external)" in rule and "oldSelf.replicas" in rule for rule in rules[".spec"])
     assert rules[".spec.gpu.count"] == ["self >= 0"]
     assert "isURL(self)" in rules[".spec.external.url"][0]
     assert rules[".spec.models[].name"][0] == "self.trim().size() > 0"

@@ -35,7 +35,7 @@ from llmop.loops.pace import (
 )
 from llmop.loops.pull_plan import pulls_itself
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references, read_api_key
-from llmop.manifests import endpoint_url, openai_base_url
+from llmop.manifests import endpoint_url, openai_base_url, selector_text
 from llmop.models.backend import PROBE_INTERVAL_BOUNDS, LLMBackendSpec, LLMBackendStatus
 from llmop.models.duration import parse_duration
 from llmop.observer import observe_runtime
@@ -292,6 +292,7 @@ class BackendObserver:
             ),
             nodes=await self.gpu_nodes.nodes(self.context.kube, nodes) if gpus else {},
             defaults=self.context.resolved_defaults.get(self.key),
+            pod_selector=selector_text(self.name),
         )
         return snapshot, targets
 

@@ -21,6 +21,7 @@ from llmop.manifests.labels import (
     backend_labels,
     backend_selector,
     owner_reference,
+    selector_text,
 )
 from llmop.manifests.model_pull import build_model_pull, model_pull_name
 from llmop.manifests.service import build_service
@@ -50,4 +51,5 @@ __all__ = [
     "model_pull_name",
     "openai_base_url",
     "owner_reference",
+    "selector_text",
 ]

@@ -44,6 +44,12 @@ def backend_selector(name: str) -> dict[str, str]:
     return {BACKEND_LABEL: name, INSTANCE_LABEL: name}
 
 
+def selector_text(name: str) -> str:
+    """The pod selector of a backend as a string (what `kubectl get -l` takes), keys sorted as
+    Kubernetes prints a selector: the scale subresource hands it to an autoscaler."""
+    return ",".join(f"{key}={value}" for key, value in sorted(backend_selector(name).items()))
+
+
 def owner_reference(kind: str, name: str, uid: str, api_version: str = GROUP_VERSION) -> dict[str, Any]:
     """A controller reference, so deleting the owner deletes the object (foreground-safe)."""
     return {

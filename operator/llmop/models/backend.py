@@ -481,7 +481,11 @@ class LLMBackendSpec(ApiModel):
         description="Container image; when empty, the operator's default for the runtime as it was when "
         "the spec last changed (an operator upgrade alone does not change it; see status.images).",
     )
-    replicas: int = non_negative_field(1, "Number of runtime pods.")
+    replicas: int = non_negative_field(
+        1,
+        "Number of runtime pods; kubectl scale, a HorizontalPodAutoscaler or KEDA may set it through "
+        "the scale subresource (docs/scaling.md). Not with spec.external: llmop runs no pods for it.",
+    )
     models: list[ModelSpec] = Field(
         default_factory=list,
         # In the schema only: the operator still reads a backend stored before the bound.
@@ -614,6 +618,15 @@ LLMBackendSpec.model_config["json_schema_extra"] = validations(
         f"spec.port {AGENT_PORT} is the llmop agent's port in vllm and llamacpp pods: choose another "
         "port, or 0 for the runtime's default",
     ),
+    # A transition rule: it judges a change of replicas (kubectl scale, an HPA), never an object
+    # stored before it, whose finalizer kopf must still be able to remove where the API server
+    # does not ratchet (1.29). 1 is what llmop does for an external server: observe one.
+    cel(
+        "!has(self.external) || !has(self.replicas) || self.replicas == 1 "
+        "|| (has(oldSelf.replicas) && oldSelf.replicas == self.replicas)",
+        "spec.replicas applies to spec.runtime only: llmop runs no pods for spec.external, so "
+        "kubectl scale, an HPA or KEDA cannot scale it (leave spec.replicas unset)",
+    ),
     cel(
         "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
         "self.volumes.exists(v, v.name == m.name))",
@@ -714,6 +727,12 @@ class LLMBackendStatus(ApiModel):
         default=None, alias="openaiBaseURL", description="OpenAI-compatible base URL (ends in /v1)."
     )
     replicas: ReplicaCounts | None = Field(default=None, description="Desired and serving replicas.")
+    selector: str | None = Field(
+        default=None,
+        description="The label selector of the backend's pods, as a string (app.kubernetes.io/instance=NAME,"
+        "llmop.dev/backend=NAME): what the scale subresource gives a HorizontalPodAutoscaler or KEDA to "
+        "find the pods and their metrics. Absent for spec.external, which has no pods.",
+    )
     models: list[ObservedModel] | None = Field(
         default=None,
         description=f"Models observed from the runtime: those of spec.models first, at most {MAX_STATUS_MODELS}.",

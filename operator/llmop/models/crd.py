@@ -64,6 +64,16 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The scale subresource (docs/scaling.md): kubectl scale, a HorizontalPodAutoscaler or KEDA write
+#: spec.replicas through it as they do a Deployment's. Its status.replicas is the replicas whose
+#: runtime answers (a Deployment's available ones); its selector finds the pods for pod metrics.
+BACKEND_SCALE = {
+    "specReplicasPath": ".spec.replicas",
+    "statusReplicasPath": ".status.replicas.ready",
+    "labelSelectorPath": ".status.selector",
+}
+
+
 def _condition_column(type_: str, name: str) -> dict[str, Any]:
     return {"name": name, "type": "string", "jsonPath": f'.status.conditions[?(@.type=="{type_}")].status'}
 
@@ -77,6 +87,7 @@ def _crd(
     spec: type[BaseModel],
     status: type[BaseModel],
     columns: list[dict[str, Any]],
+    subresources: dict[str, Any],
 ) -> dict[str, Any]:
     schema = {
         "type": "object",
@@ -110,7 +121,7 @@ def _crd(
                     "name": API_VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": subresources,
                     "additionalPrinterColumns": [
                         *columns,
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
@@ -131,6 +142,7 @@ def llmbackend_crd() -> dict[str, Any]:
         "server it observes, with the state observed from the runtime's own API.",
         spec=LLMBackendSpec,
         status=LLMBackendStatus,
+        subresources={"status": {}, "scale": BACKEND_SCALE},
         columns=[
             {"name": "Runtime", "type": "string", "jsonPath": ".status.runtime"},
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
@@ -151,6 +163,7 @@ def modelpull_crd() -> dict[str, Any]:
         description="A model pulled into an LLMBackend, with byte-level progress and retries.",
         spec=ModelPullSpec,
         status=ModelPullStatus,
+        subresources={"status": {}},
         columns=[
             {"name": "Backend", "type": "string", "jsonPath": ".spec.backendRef.name"},
             {"name": "Model", "type": "string", "jsonPath": ".spec.model"},

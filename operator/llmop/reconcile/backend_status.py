@@ -142,6 +142,8 @@ class BackendSnapshot:
     created: datetime | None = None
     pulls_itself: bool = False
     warmed: dict[str, datetime] = field(default_factory=dict)
+    #: The pods' label selector as a string (status.selector, read by the scale subresource).
+    pod_selector: str | None = None
 
     @property
     def external(self) -> bool:
@@ -330,6 +332,8 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         endpoint=status_text(snapshot.endpoint),
         openai_base_url=status_text(snapshot.openai_base_url),
         replicas=ReplicaCounts(desired=desired, ready=len(serving), summary=f"{len(serving)}/{desired}"),
+        # An autoscaler finds no pods of an external server: an empty selector tells it so.
+        selector=None if snapshot.external else snapshot.pod_selector,
         models=shown,
         models_omitted=omitted or None,
         models_summary=status_text(_summary([m.name for m in seen.models]), _NAME_CHARS) or None,

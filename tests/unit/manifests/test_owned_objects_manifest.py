@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from llmop.config import OperatorConfig
 from llmop.manifests import (
     backend_labels,
     backend_selector,
+    build_deployment,
     build_model_claim,
     build_model_pull,
     build_service,
@@ -17,6 +19,7 @@ from llmop.manifests import (
     model_pull_name,
     openai_base_url,
     owner_reference,
+    selector_text,
 )
 from llmop.models.backend import LLMBackendSpec, ModelSpec
 from llmop.sources import model_slug
@@ -46,6 +49,16 @@ def test_labels_name_the_backend_and_its_runtime() -> None:
         "llmop.dev/runtime": "vllm",
     }
     assert backend_selector("chat") == {"llmop.dev/backend": "chat", "app.kubernetes.io/instance": "chat"}
+
+
+def test_the_selector_text_selects_exactly_the_deployments_pods() -> None:
+    """The scale subresource's selector: an HPA counts the pods it matches."""
+    deployment = build_deployment("chat", "ns", "uid", LLMBackendSpec(runtime="ollama"), OperatorConfig())
+    text = selector_text("chat")
+    assert text == "app.kubernetes.io/instance=chat,llmop.dev/backend=chat"
+    pairs = dict(pair.split("=") for pair in text.split(","))
+    assert pairs == deployment["spec"]["selector"]["matchLabels"]
+    assert pairs.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_owner_reference_makes_the_backend_the_controller() -> None:

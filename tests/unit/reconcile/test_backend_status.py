@@ -380,3 +380,18 @@ def test_an_external_url_in_the_deny_list_fails_at_once_saying_address_and_rule(
     )
     assert stalled is not None and (stalled.status, stalled.reason) == ("True", "TargetRefused")
     assert status.last_error == said
+
+
+def test_status_gives_the_scale_subresource_the_pods_selector_and_the_serving_count() -> None:
+    selector = "app.kubernetes.io/instance=b,llmop.dev/backend=b"
+    status = compute_backend_status(snapshot(pod_selector=selector)).to_api()
+    assert status["selector"] == selector
+    assert status["replicas"]["ready"] == 1  # statusReplicasPath
+
+
+def test_an_external_backend_gives_an_autoscaler_no_selector() -> None:
+    spec = {"external": {"url": URL, "kind": "openai"}}
+    status = compute_backend_status(
+        snapshot(spec, pods=[], runtimes={"external": SERVING}, pod_selector="llmop.dev/backend=b")
+    )
+    assert status.selector is None and "selector" not in status.to_api()
