@@ -84,6 +84,29 @@ async def test_an_operator_upgrade_leaves_the_pod_template_as_it_was() -> None:
     assert current == {"runtime": "llamacpp:2", "agent": "agent:2", "hfEndpoint": "https://mirror-2.internal"}
 
 
+async def test_a_newer_llmop_that_builds_pods_differently_restarts_nothing_until_the_spec_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = FakeKube()
+    await ensure(kube, OLD, LLAMACPP)
+    deployed = json.dumps(deployment(kube)["spec"]["template"], sort_keys=True)
+
+    def newer_build(*args: Any, **kwargs: Any) -> dict[str, Any]:  # a release that adds a variable
+        built = build_deployment(*args, **kwargs)
+        built["spec"]["template"]["spec"]["containers"][0].setdefault("env", []).append(
+            {"name": "NEW_IN_THIS_RELEASE", "value": "1"}
+        )
+        return built
+
+    monkeypatch.setattr("llmop.manifests.resolved_defaults.build_deployment", newer_build)
+    await ensure(kube, NEW, {**LLAMACPP, "replicas": 2})
+    assert json.dumps(deployment(kube)["spec"]["template"], sort_keys=True) == deployed
+    assert deployment(kube)["spec"]["replicas"] == 2  # scaling still reaches the Deployment
+    await ensure(kube, NEW, {**LLAMACPP, "args": ["--ctx-size", "4096"]})
+    runtime = deployment(kube)["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "NEW_IN_THIS_RELEASE", "value": "1"} in runtime["env"]  # the spec changed: rebuilt
+
+
 async def test_scaling_keeps_the_recorded_defaults() -> None:
     kube = FakeKube()
     await ensure(kube, OLD, LLAMACPP)

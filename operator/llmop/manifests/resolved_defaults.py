@@ -6,14 +6,16 @@ reconcile, an upgrade would change every backend's pod template and restart ever
 (GPU backends use Recreate). So they are recorded on the backend's Deployment when it is deployed
 and kept while the spec is the one they were chosen for; a change of spec (other than replicas and
 disruptionBudget) or a new value of the backend's annotation `upgrade.llmop.dev/adopt-defaults`
-takes the current ones (docs/upgrades.md).
+takes the current ones (docs/upgrades.md). While they are kept, so is the whole pod template the
+Deployment runs: a newer llmop that builds pods differently restarts nothing either.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmop.config import OperatorConfig
@@ -44,6 +46,8 @@ class ResolvedDefaults:
     hf_endpoint: str | None
     #: The digest of the spec (and adopt-defaults value) they were chosen for (`resolved_for`).
     resolved_for: str
+    #: The pod template of the Deployment they were kept from, kept with them; None: build anew.
+    template: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def images(self) -> dict[str, str]:
         """The images by container, as status.images shows them."""
@@ -91,10 +95,16 @@ def resolve_defaults(current: ResolvedDefaults, deployment: dict[str, Any] | Non
     find out."""
     if deployment is None:
         return current
-    recorded = recorded_defaults(deployment)
-    if recorded is None:
-        return running_defaults(deployment, current) or current
-    return recorded if recorded.resolved_for == current.resolved_for else current
+    recorded = recorded_defaults(deployment) or running_defaults(deployment, current)
+    if recorded is None or recorded.resolved_for != current.resolved_for:
+        return current
+    return replace(recorded, template=running_template(deployment))
+
+
+def running_template(deployment: dict[str, Any]) -> dict[str, Any] | None:
+    """The Deployment's pod template, as the API server stores it; None when it has none."""
+    template = (deployment.get("spec") or {}).get("template")
+    return copy.deepcopy(template) if isinstance(template, dict) and template.get("spec") else None
 
 
 def recorded_defaults(deployment: dict[str, Any]) -> ResolvedDefaults | None:
@@ -145,7 +155,8 @@ def build_pinned_deployment(
     config: OperatorConfig,
     defaults: ResolvedDefaults,
 ) -> dict[str, Any]:
-    """The backend's Deployment built with `defaults`, which it records."""
+    """The backend's Deployment built with `defaults`, which it records, and with the pod template
+    kept with them, if any: replicas follow the spec, the pods stay as they are."""
     pinned: dict[str, Any] = {}
     if defaults.runtime_image:
         pinned["images"] = {**config.images, managed_runtime(spec): defaults.runtime_image}
@@ -153,6 +164,8 @@ def build_pinned_deployment(
         pinned["agent_image"] = defaults.agent_image
         pinned["hf_endpoint"] = defaults.hf_endpoint
     deployment = build_deployment(name, namespace, uid, spec, config.model_copy(update=pinned))
+    if defaults.template is not None:
+        deployment["spec"]["template"] = copy.deepcopy(defaults.template)
     deployment["metadata"].setdefault("annotations", {})[RESOLVED_DEFAULTS_ANNOTATION] = (
         defaults.to_annotation()
     )
