@@ -66,8 +66,9 @@ def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
             wait_backend_ready(kube, manifest["metadata"]["name"], backend_ns, timeout="300s")
 
         table = kube.run("get", "llmb", "-n", backend_ns).stdout.splitlines()
-        assert table[0].split() == ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "AGE"]
-        for row in table[1:]:
+        header = ["NAME", "RUNTIME", "PHASE", "READY", "MODELS", "ENDPOINT", "STAGE", "AGE"]
+        assert table[0].split() == header
+        for row in table[1:]:  # STAGE is empty once a backend is Ready: seven words
             _name, runtime, phase, ready, models, endpoint, _age = row.split()
             assert runtime in ("llamacpp", "vllm", "ollama") and phase == "Ready" and ready == "1/1", row
             assert models and endpoint.startswith("http"), row
