@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import REPO
+from harness import REPO, median
 
 DOC = REPO / "docs" / "benchmarks.md"
 PLOTS = REPO / "docs" / "benchmarks"
@@ -23,6 +23,7 @@ TARGETS = [
     ("pull_ratio", "pull overhead (ModelPull / direct download)", 1.05, "x"),
     ("pull_ratio_throttled", "... with the source at 100 MiB/s", 1.05, "x"),
     ("pull_writes", "status writes during a pull", 1.0, "/s"),
+    ("repo_ratio", "sharded repo (4 files, 2 GiB): agent pull / `curl --parallel`", 1.1, "x"),
     ("gateway_p50", "gateway: added latency at 64 concurrent, p50", 1.0, "ms"),
     ("gateway_p99", "gateway: added latency at 64 concurrent, p99", 5.0, "ms"),
 ]
@@ -116,6 +117,8 @@ def measured(results: dict[str, Any]) -> dict[str, float | None]:
         )
         if results["pull"].get("throttled"):
             found["pull_ratio_throttled"] = results["pull"]["throttled"]["ratio"]
+    if "repo_pull" in results:
+        found["repo_ratio"] = results["repo_pull"]["ratio"]
     if "gateway" in results:
         found.update(
             gateway_p50=_added(results["gateway"], "p50_ms"), gateway_p99=_added(results["gateway"], "p99_ms")
@@ -263,6 +266,7 @@ def write_report(results: dict[str, Any]) -> Path:
         f"# this run: {results.get('command')}",
         "# one scenario:   .venv/bin/python bench/run.py --only scale --sizes 100,300",
         "# the gateway's:  .venv/bin/python bench/run.py --only gateway   (loopback, no cluster)",
+        "# the sharded repo's: .venv/bin/python bench/run.py --only repo   (loopback, no cluster)",
         "# report again:   .venv/bin/python bench/run.py --report-only",
         "```",
         "",
@@ -289,6 +293,7 @@ def write_report(results: dict[str, Any]) -> Path:
         *_reconcile_section(results),
         *_pull_section(results),
         *_gateway_section(results),
+        *_repo_section(results),
     ]
     lines += ["", *_method_section(), *_baseline_section(results)]
     if made:
@@ -456,6 +461,47 @@ def _pull_section(results: dict[str, Any]) -> list[str]:
             f"**{t['ratio']:.3f}**, {t['status_writes_per_second']:.2f} status writes/s.",
         ]
     out += ["", "![pull](benchmarks/pull.png)", ""]
+    return out
+
+
+def _repo_section(results: dict[str, Any]) -> list[str]:
+    r = results.get("repo_pull")
+    if not r:
+        return []
+    ways = [
+        ("curl", f"`curl --parallel --parallel-max {r['parallel']}` (curl {r.get('curl_version', '?')})"),
+        ("verified", "... then `openssl dgst -sha256` of the files, 4 at once, and `sync -d`"),
+        ("agent", f"llmop agent, {r['parallel']} files at once, sha256 as the bytes arrive"),
+    ]
+    out = [
+        "## 6. Sharded repository pull",
+        "",
+        f"A Hugging Face style repo of {r['files']} files of random bytes, {r['mib']} MiB in all (vLLM's",
+        "sharded safetensors), served by the local model source (hack/modelsource.py) on loopback;",
+        f"{r['repeats']} times each way, alternating which goes first (bench/repo_pull.py). The agent",
+        "runs as its own process (`llmop agent`) and is timed from `POST /api/pull` to its answer:",
+        "the listing, every file checked against the sha256 the listing gives, synced to disk and",
+        "renamed into place. CPU is the client's own (curl and openssl, or the agent), not the source's.",
+        "",
+        "| | median | all runs | MiB/s | CPU, median | bytes the source sent |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, what in ways:
+        runs = r[f"{key}_seconds"]
+        mid = median(runs)
+        sent = sorted(set(r["bytes_sent"][key]))
+        out.append(
+            f"| {what} | {mid:.2f} s | {', '.join(f'{x:.2f}' for x in runs)} | {r['mib'] / mid:.0f} "
+            f"| {median(r['cpu_seconds'][key]):.2f} s | {', '.join(str(x) for x in sent)} |"
+        )
+    out += [
+        "",
+        f"Ratio of medians, agent to curl: **{r['ratio']:.2f}**; to curl with the agent's checks "
+        f"(sha256 and sync): **{r['ratio_to_verified']:.2f}**. Load: "
+        + ", ".join(_load(x) for x in r["loads"])
+        + ".",
+        "",
+    ]
     return out
 
 
