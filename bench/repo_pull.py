@@ -15,6 +15,10 @@ ways, each going first in turn, into a folder of the same disk as the source:
   computed as the bytes arrive and compared with the listing's), each synced to disk and renamed
   into place, the record written. Removed again (DELETE /api/delete) before the next way.
 
+Then, with the source sending each response at most 100 MiB/s (a link slower than this machine's
+CPU, as a CDN's rate per connection), once each: curl, the agent, and the agent fetching one file
+after another (LLMOP_PARALLEL_DOWNLOADS=1, as every pull did before files were fetched at once).
+
 The source's own byte counters (GET /_stats) say how much each way was sent. No cluster: the
 operator's part of a pull is measured by section 4.
 """
@@ -28,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,7 @@ from harness import REPO, load_average, median
 REPO_ID = "bench/sharded"
 FILES = 4
 PARALLEL = 4
+THROTTLE_MIB_PER_SECOND = 100
 
 
 def _write_shards(repo_dir: Path, mib: int) -> list[str]:
@@ -62,9 +68,11 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_agent(models_dir: Path, endpoint: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_agent(
+    models_dir: Path, endpoint: str, log: Path, parallel: int
+) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    env = {**os.environ, "HF_ENDPOINT": endpoint, "LLMOP_PARALLEL_DOWNLOADS": str(PARALLEL)}
+    env = {**os.environ, "HF_ENDPOINT": endpoint, "LLMOP_PARALLEL_DOWNLOADS": str(parallel)}
     argv = [str(REPO / ".venv" / "bin" / "llmop"), "agent", "--models-dir", str(models_dir)]
     argv += ["--host", "127.0.0.1", "--port", str(port)]
     with open(log, "ab") as out:
@@ -81,13 +89,6 @@ def _start_agent(models_dir: Path, endpoint: str, log: Path) -> tuple[subprocess
         time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"llmop agent did not answer; see {log}")
-
-
-def _cpu_seconds(agent: subprocess.Popen[bytes]) -> float:
-    """CPU time (user and system) of the agent and of every child process waited for so far."""
-    own = psutil.Process(agent.pid).cpu_times()
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.user + own.system + children.ru_utime + children.ru_stime
 
 
 def _agent_pull(agent: str) -> float:
@@ -132,49 +133,44 @@ def run_repo_pull(workdir: Path, mib: int, repeats: int) -> dict[str, Any]:
 
     root = workdir / "repo" / "source"
     names = _write_shards(root / "hf" / REPO_ID, mib)
-    models_dir = workdir / "repo" / "agent"
     with run_modelsource(root, populate=False) as source:
         # The source hashes each file once, for the listing: before anything is timed.
         listing = httpx.get(f"{source.url}/api/models/{REPO_ID}/revision/main?blobs=true", timeout=600).json()
         digests = {s["rfilename"]: s["lfs"]["sha256"] for s in listing["siblings"]}
         urls = [f"{source.url}/{REPO_ID}/resolve/{listing['sha']}/{name}" for name in names]
-        agent, agent_url = _start_agent(models_dir, source.url, workdir / "repo" / "agent.log")
-        times: dict[str, list[float]] = {"curl": [], "verified": [], "agent": []}
-        sent: dict[str, list[int]] = {kind: [] for kind in times}
-        cpu: dict[str, list[float]] = {kind: [] for kind in times}
-        loads = [load_average()]
+        bench = _Ways(workdir / "repo", source, urls, digests)
         try:
-            kinds = list(times)
+            loads = [load_average()]
+            kinds = ["curl", "verified", "agent"]
             for rep in range(repeats):
                 for kind in kinds[rep % 3 :] + kinds[: rep % 3]:  # each goes first in turn
-                    source.reset_stats()
-                    cpu_before = _cpu_seconds(agent)
-                    if kind == "agent":
-                        seconds = _agent_pull(agent_url)
-                    else:
-                        out = workdir / "repo" / "curl"
-                        seconds = _curl(urls, out, digests if kind == "verified" else None)
-                    cpu[kind].append(_cpu_seconds(agent) - cpu_before)
-                    times[kind].append(seconds)
-                    sent[kind].append(sum(p["bytes_sent"] for p in source.stats().values()))
-                    print(f"  {kind}: {seconds:.2f} s, CPU {cpu[kind][-1]:.2f} s", flush=True)
+                    bench.measure(kind)
                 loads.append(load_average())
+            results = bench.results(kinds)
+            # A link slower than this machine's CPU (a CDN's rate per connection): what fetching
+            # the files at once gains, against one after another as the agent did before.
+            source.throttle(THROTTLE_MIB_PER_SECOND << 20)
+            for kind in ("curl", "agent", "agent_one_at_a_time"):
+                bench.measure(kind, f"throttled {kind}")
+            throttled = bench.results(["throttled curl", "throttled agent", "throttled agent_one_at_a_time"])
+            loads.append(load_average())
         finally:
-            agent.terminate()
-            agent.wait(30)
+            bench.stop()
     shutil.rmtree(workdir / "repo", ignore_errors=True)
+    t = throttled["seconds"]
     return {
         "mib": mib,
         "files": FILES,
         "parallel": PARALLEL,
         "repeats": repeats,
-        "curl_seconds": times["curl"],
-        "verified_seconds": times["verified"],
-        "agent_seconds": times["agent"],
-        "bytes_sent": sent,
-        "cpu_seconds": cpu,
-        "ratio": median(times["agent"]) / median(times["curl"]),
-        "ratio_to_verified": median(times["agent"]) / median(times["verified"]),
+        **results,
+        "ratio": median(results["seconds"]["agent"]) / median(results["seconds"]["curl"]),
+        "ratio_to_verified": median(results["seconds"]["agent"]) / median(results["seconds"]["verified"]),
+        "throttled": {
+            "mib_per_second_per_connection": THROTTLE_MIB_PER_SECOND,
+            **throttled,
+            "ratio": t["throttled agent"][0] / t["throttled curl"][0],
+        },
         "loads": loads,
         "curl_version": subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split()[
             1
@@ -182,18 +178,57 @@ def run_repo_pull(workdir: Path, mib: int, repeats: int) -> dict[str, Any]:
     }
 
 
-if __name__ == "__main__":  # a quick look: python bench/repo_pull.py [MiB] [repeats]
+class _Ways:
+    """The ways of fetching the repo, each timed with its CPU and the bytes the source sent."""
+
+    def __init__(self, workdir: Path, source: Any, urls: list[str], digests: dict[str, str]) -> None:
+        self.workdir, self.source, self.urls, self.digests = workdir, source, urls, digests
+        self.agents = {
+            parallel: _start_agent(workdir / f"agent-{parallel}", source.url, workdir / "agent.log", parallel)
+            for parallel in (PARALLEL, 1)
+        }
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+        self.cpu: dict[str, list[float]] = defaultdict(list)
+        self.sent: dict[str, list[int]] = defaultdict(list)
+
+    def measure(self, kind: str, label: str | None = None) -> None:
+        label = label or kind
+        self.source.reset_stats()
+        cpu_before = self._cpu_seconds()
+        if kind.startswith("agent"):
+            seconds = _agent_pull(self.agents[1 if kind == "agent_one_at_a_time" else PARALLEL][1])
+        else:
+            seconds = _curl(self.urls, self.workdir / "curl", self.digests if kind == "verified" else None)
+        self.cpu[label].append(self._cpu_seconds() - cpu_before)
+        self.seconds[label].append(seconds)
+        self.sent[label].append(sum(p["bytes_sent"] for p in self.source.stats().values()))
+        print(f"  {label}: {seconds:.2f} s, CPU {self.cpu[label][-1]:.2f} s", flush=True)
+
+    def results(self, labels: list[str]) -> dict[str, Any]:
+        return {
+            "seconds": {label: self.seconds[label] for label in labels},
+            "cpu_seconds": {label: self.cpu[label] for label in labels},
+            "bytes_sent": {label: self.sent[label] for label in labels},
+        }
+
+    def _cpu_seconds(self) -> float:
+        """CPU time (user and system) of the agents and of every child process waited for so far."""
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total = children.ru_utime + children.ru_stime
+        for process, _ in self.agents.values():
+            own = psutil.Process(process.pid).cpu_times()
+            total += own.user + own.system
+        return total
+
+    def stop(self) -> None:
+        for process, _ in self.agents.values():
+            process.terminate()
+            process.wait(30)
+
+
+if __name__ == "__main__":  # a quick look: python bench/repo_pull.py [MiB [repeats]]
     import json
     import tempfile
 
-    mib = int(sys.argv[1]) if len(sys.argv) > 1 else 2048
-    print(
-        json.dumps(
-            run_repo_pull(
-                Path(tempfile.mkdtemp(prefix="llmop-bench-")),
-                mib,
-                int(sys.argv[2:3][0]) if sys.argv[2:] else 3,
-            ),
-            indent=1,
-        )
-    )
+    args = [int(arg) for arg in sys.argv[1:3]] + [2048, 3][len(sys.argv[1:3]) :]
+    print(json.dumps(run_repo_pull(Path(tempfile.mkdtemp(prefix="llmop-bench-")), *args), indent=1))
