@@ -39,9 +39,9 @@ from harness import (
 )
 from llmop.k8s.client import KubeClient
 
-SCENARIOS = ("scale", "ready", "reconcile", "pull", "gateway")
+SCENARIOS = ("scale", "ready", "reconcile", "pull", "gateway", "repo")
 #: Scenarios that need no cluster (processes on loopback only).
-LOOPBACK = ("gateway",)
+LOOPBACK = ("gateway", "repo")
 RESULTS = REPO / "bench" / "results.json"
 
 
@@ -144,6 +144,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         results["gateway"] = await asyncio.to_thread(run_gateway_bench, workdir, args.gateway_seconds)
         results["gateway"].update(started=started, load=load_average())
+    if "repo" in only and not args.baseline:
+        results["repo_pull"] = await asyncio.to_thread(_run_repo_pull, args, workdir)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     results["load_at_end"] = load_average()
     save(results)
@@ -159,8 +161,20 @@ def _run_loopback(args: argparse.Namespace, workdir: Path, only: list[str]) -> d
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         results["gateway"] = run_gateway_bench(workdir, args.gateway_seconds)
         results["gateway"].update(started=started, alone=True, load=load_average())
+    if "repo" in only:
+        results["repo_pull"] = _run_repo_pull(args, workdir)
     RESULTS.write_text(json.dumps(results, indent=1, default=str))
     return results
+
+
+def _run_repo_pull(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from repo_pull import run_repo_pull
+
+    print(f"bench: sharded repo pull, {args.repo_mib} MiB in 4 files", flush=True)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    found = run_repo_pull(workdir, args.repo_mib, args.repo_repeats)
+    found.update(started=started)
+    return found
 
 
 async def _repeat_scale(
@@ -218,6 +232,8 @@ def main() -> int:
     parser.add_argument("--reconcile-runs", type=int, default=30)
     parser.add_argument("--pull-mib", type=int, default=1024)
     parser.add_argument("--pull-repeats", type=int, default=3)
+    parser.add_argument("--repo-mib", type=int, default=2048, help="repo: the sharded repo's size")
+    parser.add_argument("--repo-repeats", type=int, default=3)
     parser.add_argument("--gateway-seconds", type=float, default=10.0, help="gateway: each measurement")
     parser.add_argument("--keep", action="store_true", help="keep other scenarios' results in results.json")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the bench cluster running")

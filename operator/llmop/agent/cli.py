@@ -28,7 +28,8 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve Ollama's pull API for hf:// and https:// models, storing them under "
         "--models-dir. Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN, "
         "LLMOP_REQUIRED_MODELS (a JSON list of the local paths that GET /startup waits for), "
-        "LLMOP_DECLARED_MODELS (a JSON list of the only model names a pull may name).",
+        "LLMOP_DECLARED_MODELS (a JSON list of the only model names a pull may name), "
+        "LLMOP_PARALLEL_DOWNLOADS (files of a repo downloaded at once, 1 to 32, default 4).",
     )
     agent.add_argument("--models-dir", required=True, type=Path, help="where models are stored")
     agent.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")

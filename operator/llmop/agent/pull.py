@@ -1,5 +1,5 @@
-"""A whole pull: plan the files, fetch each (keeping those already in place), record the model,
-and make it complete in one step. Lines go out in Ollama's shape:
+"""A whole pull: plan the files, fetch them (a few at once, keeping those already in place),
+record the model, and make it complete in one step. Lines go out in Ollama's shape:
 
     {"status": "pulling manifest"}
     {"status": "pulling <file>", "digest": "sha256:<hex> or <file>", "total": N, "completed": M}
@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
@@ -106,6 +106,31 @@ def needed_room(plan: PullPlan, present: list[int]) -> int:
     return sum(max(file.size - done, 0) for file, done in zip(plan.files, present, strict=True) if file.size)
 
 
+async def fetch_bounded(
+    files: Sequence[FileToFetch], limit: int, fetch: Callable[[FileToFetch], Awaitable[FileRecord]]
+) -> list[FileRecord]:
+    """Fetch the files, at most `limit` at once, in the plan's order; their records in that order.
+
+    The first failure is the pull's: the other files stop at once rather than finish (the error
+    reaches the operator without waiting for gigabytes it will not use), each keeping its partial
+    for the next pull to resume, as a cancelled pull does.
+    """
+    slots = asyncio.Semaphore(limit)
+
+    async def one(file: FileToFetch) -> FileRecord:
+        async with slots:
+            return await fetch(file)
+
+    tasks = [asyncio.create_task(one(file), name=f"fetch {file.label}") for file in files]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)  # every partial closed before the pull reports its end
+
+
 class ModelPuller:
     def __init__(self, settings: AgentSettings, client: aiohttp.ClientSession, store: ModelStore) -> None:
         self._settings = settings
@@ -128,7 +153,9 @@ class ModelPuller:
         for file, completed in zip(plan.files, present, strict=True):
             publish(progress_line(file.label, file.sha256, completed, file.size), progress_key(file.label))
         await asyncio.to_thread(self._check_room, source, needed_room(plan, present))
-        landed = [await self._fetch(file, plan, publish) for file in plan.files]
+        landed = await fetch_bounded(
+            plan.files, self._settings.parallel_downloads, lambda file: self._fetch(file, plan, publish)
+        )
         if plan.is_repo:
             publish({"status": "writing manifest"})
             digest = manifest_digest(landed)

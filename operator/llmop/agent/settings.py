@@ -17,6 +17,11 @@ DEFAULT_CONNECT_TIMEOUT_SECONDS = 30.0
 DEFAULT_READ_TIMEOUT_SECONDS = 120.0
 #: A follower sees a file's progress at most this often (and always when the file ends).
 DEFAULT_PROGRESS_INTERVAL_SECONDS = 0.25
+#: Files of one repo fetched at once: a sharded model arrives about as fast as the link allows
+#: even where one connection is capped (a CDN's per-connection rate), without opening one
+#: connection per shard of a model with hundreds.
+DEFAULT_PARALLEL_DOWNLOADS = 4
+MAX_PARALLEL_DOWNLOADS = 32
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class AgentSettings:
     declared_models: tuple[str, ...] | None = None
     #: Bytes the model volume may hold (an emptyDir's sizeLimit); None: what the disk has.
     volume_limit: int | None = None
+    #: How many files of a repo download at once (LLMOP_PARALLEL_DOWNLOADS).
+    parallel_downloads: int = DEFAULT_PARALLEL_DOWNLOADS
 
 
 class InvalidAgentSetting(ValueError):
@@ -44,7 +51,7 @@ class InvalidAgentSetting(ValueError):
 
 def settings_from_env(models_dir: Path, env: Mapping[str, str], token: str | None = None) -> AgentSettings:
     """Settings from the pod's environment: HF_ENDPOINT, HF_TOKEN, LLMOP_REQUIRED_MODELS,
-    LLMOP_DECLARED_MODELS, LLMOP_MODELS_VOLUME_LIMIT."""
+    LLMOP_DECLARED_MODELS, LLMOP_MODELS_VOLUME_LIMIT, LLMOP_PARALLEL_DOWNLOADS."""
     return AgentSettings(
         models_dir=models_dir,
         hf_endpoint=(env.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/"),
@@ -53,7 +60,20 @@ def settings_from_env(models_dir: Path, env: Mapping[str, str], token: str | Non
         token=token,
         declared_models=parse_declared_models(env.get("LLMOP_DECLARED_MODELS")),
         volume_limit=parse_volume_limit(env.get("LLMOP_MODELS_VOLUME_LIMIT")),
+        parallel_downloads=parse_parallel_downloads(env.get("LLMOP_PARALLEL_DOWNLOADS")),
     )
+
+
+def parse_parallel_downloads(text: str | None) -> int:
+    """A whole number from 1 (one file after another) to MAX_PARALLEL_DOWNLOADS; unset: the default."""
+    if text is None or not text.strip():
+        return DEFAULT_PARALLEL_DOWNLOADS
+    value = text.strip()
+    if not re.fullmatch(r"[0-9]{1,3}", value) or not 1 <= int(value) <= MAX_PARALLEL_DOWNLOADS:
+        raise InvalidAgentSetting(
+            f"LLMOP_PARALLEL_DOWNLOADS {text[:40]!r} is not a whole number from 1 to {MAX_PARALLEL_DOWNLOADS}"
+        )
+    return int(value)
 
 
 _QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")

@@ -76,6 +76,10 @@ class SourceServer:
     #: commit -> path in repo -> file: every commit a listing named, still served by its id.
     commits: dict[str, dict[str, SourceFile]] = field(default_factory=dict)
     seen: list[SeenRequest] = field(default_factory=list)
+    #: Bodies being sent now, and the most at once. A body stops counting before its last bytes
+    #: go out, so a client cannot have finished it (and started another) while it still counts.
+    sending: int = 0
+    most_sending: int = 0
 
     def all_files(self) -> list[SourceFile]:
         in_repos = [
@@ -113,7 +117,7 @@ def etag_of(file: SourceFile) -> str | None:
     return file.etag or f'"{sha256_of(file.body)}"'
 
 
-async def _send_file(request: web.Request, file: SourceFile) -> web.StreamResponse:
+async def _send_file(request: web.Request, file: SourceFile, source: SourceServer) -> web.StreamResponse:
     size = len(file.body)
     start, status = 0, 200
     asked = request.headers.get("Range")
@@ -138,15 +142,32 @@ async def _send_file(request: web.Request, file: SourceFile) -> web.StreamRespon
         headers["Content-Range"] = f"bytes {start}-{size - 1}/{size}"
     response = web.StreamResponse(status=status, headers=headers)
     await response.prepare(request)
+    sending = _Sending(source)
     try:
-        await _write_body(request, response, file, start)
+        await _write_body(request, response, file, start, sending)
     except ConnectionError:
         pass  # the agent hung up (a cancelled or stopped pull)
+    finally:
+        sending.done()
     return response
 
 
+class _Sending:
+    """One body in SourceServer.sending, from its first byte until its last bytes go out."""
+
+    def __init__(self, source: SourceServer) -> None:
+        self._source: SourceServer | None = source
+        source.sending += 1
+        source.most_sending = max(source.most_sending, source.sending)
+
+    def done(self) -> None:
+        if self._source is not None:
+            self._source.sending -= 1
+            self._source = None
+
+
 async def _write_body(
-    request: web.Request, response: web.StreamResponse, file: SourceFile, start: int
+    request: web.Request, response: web.StreamResponse, file: SourceFile, start: int, sending: _Sending
 ) -> None:
     size = len(file.body)
     drop_at = file.drop_at if file.drops > 0 else None
@@ -156,6 +177,8 @@ async def _write_body(
         for limit in (drop_at, file.hold_at):
             if limit is not None and position < limit < end:
                 end = limit
+        if end == size:
+            sending.done()
         await response.write(file.body[position:end])
         position = end
         if drop_at is not None and position >= drop_at:
@@ -190,7 +213,7 @@ def build_source(source: SourceServer) -> web.Application:
         file = source.files.get(request.match_info["name"])
         if file is None:
             return web.Response(status=404, text=f"no such file: {request.match_info['name']}")
-        return await _send_file(request, file)
+        return await _send_file(request, file, source)
 
     async def listing(request: web.Request) -> web.StreamResponse:
         if not authorized(request):
@@ -220,11 +243,11 @@ def build_source(source: SourceServer) -> web.Application:
         if files[path].lfs:
             info = request.match_info
             raise web.HTTPFound(f"/cdn/{info['org']}/{info['repo']}/{info['rev']}/{path}")
-        return await _send_file(request, files[path])
+        return await _send_file(request, files[path], source)
 
     async def cdn(request: web.Request) -> web.StreamResponse:
         files = repo_files(request) or {}
-        return await _send_file(request, files[request.match_info["path"]])
+        return await _send_file(request, files[request.match_info["path"]], source)
 
     app = web.Application(middlewares=[record])
     app.router.add_get("/files/{name:.+}", plain_file)

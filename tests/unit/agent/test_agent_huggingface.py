@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from agent_source import SourceFile, SourceServer, StartAgent, random_bytes, sha256_of
+from agent_source import SourceFile, SourceServer, StartAgent, eventually, random_bytes, sha256_of
 
 from llmop.agent.store import ModelStore
 
@@ -67,8 +68,9 @@ async def test_hf_endpoint_is_honoured_and_the_token_is_sent_as_a_bearer(
     listing, *files = [seen for seen in source.seen if "/cdn/" not in seen.path]
     assert listing.path == "/api/models/org/tiny/revision/main?blobs=true"
     commit = source.commit_of("org/tiny", "main")
-    # Every file comes from the commit the listing named, never from the moving branch.
-    assert [seen.path for seen in files] == [
+    # Every file comes from the commit the listing named, never from the moving branch (the
+    # files arrive a few at once, in no set order).
+    assert sorted(seen.path for seen in files) == [
         f"/org/tiny/resolve/{commit}/config.json",
         f"/org/tiny/resolve/{commit}/model.safetensors",
     ]
@@ -96,11 +98,18 @@ async def test_a_repo_whose_second_file_fails_is_not_complete_and_keeps_the_firs
     source: SourceServer, start_agent: StartAgent
 ) -> None:
     config, _ = tiny_repo(source)
-    source.repos["org/tiny"]["main"]["model.safetensors"].drop_at = MiB
+    weights = source.repos["org/tiny"]["main"]["model.safetensors"]
+    weights.drop_at = MiB
+    # Held until the config landed: a file that fails stops the others, and this one is to fail
+    # after the config is in place.
+    weights.hold_at = MiB // 2
     agent = await start_agent(hf_endpoint=source.url, required_models=("hf/org/tiny/main",))
     repo = agent.models_dir / "hf/org/tiny/main"
 
-    failed = await agent.pull("hf://org/tiny")
+    pulling = asyncio.create_task(agent.pull("hf://org/tiny"))
+    await eventually(lambda: (repo / "config.json").exists(), "the config in place")
+    weights.release.set()
+    failed = await pulling
 
     assert "error" in failed[-1]
     assert (repo / "config.json").read_bytes() == config

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import os
 from pathlib import Path
 
 import pytest
 
-from llmop.agent.download import ProgressThrottle, parse_content_range
+from llmop.agent.download import PartialFile, ProgressThrottle, parse_content_range
 from llmop.agent.errors import BadPullRequest, body_excerpt, describe_http_failure
 from llmop.agent.plan import hf_file_url, hf_listing_url, normalize_sha256
 from llmop.agent.pull import manifest_digest, progress_line
@@ -150,3 +152,17 @@ async def test_a_full_disk_is_reported_and_frees_the_model_for_the_next_pull() -
     assert lines == [{"error": "the pull of m failed on the models volume: No space left on device"}]
     await asyncio.sleep(0)
     assert registry.get("k") is None
+
+
+def test_a_batch_of_many_chunks_lands_whole_and_in_order_with_its_sha256(tmp_path: Path) -> None:
+    # More chunks than one writev takes, of every size: none may be lost, split or reordered.
+    chunks = [os.urandom(n % 700) for n in range(3000)] + [os.urandom(3 << 20)]
+    partial = PartialFile(tmp_path, tmp_path / "model.gguf", tmp_path / "partial")
+    partial.open_for_resume(None)
+    partial.append(chunks[:1500])
+    partial.append(chunks[1500:])
+    partial.close()
+
+    whole = b"".join(chunks)
+    assert (tmp_path / "partial").read_bytes() == whole
+    assert (partial.size, partial.hasher.hexdigest()) == (len(whole), hashlib.sha256(whole).hexdigest())
