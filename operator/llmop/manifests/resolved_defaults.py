@@ -12,9 +12,9 @@ Deployment runs: a newer llmop that builds pods differently restarts nothing eit
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
-import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
