@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 
 from llmop import __version__
 from llmop.models.backend import BackendPhase
+from llmop.serving import serve_routes
 
 logger = logging.getLogger(__name__)
 
@@ -196,16 +197,4 @@ async def start_server(host: str, port: int, health: HealthCheck) -> web.AppRunn
         ok, details = health()
         return web.json_response({"ok": ok, **details}, status=200 if ok else 503)
 
-    app = web.Application()
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as error:
-        logger.error("cannot serve metrics on %s:%s: %s", host, port, error)
-        await runner.cleanup()
-        return None
-    logger.info("serving /metrics and /healthz on %s:%s", host, port)
-    return runner
+    return await serve_routes({"/metrics": metrics, "/healthz": healthz}, host, port)

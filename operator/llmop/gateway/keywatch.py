@@ -3,21 +3,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from llmop.gateway.follow import NamespaceFollower
 from llmop.gateway.keys import KEY_SELECTOR, Keyring, build_keyring
-from llmop.k8s.client import SECRETS, KubeAPIError, KubeClient
+from llmop.k8s.client import SECRETS, KubeClient
 
 logger = logging.getLogger(__name__)
 
-RETRY_SECONDS = 5.0
-WATCH_SECONDS = 300
 
+class KeyWatch(NamespaceFollower):
+    resource = SECRETS
+    selector = KEY_SELECTOR
+    what = "key Secrets"
 
-class KeyWatch:
     def __init__(
         self,
         kube: KubeClient,
@@ -25,52 +26,26 @@ class KeyWatch:
         own_namespace: str | None,
         publish: Callable[[Keyring], Awaitable[None]],
     ) -> None:
-        self.kube = kube
-        self.namespaces = sorted(set(namespaces) | ({own_namespace} if own_namespace else set()))
+        super().__init__(kube, sorted(set(namespaces) | ({own_namespace} if own_namespace else set())))
         self.own_namespace = own_namespace
         self.publish = publish
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
-        self.listed: set[str] = set()
         self.reported: set[str] = set()
 
-    async def run(self) -> None:
-        await asyncio.gather(*(self.follow(namespace) for namespace in self.namespaces))
-
-    async def follow(self, namespace: str) -> None:
-        while True:
-            try:
-                version = await self.relist(namespace)
-                await self.watch(namespace, version)
-            except (KubeAPIError, ValueError) as error:
-                logger.warning("gateway: reading key Secrets in %s failed: %s", namespace, error)
-                await asyncio.sleep(RETRY_SECONDS)
-
-    async def relist(self, namespace: str) -> str:
-        items, version = await self.kube.list_versioned(SECRETS, namespace, KEY_SELECTOR)
+    async def replace(self, namespace: str, items: list[dict[str, Any]]) -> None:
         for key in [key for key in self.secrets if key[0] == namespace]:
             del self.secrets[key]
         for body in items:
             self.secrets[_name(body, namespace)] = body
-        self.listed.add(namespace)
-        await self.republish()
-        return version
 
-    async def watch(self, namespace: str, version: str) -> None:
-        events = self.kube.watch(SECRETS, namespace, version, WATCH_SECONDS, KEY_SELECTOR)
-        async for event in events:
-            kind, body = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
-                return
-            if kind == "DELETED":
-                self.secrets.pop(_name(body, namespace), None)
-            elif kind in ("ADDED", "MODIFIED"):
-                self.secrets[_name(body, namespace)] = body
-            else:
-                continue
-            await self.republish()
+    async def changed(self, namespace: str, body: dict[str, Any]) -> None:
+        self.secrets[_name(body, namespace)] = body
+
+    def removed(self, namespace: str, body: dict[str, Any]) -> None:
+        self.secrets.pop(_name(body, namespace), None)
 
     async def republish(self) -> None:
-        if not self.listed >= set(self.namespaces):
+        if not self.synced:
             return
         keyring = build_keyring(self.secrets.values(), self.own_namespace)
         self.report(keyring)

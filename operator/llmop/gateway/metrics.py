@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from llmop.gateway.balance import Balancer
 from llmop.gateway.table import Upstream
+from llmop.serving import serve_routes
 
 logger = logging.getLogger(__name__)
 
@@ -232,15 +233,4 @@ async def start_metrics_server(host: str, port: int, metrics: GatewayMetrics) ->
     async def scrape(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
-    app.router.add_get("/metrics", scrape)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except OSError as error:
-        logger.error("cannot serve metrics on %s:%s: %s", host, port, error)
-        await runner.cleanup()
-        return None
-    logger.info("serving /metrics on %s:%s", host, port)
-    return runner
+    return await serve_routes({"/metrics": scrape}, host, port)

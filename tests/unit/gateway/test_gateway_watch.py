@@ -18,11 +18,18 @@ class FakeKube:
         self.items, self.events, self.secrets = items, events, secrets
         self.secret_reads = 0
 
-    async def list_versioned(self, resource: Any, namespace: str | None = None) -> tuple[list[Any], str]:
+    async def list_versioned(
+        self, resource: Any, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[Any], str]:
         return self.items, "41"
 
     async def watch(
-        self, resource: Any, namespace: Any, version: str, timeout_seconds: int = 0
+        self,
+        resource: Any,
+        namespace: Any,
+        version: str,
+        timeout_seconds: int = 0,
+        label_selector: str | None = None,
     ) -> AsyncIterator[Any]:
         for event in self.events:
             yield event
