@@ -41,7 +41,7 @@ from llmop.k8s.client import KubeClient
 NAMESPACE = "churn"
 CONCURRENCY = 32
 #: After the last backend of a round is gone, the operator gets this long to let go of it.
-SETTLE_SECONDS = 30.0
+SETTLE_SECONDS = 60.0
 
 
 async def churn_round(

@@ -22,7 +22,7 @@ class CountedTrim:
 async def test_a_burst_of_deletions_trims_the_heap_once_after_the_delay() -> None:
     trim = CountedTrim()
     context = OperatorContext(OperatorConfig())
-    context.heap = HeapTrim(delay=0.05, trim=trim)
+    context.heap = HeapTrim(delay=0.05, trim=trim, later=())
     for index in range(300):
         context.forget_backend(("team", f"b-{index}"))
     assert trim.calls == []  # not during the burst
@@ -35,11 +35,25 @@ async def test_a_burst_of_deletions_trims_the_heap_once_after_the_delay() -> Non
 
 async def test_a_steady_stream_of_deletions_still_trims() -> None:
     trim = CountedTrim()
-    heap = HeapTrim(delay=0.1, trim=trim, longest=0.15)
+    heap = HeapTrim(delay=0.1, trim=trim, longest=0.15, later=())
     for _ in range(30):  # a deletion every 20 ms for 0.6 s: never the pause of 0.1 s
         heap.soon()
         await asyncio.sleep(0.02)
     assert len(trim.calls) >= 1  # postponed for 0.15 s at most, then done
+
+
+async def test_the_heap_is_trimmed_again_for_what_is_let_go_of_later() -> None:
+    trim = CountedTrim()
+    heap = HeapTrim(delay=0.01, trim=trim, later=(0.5, 0.5))
+    heap.soon()
+    await asyncio.sleep(1.5)
+    assert trim.calls == [0, 0, 0]  # the first trim and two later ones, then no more
+    heap.soon()
+    await asyncio.sleep(0.2)
+    assert len(trim.calls) == 4  # the next burst's first pass
+    heap.soon()  # a deletion before its later passes starts over: three passes more
+    await asyncio.sleep(1.5)
+    assert len(trim.calls) == 7
 
 
 def test_without_a_running_loop_nothing_is_scheduled() -> None:

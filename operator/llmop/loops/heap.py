@@ -15,11 +15,13 @@ from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
-#: After a deletion, wait this long: for the rest of a burst, kopf's idle workers (5 s) and the
-#: API connections' keep-alive (15 s) to let go of what they hold; one trim for the lot.
-TRIM_DELAY_SECONDS = 20.0
+#: After a deletion, wait this long for the rest of a burst: one trim for the lot.
+TRIM_DELAY_SECONDS = 10.0
 #: A steady stream of deletions still trims this often.
 LONGEST_WAIT_SECONDS = 120.0
+#: Then trim again after these gaps: kopf's workers, its daemons' tasks and the API connections'
+#: keep-alive let go of a deleted backend's memory over the following minute, after the first trim.
+LATER_TRIMS_SECONDS = (30.0, 60.0)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -32,18 +34,21 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class HeapTrim:
-    """One trim once deletions have paused for `delay` seconds (at the latest `longest` seconds
-    after the first of them, so a steady stream of deletions trims too)."""
+    """A trim once deletions have paused for `delay` seconds (at the latest `longest` seconds after
+    the first of them, so a steady stream of deletions trims too), and again after each of the
+    `later` gaps; a new deletion starts over."""
 
     def __init__(
         self,
         delay: float = TRIM_DELAY_SECONDS,
         trim: Callable[[int], int] | None = None,
         longest: float = LONGEST_WAIT_SECONDS,
+        later: tuple[float, ...] = LATER_TRIMS_SECONDS,
     ) -> None:
-        self.delay, self.longest = delay, longest
+        self.delay, self.longest, self.later = delay, longest, later
         self.trim = trim if trim is not None else _malloc_trim()
         self.pending: asyncio.TimerHandle | None = None
+        self.awaiting_first = False
         self.first_asked = 0.0
         self.trims = 0
 
@@ -55,17 +60,21 @@ class HeapTrim:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: nothing runs later, so nothing is scheduled
             return
-        if self.pending is None:
-            self.first_asked = loop.time()
-        elif loop.time() - self.first_asked < self.longest:
-            self.pending.cancel()
+        if self.pending is not None and self.awaiting_first:
+            if loop.time() - self.first_asked >= self.longest:
+                return
         else:
-            return
-        self.pending = loop.call_later(self.delay, self.run)
+            self.first_asked = loop.time()
+        if self.pending is not None:
+            self.pending.cancel()
+        self.awaiting_first = True
+        self.pending = loop.call_later(self.delay, self.run, self.later)
 
-    def run(self) -> None:
-        self.pending = None
+    def run(self, later: tuple[float, ...] = ()) -> None:
+        self.pending, self.awaiting_first = None, False
         gc.collect()  # cycles the deleted backends left: freed before malloc is asked
         if self.trim is not None:
             self.trim(0)
             self.trims += 1
+        if later:
+            self.pending = asyncio.get_running_loop().call_later(later[0], self.run, later[1:])
