@@ -71,14 +71,20 @@ def _content_text(content: Any) -> str:
     for part in content:
         if budget <= 0 or not isinstance(part, dict):
             break
-        value = part.get("text")
-        if not isinstance(value, str):
-            image = part.get("image_url")
-            url = image.get("url") if isinstance(image, dict) else image
-            value = f"{part.get('type')}:{url[:256] if isinstance(url, str) else ''}"
+        value = _part_text(part)
         texts.append(value[:budget])
         budget -= len(texts[-1])
     return "\x02".join(texts)
+
+
+def _part_text(part: dict[str, Any]) -> str:
+    """A text part's text; any other part by its type and the start of its URL (an image)."""
+    text = part.get("text")
+    if isinstance(text, str):
+        return text
+    kind, image = part.get("type"), part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    return f"{kind[:32] if isinstance(kind, str) else ''}:{url[:256] if isinstance(url, str) else ''}"
 
 
 def _prompt_prefix(prompt: Any) -> str:

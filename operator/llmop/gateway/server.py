@@ -162,7 +162,9 @@ class Gateway:
             if capability == CHAT and body.get("tools"):
                 capability, wording = TOOLS, "tool calls (`tools` in /v1/chat/completions)"
             upstreams = await self.targets(model, capability, wording, key)
-            affinity = affinity_key(capability, body) if self.settings.prefix_affinity else None
+            # One pod has nothing to choose from: no key to compute.
+            keyed = self.settings.prefix_affinity and len(upstreams) > 1
+            affinity = affinity_key(capability, body) if keyed else None
             return await self.forward(request, raw, model, upstreams, affinity)
         except GatewayError as error:
             return error_response(error)
