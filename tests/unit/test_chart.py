@@ -14,9 +14,9 @@ import yaml
 from localcluster import binaries_cached
 
 from llmop import __version__
-from llmop.cli import main
+from llmop.cli import build_parser, main
 from llmop.config import DEFAULT_AGENT_IMAGE, DEFAULT_IMAGES, OperatorConfig
-from llmop.gateway.cli import gateway_namespaces
+from llmop.gateway.cli import gateway_namespaces, gateway_settings
 from llmop.manifests.deployment import AGENT_USER
 from llmop.models.crd import all_crds
 
@@ -314,6 +314,7 @@ def test_no_lease_role_without_leader_election_and_no_rbac_when_turned_off() -> 
         (["--set-json", 'gateway.namespaces=["Team A"]'], "gateway/namespaces"),
         (["--set", "gateway.service.type=ExternalName"], "gateway/service/type"),
         (["--set", "gateway.auth=off"], "gateway/auth"),
+        (["--set", "gateway.prefixAffinity=sometimes"], "gateway/prefixAffinity"),
         (
             ["--set", "replicaCount=2", "--set", "leaderElection.enabled=false"],
             "needs leaderElection.enabled",
@@ -409,6 +410,17 @@ def test_the_gateway_serves_the_namespaces_listed_and_reads_nothing_elsewhere() 
         "team-b": GATEWAY_RULES,
         "llmop-system": GATEWAY_RULES,
     }
+
+
+@pytest.mark.parametrize(
+    ("settings", "wanted"), [((), False), (("--set", "gateway.prefixAffinity=true"), True)]
+)
+def test_prefix_affinity_is_off_unless_the_chart_turns_it_on(
+    monkeypatch: pytest.MonkeyPatch, settings: tuple[str, ...], wanted: bool
+) -> None:
+    for name, value in gateway_env(render(*settings)).items():
+        monkeypatch.setenv(name, value)
+    assert gateway_settings(build_parser().parse_args(["gateway"])).prefix_affinity is wanted
 
 
 def test_an_open_gateway_neither_lists_secrets_nor_looks_in_its_own_namespace() -> None:

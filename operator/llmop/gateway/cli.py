@@ -69,6 +69,15 @@ def add_subcommand(commands: Any) -> argparse.ArgumentParser:
         "none: every client reaches every backend served (default: $LLMOP_GATEWAY_AUTH or keys)",
     )
     gateway.add_argument(
+        "--prefix-affinity",
+        choices=("on", "off"),
+        default=os.environ.get("LLMOP_GATEWAY_PREFIX_AFFINITY", "off"),
+        help="on: the turns of a conversation (requests sharing their leading messages or prompt "
+        "start) go to the same pod, which has that prefix in cache, unless it is busier than the "
+        "others by more than max(2, 25%% of their average); off: each request goes to the "
+        "least-loaded pod (default: $LLMOP_GATEWAY_PREFIX_AFFINITY or off)",
+    )
+    gateway.add_argument(
         "--kubeconfig", default=None, help="kubeconfig outside a cluster (default: $KUBECONFIG)"
     )
     gateway.set_defaults(func=run_gateway_command)
@@ -99,17 +108,29 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         )
         return 2
     try:
+        settings = gateway_settings(args)
+    except ValueError as error:
+        logger.error("cannot start: %s", error)
+        return 2
+    return asyncio.run(serve(namespaces, args.host, args.port, settings, args.kubeconfig))
+
+
+def gateway_settings(args: argparse.Namespace) -> GatewaySettings:
+    """The settings the options (or their environment defaults) say; ValueError names a bad one."""
+    try:
         hold = parse_duration(args.hold)
     except ValueError as error:
-        logger.error("cannot start: --hold %r: %s", args.hold, error)
-        return 2
+        raise ValueError(f"--hold {args.hold!r}: {error}") from None
     if args.auth not in ("keys", "none"):
-        logger.error("cannot start: --auth %r: keys or none", args.auth)
-        return 2
-    settings = GatewaySettings(
-        hold_seconds=hold, require_keys=args.auth == "keys", metrics_port=args.metrics_port
+        raise ValueError(f"--auth {args.auth!r}: keys or none")
+    if args.prefix_affinity not in ("on", "off"):
+        raise ValueError(f"--prefix-affinity {args.prefix_affinity!r}: on or off")
+    return GatewaySettings(
+        hold_seconds=hold,
+        require_keys=args.auth == "keys",
+        metrics_port=args.metrics_port,
+        prefix_affinity=args.prefix_affinity == "on",
     )
-    return asyncio.run(serve(namespaces, args.host, args.port, settings, args.kubeconfig))
 
 
 async def serve(

@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from llmop.gateway import errors
+from llmop.gateway.affinity import affinity_key
 from llmop.gateway.balance import Balancer
 from llmop.gateway.errors import GatewayError
 from llmop.gateway.guard import GuardedResolver, literal_refusal
@@ -59,6 +60,8 @@ class GatewaySettings:
     require_keys: bool = False
     #: Port of /metrics (0: none); the API's port never serves them.
     metrics_port: int = 0
+    #: Send the turns of a conversation (requests sharing a prefix) to the same pod, within bounds.
+    prefix_affinity: bool = False
 
 
 class Gateway:
@@ -159,7 +162,10 @@ class Gateway:
             if capability == CHAT and body.get("tools"):
                 capability, wording = TOOLS, "tool calls (`tools` in /v1/chat/completions)"
             upstreams = await self.targets(model, capability, wording, key)
-            return await self.forward(request, raw, model, upstreams)
+            # One pod has nothing to choose from: no key to compute.
+            keyed = self.settings.prefix_affinity and len(upstreams) > 1
+            affinity = affinity_key(capability, body) if keyed else None
+            return await self.forward(request, raw, model, upstreams, affinity)
         except GatewayError as error:
             return error_response(error)
 
@@ -203,12 +209,18 @@ class Gateway:
                 await asyncio.wait_for(self.changed.wait(), seconds)
 
     async def forward(
-        self, request: web.Request, raw: bytes, model: str, upstreams: list[Upstream]
+        self,
+        request: web.Request,
+        raw: bytes,
+        model: str,
+        upstreams: list[Upstream],
+        affinity: bytes | None = None,
     ) -> web.StreamResponse:
-        """Send to the least-loaded pod; one that fails before answering is replaced by another."""
+        """Send to the pod the balancer chooses (the least-loaded, or the conversation's own with
+        `affinity`); one that fails before answering is replaced by another."""
         tried: set[str] = set()
         last = "nothing"
-        while (upstream := self.balancer.choose(upstreams, tried)) is not None:
+        while (upstream := self.balancer.choose(upstreams, tried, affinity)) is not None:
             tried.add(upstream.key)
             self.balancer.started(upstream)
             exchange_of(request).routed(model, upstream)
