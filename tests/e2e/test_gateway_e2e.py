@@ -240,18 +240,19 @@ def test_a_tenants_key_cannot_reach_another_namespaces_backend(tenants: dict[str
         openai.OpenAI(base_url=tenants["base"] + "/v1", api_key="not-a-key", max_retries=0).models.list()
 
 
-def serving_pod(kube: Kube, podrunner: PodRunner, namespace: str, sizes: dict[str, int]) -> str:
-    """The pod of `chat` whose runtime began a task since `sizes` (each log's size) was taken."""
+def serving_pod(logs: dict[str, Path], sizes: dict[str, int]) -> str:
+    """The pod of `chat` whose runtime began a task since `sizes` (each log's size) was taken:
+    read from the logs alone, so the runtime is killed while it is still sending."""
 
     def started() -> str | None:
-        for name, log in runtime_logs(kube, podrunner, namespace).items():
+        for name, log in logs.items():
             with log.open("rb") as f:
                 f.seek(sizes[name])
                 if b"launch_slot" in f.read():
                     return name
         return None
 
-    return str(eventually(started, timeout=30, interval=0.1, message="the pod serving the stream"))
+    return str(eventually(started, timeout=30, interval=0.01, message="the pod serving the stream"))
 
 
 def runtime_logs(kube: Kube, podrunner: PodRunner, namespace: str) -> dict[str, Path]:
@@ -282,7 +283,7 @@ def test_a_runtime_killed_mid_stream_ends_the_stream_and_the_next_request_goes_t
     )
     events = iter(stream)
     assert next(events).choices is not None
-    victim = serving_pod(kube, podrunner, namespace, sizes)
+    victim = serving_pod(logs, sizes)
     podrunner.kill(namespace, victim, "runtime", restart_after=600)
     ended: list[BaseException] = []
 
