@@ -94,3 +94,15 @@ def operator(operator_process: OperatorProcess) -> OperatorProcess:
         operator_process.start()
         operator_process.wait_started()
     return operator_process
+
+
+@pytest.fixture(scope="module")
+def no_session_operator(operator_process: OperatorProcess) -> Iterator[None]:
+    """The e2e session's own operator (cluster-admin, cluster-wide) would act on the backends of a
+    module that runs an operator of its own; it rests while that module runs, and is back after."""
+    operator_process.stop()
+    try:
+        yield
+    finally:
+        operator_process.start()
+        operator_process.wait_started()

@@ -79,18 +79,6 @@ def role_of(port: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def no_session_operator(operator_process: OperatorProcess) -> Iterator[None]:
-    """The e2e session's own operator (cluster-admin, cluster-wide) would act on these tests'
-    backends too; it rests while this module runs and is back for the tests after it."""
-    operator_process.stop()
-    try:
-        yield
-    finally:
-        operator_process.start()
-        operator_process.wait_started()
-
-
-@pytest.fixture(scope="module")
 def release(kube: Kube, no_session_operator: None) -> Iterator[dict[str, Any]]:
     """The chart installed with two replicas, adopting the CRDs the session applied with kubectl."""
     with kube.namespace("llmop") as namespace:

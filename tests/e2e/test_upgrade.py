@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,6 @@ NEW_TAG = "0.2.0"
 NEW_LLAMACPP = "ghcr.io/ggml-org/llama.cpp:server-b99999"
 BACKEND = "llamacpp-tiny"
 ADOPTING = "llamacpp-adopting"
-
-
-@pytest.fixture(scope="module")
-def no_session_operator(operator_process: OperatorProcess) -> Iterator[None]:
-    """The session's operator would act on this test's backend too: it rests meanwhile."""
-    operator_process.stop()
-    try:
-        yield
-    finally:
-        operator_process.start()
-        operator_process.wait_started()
 
 
 def operator_env(kube: Kube, release: str, namespace: str) -> dict[str, str]:
