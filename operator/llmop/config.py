@@ -7,7 +7,7 @@ import os
 from pydantic import BaseModel, Field
 
 from llmop.models.duration import parse_duration
-from llmop.runtimes.address_guard import DEFAULT_DENIED_CIDRS, parse_cidrs
+from llmop.runtimes.address_guard import DEFAULT_DENIED_CIDRS, configured_cidrs
 from llmop.runtimes.registry import RUNTIMES
 
 #: Each runtime module's default image: an exact release, the one the tests run
@@ -83,7 +83,7 @@ class OperatorConfig(BaseModel):
             lease_name=env.get("LLMOP_LEASE_NAME", "llmop"),
             lease_namespace=env.get("LLMOP_LEASE_NAMESPACE") or None,
             lease_duration=parse_duration(env.get("LLMOP_LEASE_DURATION", "15s")),
-            external_deny_cidrs=_deny_cidrs(env.get("LLMOP_EXTERNAL_DENY_CIDRS")),
+            external_deny_cidrs=configured_cidrs(env.get("LLMOP_EXTERNAL_DENY_CIDRS")),
             operator_namespace=env.get("LLMOP_OPERATOR_NAMESPACE") or None,
             operator_pod_labels=parse_labels(env.get("LLMOP_OPERATOR_POD_LABELS", "")),
         )
@@ -100,11 +100,3 @@ def parse_labels(text: str) -> dict[str, str]:
             raise ValueError(f"LLMOP_OPERATOR_POD_LABELS: {part!r} is not key=value")
         labels[key.strip()] = value.strip()
     return labels
-
-
-def _deny_cidrs(setting: str | None) -> list[str]:
-    """Unset: the defaults; set (even empty): exactly the listed CIDRs. A bad entry stops the
-    operator at start with its name rather than leaving a hole."""
-    if setting is None:
-        return list(DEFAULT_DENIED_CIDRS)
-    return [str(network) for network in parse_cidrs(setting.split(","))]

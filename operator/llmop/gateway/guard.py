@@ -18,20 +18,13 @@ from urllib.parse import urlsplit
 import httpcore
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from llmop.runtimes.address_guard import DEFAULT_DENIED_CIDRS, DeniedTargets, parse_cidrs, resolve
+from llmop.runtimes.address_guard import DeniedTargets, configured_cidrs, deny_list, resolve, url_port
 
 
 def denied_targets(environ: Mapping[str, str], api_server: str | None) -> DeniedTargets:
     """The operator's deny list ($LLMOP_EXTERNAL_DENY_CIDRS, else its defaults), and the API
     server; a bad entry raises ValueError naming it."""
-    setting = environ.get("LLMOP_EXTERNAL_DENY_CIDRS")
-    networks = parse_cidrs(DEFAULT_DENIED_CIDRS if setting is None else setting.split(","))
-    services: tuple[tuple[str, int, str], ...] = ()
-    if api_server:
-        url = urlsplit(api_server)
-        port = url.port or (443 if url.scheme == "https" else 80)
-        services = ((url.hostname or "", port, "the cluster's API server"),)
-    return DeniedTargets(networks=networks, services=services)
+    return deny_list(configured_cidrs(environ.get("LLMOP_EXTERNAL_DENY_CIDRS")), api_server)
 
 
 async def literal_refusal(denied: DeniedTargets, base_url: str) -> str | None:
@@ -41,8 +34,7 @@ async def literal_refusal(denied: DeniedTargets, base_url: str) -> str | None:
         address = ipaddress.ip_address((url.hostname or "").split("%")[0])
     except ValueError:
         return None  # a name: the resolver checks what it resolves to
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return await denied.rule_for(address, port)
+    return await denied.rule_for(address, url_port(url))
 
 
 class GuardedResolver(AbstractResolver):

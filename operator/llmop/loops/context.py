@@ -15,7 +15,7 @@ from llmop.config import OperatorConfig
 from llmop.k8s.client import KubeClient
 from llmop.loops.heap import HeapTrim
 from llmop.loops.pace import PROBE_CONCURRENCY
-from llmop.runtimes.address_guard import DeniedTargets, guarded_client, parse_cidrs
+from llmop.runtimes.address_guard import DeniedTargets, deny_list, guarded_client
 
 BackendKey = tuple[str, str]
 
@@ -66,12 +66,7 @@ class OperatorContext:
 
     def denied_targets(self) -> DeniedTargets:
         """The configured deny list, and always the API server llmop itself talks to."""
-        api = self.kube.http.base_url
-        port = api.port or (443 if api.scheme == "https" else 80)
-        return DeniedTargets(
-            networks=parse_cidrs(self.config.external_deny_cidrs),
-            services=((api.host, port, "the cluster's API server"),),
-        )
+        return deny_list(self.config.external_deny_cidrs, str(self.kube.http.base_url))
 
     async def close_clients(self) -> None:
         await self.kube.close()

@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import httpcore
 import httpx
@@ -75,6 +76,29 @@ class DeniedTargets:
             if port == service_port and checked in await resolve(host, port):
                 return f"{what} ({host}:{service_port}), which llmop never lets a tenant's URL reach"
         return None
+
+
+def deny_list(cidrs: Iterable[str], api_server: str | None) -> DeniedTargets:
+    """The deny list `cidrs`, and always the API server at `api_server` (a URL) on its port; a bad
+    entry raises ValueError naming it. The operator and the gateway build theirs with it."""
+    services: tuple[tuple[str, int, str], ...] = ()
+    if api_server:
+        url = urlsplit(api_server)
+        services = ((url.hostname or "", url_port(url), "the cluster's API server"),)
+    return DeniedTargets(networks=parse_cidrs(cidrs), services=services)
+
+
+def configured_cidrs(setting: str | None) -> list[str]:
+    """$LLMOP_EXTERNAL_DENY_CIDRS: unset, the defaults; set (even empty), exactly the listed CIDRs.
+    A bad entry stops the operator or the gateway at start with its name rather than leaving a hole."""
+    if setting is None:
+        return list(DEFAULT_DENIED_CIDRS)
+    return [str(network) for network in parse_cidrs(setting.split(","))]
+
+
+def url_port(url: SplitResult) -> int:
+    """The port a URL connects to: its own, else its scheme's."""
+    return url.port or (443 if url.scheme == "https" else 80)
 
 
 def _unmapped(address: IPAddress) -> IPAddress:
