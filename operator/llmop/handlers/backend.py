@@ -18,7 +18,7 @@ from llmop.reconcile.backend_status import (
     PullFacts,
     pod_facts,
 )
-from llmop.reconcile.fits import pull_model_bytes
+from llmop.reconcile.fits import pull_model_bytes, pull_progress_bytes
 
 # --- indexes: what the operator knows about pods and pulls, without listing the API ------------
 
@@ -45,13 +45,14 @@ def pulls_by_backend(
     if not backend:
         return {}
     progress = status.get("progress") or {}
+    completed, total = pull_progress_bytes(status)
     facts = PullFacts(
         phase=status.get("phase"),
         summary=progress.get("summary"),
         error=status.get("lastError"),
         size_bytes=pull_model_bytes(status),
-        completed_bytes=int(progress.get("completedBytes") or 0),
-        total_bytes=progress.get("totalBytes"),
+        completed_bytes=completed,
+        total_bytes=total,
     )
     return {(namespace or "", backend): (spec.get("model"), facts)}
 

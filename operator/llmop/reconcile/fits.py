@@ -68,11 +68,19 @@ def pull_model_bytes(status: Mapping[str, Any]) -> int | None:
     yet makes it less: still a floor)."""
     if (done := plausible_bytes(status.get("sizeBytes"))) is not None:
         return done
-    progress = status.get("progress")
-    total = plausible_bytes(progress.get("totalBytes")) if isinstance(progress, Mapping) else None
+    _, total = pull_progress_bytes(status)
     replicas = status.get("replicas")
     pods = len(replicas) if isinstance(replicas, list) and replicas else 1
     return total // pods if total else None
+
+
+def pull_progress_bytes(status: Mapping[str, Any]) -> tuple[int, int | None]:
+    """The bytes a ModelPull has landed and the total it expects (None: not known yet), as its
+    progress says, each held to the same plausible bounds."""
+    progress = status.get("progress")
+    if not isinstance(progress, Mapping):
+        return 0, None
+    return plausible_bytes(progress.get("completedBytes")) or 0, plausible_bytes(progress.get("totalBytes"))
 
 
 @dataclass(frozen=True)

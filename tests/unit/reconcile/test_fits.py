@@ -22,7 +22,7 @@ from llmop.reconcile.backend_status import (
     compute_backend_status,
 )
 from llmop.reconcile.conditions import find
-from llmop.reconcile.fits import NodeGpus, node_gpus, plausible_bytes, pull_model_bytes
+from llmop.reconcile.fits import NodeGpus, node_gpus, plausible_bytes, pull_model_bytes, pull_progress_bytes
 from llmop.runtimes import ModelInfo, ProbeResult, ProbeState
 
 GIB = 1 << 30
@@ -207,3 +207,15 @@ def test_a_warning_event_comes_once_when_the_model_turns_out_too_large(
     backend_observer.post_fits_event(kopf.Body({}), before, after)
     backend_observer.post_fits_event(kopf.Body({}), after, after)
     assert [(e["type"], e["reason"]) for e in posted] == [("Warning", "ModelTooLarge")]
+
+
+def test_a_pulls_progress_counts_only_plausible_bytes() -> None:
+    # What the cold-start timeline shows while downloading: a status written by hand cannot break
+    # the operator's index of pulls, nor show a made-up percent.
+    assert pull_progress_bytes({"progress": {"completedBytes": 5 * GIB, "totalBytes": 10 * GIB}}) == (
+        5 * GIB,
+        10 * GIB,
+    )
+    assert pull_progress_bytes({"progress": {"completedBytes": "lots", "totalBytes": -1}}) == (0, None)
+    assert pull_progress_bytes({"progress": "half"}) == (0, None)
+    assert pull_progress_bytes({}) == (0, None)
