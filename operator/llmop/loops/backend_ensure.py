@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from llmop.config import OperatorConfig
 from llmop.k8s.client import (
     DEPLOYMENTS,
     MODELPULLS,
@@ -167,9 +168,10 @@ async def apply_backend_objects(
     kube = context.kube
     # Before anything that leads to pods: a Secret that has not opted in never reaches one.
     await check_pod_references(kube, namespace, spec)
-    defaults, current = await backend_defaults(context, name, namespace, uid, spec, adopt_defaults)
+    deployment = await kube.get(DEPLOYMENTS, name, namespace)
+    defaults, current = backend_defaults(context.config, uid, spec, adopt_defaults, deployment)
     owned = owned_objects(context, name, namespace, uid, spec, defaults)
-    await check_names_free(kube, name, uid, owned)
+    await check_names_free(kube, name, uid, owned, already_read={DEPLOYMENTS: deployment})
     if runtime_pod(spec).needs_agent:
         # Before the pods that mount it; created once, never applied.
         await ensure_agent_token(context, name, namespace, uid, spec.runtime or "")
@@ -181,13 +183,17 @@ async def apply_backend_objects(
     context.resolved_defaults[(namespace, name)] = (defaults.shown(), current.shown())
 
 
-async def backend_defaults(
-    context: OperatorContext, name: str, namespace: str, uid: str, spec: LLMBackendSpec, adopt: str | None
+def backend_defaults(
+    config: OperatorConfig,
+    uid: str,
+    spec: LLMBackendSpec,
+    adopt: str | None,
+    existing: dict[str, Any] | None,
 ) -> tuple[ResolvedDefaults, ResolvedDefaults]:
-    """The defaults to build the pods with (those recorded on the backend's Deployment while its
-    spec is unchanged, so an operator upgrade alone restarts nothing), and the current ones."""
-    current = current_defaults(spec, context.config, resolved_for(spec, adopt))
-    existing = await context.kube.get(DEPLOYMENTS, name, namespace)
+    """The defaults to build the pods with (those recorded on the backend's `existing`
+    Deployment while its spec is unchanged, so an operator upgrade alone restarts nothing), and
+    the current ones."""
+    current = current_defaults(spec, config, resolved_for(spec, adopt))
     if existing is None or not controlled_by(existing, uid):
         return current, current  # another's Deployment is no record of ours (NameConflict follows)
     return resolve_defaults(current, existing), current

@@ -7,7 +7,7 @@ object, on the ensure path only (create, update, resume and their retries), neve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmop.k8s.client import KubeClient, Resource
@@ -25,16 +25,23 @@ class NameConflict(Exception):
 
 
 async def check_names_free(
-    kube: KubeClient, backend: str, uid: str, objects: Sequence[tuple[Resource, dict[str, Any]]]
+    kube: KubeClient,
+    backend: str,
+    uid: str,
+    objects: Sequence[tuple[Resource, dict[str, Any]]],
+    already_read: Mapping[Resource, dict[str, Any] | None] | None = None,
 ) -> None:
     """Raise NameConflict for the first of `objects` whose name an object the backend does not
-    control already has; read all at once, so the check costs one round trip."""
-    existing = await asyncio.gather(
-        *(
-            kube.get(resource, body["metadata"]["name"], body["metadata"]["namespace"])
-            for resource, body in objects
-        )
-    )
+    control already has; read all at once, so the check costs one round trip. What the caller
+    `already_read` this reconcile (by kind, under the object's name) is not read again."""
+    known = already_read or {}
+
+    async def read(resource: Resource, body: dict[str, Any]) -> dict[str, Any] | None:
+        if resource in known:
+            return known[resource]
+        return await kube.get(resource, body["metadata"]["name"], body["metadata"]["namespace"])
+
+    existing = await asyncio.gather(*(read(resource, body) for resource, body in objects))
     for (_, body), found in zip(objects, existing, strict=True):
         taken = name_conflict(found, body["kind"], backend, uid)
         if taken is not None:
