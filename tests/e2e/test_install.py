@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.e2e
 
 CHART = REPO / "charts" / "llmop"
 KUBE_VERSION = "1.36.3"
+#: The authorizer's refusal: `pods is forbidden: User "system:serviceaccount:…" cannot list …`.
+RBAC_REFUSAL = re.compile(r"forbidden: User .{1,300}? cannot ", re.IGNORECASE)
 LEASE_SECONDS = 6  # short, so that the takeover test is quick; the chart's default is 15s
 
 
@@ -408,10 +411,11 @@ def test_the_operator_as_the_chart_service_account_brings_backends_to_ready(
             assert argocd_health("LLMBackend", backend)["status"] == "Healthy", backend["status"]
         assert argocd_health("ModelPull", pull)["status"] == "Healthy"
 
-        # Every request was the ServiceAccount's, and RBAC refused none of them.
+        # Every request was the ServiceAccount's, and RBAC refused none of them. (A namespace
+        # another module is deleting answers 403 "being terminated": that is no RBAC refusal.)
         for replica in replicas.values():
             log = replica["process"].log()
-            assert "Forbidden" not in log and "forbidden" not in log, log[-3000:]
+            assert RBAC_REFUSAL.search(log) is None, log[-3000:]
             assert "Not enough permissions" not in log
         # Outside its role, the same identity is refused: it may not list Secrets.
         refused = subprocess.run(
