@@ -78,10 +78,9 @@ def vllm_binary(request: pytest.FixtureRequest) -> Path:
     return runtime_binary(request, "vllm", "VLLM_VERSION")
 
 
-@pytest.fixture(scope="session")
-def tiny_vllm_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_tiny_vllm_repo(factory: pytest.TempPathFactory) -> Path:
     """A tiny Qwen3-layout Hugging Face repo (safetensors, tokenizer) that vLLM loads in seconds."""
-    out = tmp_path_factory.mktemp("models") / "tiny-qwen3"
+    out = factory.mktemp("models") / "tiny-qwen3"
     subprocess.run(
         [str(VENV_BIN / "python"), str(HACK / "modelsource.py"), "--write-tiny-repo", str(out)],
         check=True,
@@ -90,11 +89,38 @@ def tiny_vllm_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def new_vllm_pool(factory: pytest.TempPathFactory) -> VLLMServers:
+    return VLLMServers(write_tiny_vllm_repo(factory), factory.mktemp("vllm"))
+
+
+#: The session's pool, made as collection ends when a real vLLM is needed (see below).
+_EARLY_POOL: list[VLLMServers] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A real vLLM takes a minute of CPU to start: the pool's first server starts while the tests
+    before the first vLLM test (the unit tier, in `make test`) run, instead of being waited for."""
+    users = [index for index, item in enumerate(session.items) if "vllm_servers" in item.fixturenames]
+    binary = cached_binary("vllm", "VLLM_VERSION")
+    if not users or users[0] == 0 or not os.access(binary, os.X_OK) or session.config.option.collectonly:
+        return
+    # The factory the tmp_path_factory fixture returns, which fixtures cannot be asked for here.
+    pool = new_vllm_pool(session.config._tmp_path_factory)  # type: ignore[attr-defined]
+    pool.start_early("real", "plain", binary)
+    _EARLY_POOL.append(pool)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An early pool no test took (a run stopped before the vLLM tests) stops its servers too."""
+    while _EARLY_POOL:
+        _EARLY_POOL.pop().close()
+
+
 @pytest.fixture(scope="session")
-def vllm_servers(tiny_vllm_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServers]:
+def vllm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServers]:
     """Real and stand-in vLLM servers serving the tiny repo, shared by the session's tests (a real
     one takes a minute and 3.7 GB to start); at most two real ones run at once."""
-    servers = VLLMServers(tiny_vllm_repo, tmp_path_factory.mktemp("vllm"))
+    servers = _EARLY_POOL.pop() if _EARLY_POOL else new_vllm_pool(tmp_path_factory)
     yield servers
     servers.close()
 

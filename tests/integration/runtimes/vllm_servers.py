@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,15 +160,36 @@ class VLLMServers:
         self.shared: dict[tuple[str, str], VLLMServer] = {}
         self.owned: list[VLLMServer] = []  # handed out by `fresh`/`take`; stopped at the end
         self.last_used: dict[tuple[str, str], float] = {}
+        self.starting: list[threading.Thread] = []
+
+    def start_early(self, flavor: str, config: str, binary: Path) -> None:
+        """Start a shared server on a thread of its own, while other tests run; the pool's next use
+        waits for it (a start that failed is tried again, and fails, there)."""
+
+        def start() -> None:
+            with contextlib.suppress(AssertionError):
+                self._get(flavor, config, binary)
+
+        thread = threading.Thread(target=start, name=f"vllm-{flavor}-{config}-early", daemon=True)
+        self.starting.append(thread)
+        thread.start()
+
+    def _settle(self) -> None:
+        while self.starting:
+            self.starting.pop().join()
 
     def get(self, flavor: str, config: str, binary: Path | None) -> VLLMServer:
         """The shared server of FLAVOR and CONFIG, started if it is not running."""
+        self._settle()
+        return self._get(flavor, config, binary)
+
+    def _get(self, flavor: str, config: str, binary: Path | None) -> VLLMServer:
         key = (flavor, config)
         server = self.shared.get(key)
         if server is None or not server.running:
             if server is not None:
                 server.process.stop()
-            server = self.fresh(flavor, config, binary)
+            server = self._fresh(flavor, config, binary)
             self.owned.remove(server)
             self.shared[key] = server
             server.start(REAL_START_SECONDS if flavor == "real" else 30)
@@ -183,6 +205,10 @@ class VLLMServers:
 
     def fresh(self, flavor: str, config: str, binary: Path | None) -> VLLMServer:
         """A new, unstarted server of its own: for a test that watches it start."""
+        self._settle()
+        return self._fresh(flavor, config, binary)
+
+    def _fresh(self, flavor: str, config: str, binary: Path | None) -> VLLMServer:
         if flavor == "real":
             self._make_room()
         names, api_key = CONFIGS[config]
@@ -230,6 +256,7 @@ class VLLMServers:
             self.shared.pop(oldest).process.stop()
 
     def close(self) -> None:
+        self._settle()
         for server in [*self.shared.values(), *self.owned]:
             server.process.stop()
             # What outlived its server (an engine whose API server died) goes with its group.
