@@ -13,10 +13,21 @@ from llmop.loops.heap import HeapTrim, _malloc_trim
 class CountedTrim:
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.called = asyncio.Event()
 
     def __call__(self, pad: int) -> int:
         self.calls.append(pad)
+        self.called.set()
         return 1
+
+
+async def trimmed(trim: CountedTrim, count: int) -> None:
+    """Until the heap was trimmed `count` times (however slow a loaded machine runs the loop)."""
+    async with asyncio.timeout(30):
+        while len(trim.calls) < count:
+            await trim.called.wait()
+            trim.called.clear()
+    assert len(trim.calls) == count, trim.calls
 
 
 async def test_a_burst_of_deletions_trims_the_heap_once_after_the_delay() -> None:
@@ -26,11 +37,10 @@ async def test_a_burst_of_deletions_trims_the_heap_once_after_the_delay() -> Non
     for index in range(300):
         context.forget_backend(("team", f"b-{index}"))
     assert trim.calls == []  # not during the burst
-    await asyncio.sleep(0.2)
-    assert trim.calls == [0]
+    await trimmed(trim, 1)
+    assert context.heap.pending is None  # one trim for the burst, nothing more to come
     context.forget_backend(("team", "later"))
-    await asyncio.sleep(0.2)
-    assert trim.calls == [0, 0]  # a later deletion trims again
+    await trimmed(trim, 2)  # a later deletion trims again
 
 
 async def test_a_steady_stream_of_deletions_still_trims() -> None:
@@ -44,16 +54,16 @@ async def test_a_steady_stream_of_deletions_still_trims() -> None:
 
 async def test_the_heap_is_trimmed_again_for_what_is_let_go_of_later() -> None:
     trim = CountedTrim()
-    heap = HeapTrim(delay=0.01, trim=trim, later=(0.5, 0.5))
+    heap = HeapTrim(delay=0.01, trim=trim, later=(0.05, 0.05))
     heap.soon()
-    await asyncio.sleep(1.5)
-    assert trim.calls == [0, 0, 0]  # the first trim and two later ones, then no more
+    await trimmed(trim, 3)
+    assert heap.pending is None  # the first trim and two later ones, then no more
     heap.soon()
-    await asyncio.sleep(0.2)
-    assert len(trim.calls) == 4  # the next burst's first pass
+    await trimmed(trim, 4)  # the next burst's first pass, its later ones to come
+    assert heap.pending is not None
     heap.soon()  # a deletion before its later passes starts over: three passes more
-    await asyncio.sleep(1.5)
-    assert len(trim.calls) == 7
+    await trimmed(trim, 7)
+    assert heap.pending is None
 
 
 def test_without_a_running_loop_nothing_is_scheduled() -> None:
