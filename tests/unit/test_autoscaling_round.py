@@ -39,11 +39,18 @@ class FakeKube:
         return {"metadata": {"resourceVersion": "9"}, "status": patch}
 
     async def patch(
-        self, resource: Resource, name: str, namespace: str | None, patch: dict[str, Any]
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None,
+        patch: dict[str, Any],
+        subresource: str | None = None,
     ) -> dict[str, Any] | None:
         if self.away:
             raise KubeUnavailable("connection refused")
-        self.writes.append((resource.plural, name, patch))
+        self.writes.append(
+            (f"{resource.plural}/{subresource}" if subresource else resource.plural, name, patch)
+        )
         return None if resource.plural == "deployments" and not self.deployment else patch
 
     def of(self, kind: str) -> list[dict[str, Any]]:
@@ -65,7 +72,7 @@ def observer(
     context.runtime_http = None  # type: ignore[assignment]  # no pod answers probes here
     body = kopf.Body(
         {
-            "metadata": {"name": "b", "namespace": "ns", "generation": 1},
+            "metadata": {"name": "b", "namespace": "ns", "generation": 1, "resourceVersion": "41"},
             "spec": spec or SPEC,
             "status": status,
         }
@@ -214,3 +221,24 @@ def test_only_a_change_of_the_gateways_counts_wakes_the_observer() -> None:
     waker.clear()
     context.wake_on_demand(key, None)
     assert not waker.is_set()
+
+
+async def test_entries_of_gone_gateways_are_removed_and_never_a_live_ones() -> None:
+    """Each gateway pod writes under its own name: without this, every rollout of the gateway
+    would leave entries behind until the object is full and no gateway can write."""
+    demand = {
+        "gw-live": {"inFlight": 2, "time": now().isoformat()},
+        "gw-idle": {"inFlight": 0, "time": (now() - timedelta(minutes=30)).isoformat()},
+        "gw-gone": {"inFlight": 0, "time": (now() - timedelta(hours=2)).isoformat()},
+        "garbage": {"inFlight": "lots"},
+    }
+    kube = FakeKube()
+    watched = observer(kube, idle(demand))
+    await watched.round()
+    (prune,) = kube.of("llmbackends/status")
+    assert prune == {
+        "metadata": {"resourceVersion": "41"},
+        "status": {"demand": {"gw-gone": None, "garbage": None}},
+    }
+    await watched.round()
+    assert len(kube.of("llmbackends/status")) == 1, "looked for again only minutes later"

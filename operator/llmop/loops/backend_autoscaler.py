@@ -8,20 +8,23 @@ llmop never writes the spec: the decision lives in status and on the Deployment.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from llmop.k8s.client import DEPLOYMENTS, PODS, KubeAPIError
+from llmop.k8s.client import DEPLOYMENTS, LLMBACKENDS, PODS, KubeAPIError
 from llmop.loops.context import BackendKey, OperatorContext
-from llmop.models.backend import LLMBackendSpec, LLMBackendStatus, readable_demand
-from llmop.reconcile.autoscale import AutoscaleDecision, AutoscaleFacts, PodLoad, decide
+from llmop.models.backend import GatewayDemand, LLMBackendSpec, LLMBackendStatus, readable_demand
+from llmop.reconcile.autoscale import AutoscaleDecision, AutoscaleFacts, PodLoad, decide, gone_gateways
 from llmop.reconcile.backend_status import PodFacts
 
 logger = logging.getLogger(__name__)
 #: The ReplicaSet removes the pods with the lowest cost first: those llmop drained.
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 LEAVING_COST = "-1000"
+#: Entries of gone gateways are looked for at most this often (monotonic seconds).
+PRUNE_EVERY_SECONDS = 300.0
 
 
 @dataclass
@@ -33,6 +36,9 @@ class BackendAutoscaler:
     marked: set[str] = field(default_factory=set)
     #: The last write to the API server failed: the observer looks again soon.
     failed: bool = False
+    #: status.demand as last read, and what llmop made of it: read again only once it changed.
+    demand_read: tuple[object, dict[str, GatewayDemand]] = (None, {})
+    pruned_at: float = float("-inf")
 
     @property
     def key(self) -> BackendKey:
@@ -45,11 +51,13 @@ class BackendAutoscaler:
         status: dict[str, Any],
         pods: list[PodFacts],
         now: datetime,
+        version: str | None = None,
     ) -> AutoscaleDecision | None:
-        """Decide from the gateways' counts (`status`, the live stored status) and apply; None
-        for a backend without spec.autoscaling."""
+        """Decide from the gateways' counts (`status`, the live stored status, at resourceVersion
+        `version`) and apply; None for a backend without spec.autoscaling."""
         self.failed = False
         live = [pod for pod in pods if not pod.deleting]
+        await self.prune(status, now, version)
         if spec.autoscaling is None or spec.runtime is None:
             self.context.scaled.pop(self.key, None)
             await self.mark((), live)  # a backend switched back to spec.replicas
@@ -58,7 +66,7 @@ class BackendAutoscaler:
         facts = AutoscaleFacts(
             spec=spec.autoscaling,
             now=now,
-            demand=readable_demand(status.get("demand")),
+            demand=self.demand(status.get("demand")),
             previous=previous.autoscaling,
             start=previous.replicas.desired if previous.replicas and previous.observed_generation else None,
             pods=[
@@ -75,6 +83,30 @@ class BackendAutoscaler:
         await self.mark(decision.draining, live)
         await self.scale(decision.replicas)
         return decision
+
+    def demand(self, raw: object) -> dict[str, GatewayDemand]:
+        """The readable entries of status.demand; kopf gives a new object for each change, so the
+        same object is not read again (a round a second must not parse a large map each time)."""
+        seen, parsed = self.demand_read
+        if raw is not seen:
+            parsed = readable_demand(raw)
+            self.demand_read = (raw, parsed)
+        return parsed
+
+    async def prune(self, status: dict[str, Any], now: datetime, version: str | None) -> None:
+        """Remove the entries of gateways that are gone, only where the status is still the one
+        read (resourceVersion): a gateway's concurrent write is never lost."""
+        if time.monotonic() - self.pruned_at < PRUNE_EVERY_SECONDS:
+            return
+        self.pruned_at = time.monotonic()
+        gone = gone_gateways(status.get("demand"), now)
+        if not gone or not version:
+            return
+        patch = {"metadata": {"resourceVersion": version}, "status": {"demand": dict.fromkeys(gone)}}
+        try:
+            await self.context.kube.patch(LLMBACKENDS, self.name, self.namespace, patch, subresource="status")
+        except KubeAPIError as error:  # a conflict, or the API server away: in PRUNE_EVERY_SECONDS
+            logger.info("backend %s/%s: gone gateways kept for now: %s", self.namespace, self.name, error)
 
     async def scale(self, replicas: int) -> None:
         """Set the Deployment's replicas when they are not what llmop set last (the ensure handler

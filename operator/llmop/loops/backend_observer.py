@@ -173,7 +173,8 @@ class BackendObserver:
         previous = LLMBackendStatus.model_validate(stored)
         # First: a request a gateway holds must reach the Deployment before any probe is made.
         live = dict(self.body.get("status") or {})
-        decision = await self.autoscaler.step(spec, previous, live, self.pods(), stored_now())
+        version = self.body.metadata.get("resourceVersion")
+        decision = await self.autoscaler.step(spec, previous, live, self.pods(), stored_now(), version)
         look = await self.look(spec, previous, decision)
         changed = look.status.to_api() != previous.to_api()
         if self.pace.doubts(previous.phase, changed, self.stopped_answering(look)):

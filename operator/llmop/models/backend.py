@@ -900,7 +900,8 @@ class LLMBackendStatus(ApiModel):
     demand: dict[str, GatewayDemand] | None = Field(
         default=None,
         description="The requests each gateway relays to this backend, by gateway pod; written by the "
-        "gateways (only for spec.autoscaling), never by the operator.",
+        "gateways (only for spec.autoscaling). The operator only removes an entry no gateway rewrote "
+        "for an hour (a gateway pod that is gone).",
         json_schema_extra={"maxProperties": MAX_DEMAND_GATEWAYS},
     )
     startup: StartupStatus | None = Field(

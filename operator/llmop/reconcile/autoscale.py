@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from llmop.models.backend import AutoscalingSpec, AutoscalingStatus, GatewayDemand
+from llmop.models.backend import MAX_DEMAND_GATEWAYS, AutoscalingSpec, AutoscalingStatus, GatewayDemand
 from llmop.models.duration import format_duration, parse_duration
 
 #: A gateway rewrites its entry at least every 15 s while it counts anything: an older entry is a
@@ -24,6 +24,9 @@ FRESH_SECONDS = 60.0
 #: An entry dated this far ahead is still read (the gateways' clocks are not the operator's); one
 #: dated further is not to be trusted.
 CLOCK_SKEW_SECONDS = 10.0
+#: An entry not rewritten for this long is a gateway that is gone (each gateway pod writes under
+#: its own name, so a rollout of the gateway leaves the old names behind): llmop removes it.
+GONE_AFTER_SECONDS = 3600.0
 #: Pods named in the drain message, the rest counted.
 _NAMED_PODS = 3
 
@@ -92,6 +95,26 @@ def fresh_demand(demand: dict[str, GatewayDemand], now: datetime) -> Demand:
         last_request=max(busy, default=None),
         expires=min(times) + timedelta(seconds=FRESH_SECONDS) if times else None,
     )
+
+
+def gone_gateways(raw: object, now: datetime) -> list[str]:
+    """The entries of status.demand to remove (at most MAX_DEMAND_GATEWAYS): those older than
+    GONE_AFTER_SECONDS, and those no gateway of llmop's could have written (unreadable, or
+    undated): they count for nothing, and would stay forever."""
+    if not isinstance(raw, dict):
+        return []
+    oldest = now - timedelta(seconds=GONE_AFTER_SECONDS)
+    gone = []
+    for gateway, value in raw.items():
+        try:
+            entry = GatewayDemand.model_validate(value)
+        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+            entry = None
+        if entry is None or entry.time is None or entry.time < oldest:
+            gone.append(str(gateway))
+        if len(gone) >= MAX_DEMAND_GATEWAYS:
+            break
+    return gone
 
 
 def clamp(spec: AutoscalingSpec, replicas: int) -> int:
