@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 
 from llmop.models.base import (
     CONDITIONS_LIST,
@@ -791,6 +791,16 @@ MAX_DEMAND_PODS = 1000
 MAX_DEMAND_COUNT = 1_000_000
 
 
+def _utc(value: datetime) -> datetime:
+    """A time without an offset (which the API server's date-time format accepts) read as UTC:
+    compared with llmop's own, aware times, it would raise."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+#: A time in status that someone else may have written (a gateway, anyone with status rights).
+WrittenTime = Annotated[datetime, AfterValidator(_utc)]
+
+
 class GatewayDemand(ApiModel):
     """What one gateway relays to the backend now; written by that gateway only."""
 
@@ -811,7 +821,7 @@ class GatewayDemand(ApiModel):
         description="Requests in flight per pod, by pod name (what a draining pod waits for).",
         json_schema_extra={"maxProperties": MAX_DEMAND_PODS},
     )
-    time: datetime | None = Field(
+    time: WrittenTime | None = Field(
         default=None,
         description="When the gateway wrote this (RFC 3339, UTC); llmop ignores an entry older than 60s.",
     )
@@ -840,11 +850,11 @@ class AutoscalingStatus(ApiModel):
     replicas: int = Field(default=0, description="The replicas llmop decided (status.replicas.desired).")
     in_flight: int = Field(default=0, description="Requests in flight at the gateways (fresh entries).")
     waiting: int = Field(default=0, description="Requests the gateways hold for a pod that serves.")
-    last_request_time: datetime | None = Field(
+    last_request_time: WrittenTime | None = Field(
         default=None, description="When a gateway last reported a request in flight or waiting."
     )
     message: str = Field(default="", description="Why this many replicas, in words.")
-    scale_down_since: datetime | None = Field(
+    scale_down_since: WrittenTime | None = Field(
         default=None,
         description="Since when demand asks for fewer replicas than run: they go down once it has "
         "stayed lower for scaleDownDelay.",
@@ -852,7 +862,7 @@ class AutoscalingStatus(ApiModel):
     scale_down_to: int | None = Field(
         default=None, description="The most replicas demand asked for since scaleDownSince: where they go."
     )
-    drain_started: datetime | None = Field(
+    drain_started: WrittenTime | None = Field(
         default=None, description="When the pods marked draining in status.pods began to drain."
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llmop.models.backend import AutoscalingSpec, AutoscalingStatus, GatewayDemand, readable_demand
-from llmop.reconcile.autoscale import AutoscaleDecision, AutoscaleFacts, PodLoad, decide
+from llmop.reconcile.autoscale import AutoscaleDecision, AutoscaleFacts, PodLoad, decide, gone_gateways
 
 T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -229,3 +229,26 @@ def test_hostile_demand_is_bounded_and_never_raises() -> None:
     decision = decide(AutoscaleFacts(spec(maxReplicas=10**6, targetInFlight=1), T0, demand, held(1)))
     assert decision.replicas == 1000
     assert readable_demand(None) == {} and readable_demand(["x"]) == {}
+
+
+def test_times_written_without_an_offset_are_read_as_utc_and_never_raise() -> None:
+    """The API server's date-time format accepts a time without an offset; compared with llmop's
+    own times it would raise in every round."""
+    naive = T0.replace(tzinfo=None).isoformat()
+    demand = readable_demand({"gw": {"inFlight": 5, "time": naive}})
+    previous = AutoscalingStatus.model_validate(
+        {"replicas": 3, "scaleDownSince": naive, "drainStarted": naive}
+    )
+    decision = decide(AutoscaleFacts(spec(), T0, demand, previous))
+    assert decision.replicas == 3 and decision.status.in_flight == 5
+    assert gone_gateways({"gw": {"time": naive}}, T0 + timedelta(hours=2)) == ["gw"]
+
+
+def test_gone_gateways_are_the_old_and_the_unreadable_and_at_most_a_thousand() -> None:
+    raw: dict[str, Any] = {f"gw-{i}": {"time": (T0 - timedelta(hours=2)).isoformat()} for i in range(3000)}
+    raw["live"] = {"inFlight": 0, "time": (T0 - timedelta(minutes=59)).isoformat()}
+    raw["undated"] = {"inFlight": 1}
+    gone = gone_gateways(raw, T0)
+    assert len(gone) == 1000 and "live" not in gone
+    assert gone_gateways({"live": raw["live"], "undated": raw["undated"], "bad": 7}, T0) == ["undated", "bad"]
+    assert gone_gateways("not a map", T0) == []
