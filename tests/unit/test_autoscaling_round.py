@@ -11,7 +11,7 @@ import pytest
 
 from llmop import metrics
 from llmop.config import OperatorConfig
-from llmop.k8s.client import KubeUnavailable, Resource
+from llmop.k8s.client import KubeAPIError, KubeUnavailable, Resource
 from llmop.loops import backend_observer
 from llmop.loops.backend_autoscaler import DELETION_COST_ANNOTATION
 from llmop.loops.backend_observer import BackendObserver
@@ -28,15 +28,16 @@ SPEC = {
 class FakeKube:
     """Records every write: (kind, name, patch)."""
 
-    def __init__(self, deployment: bool = True, away: bool = False) -> None:
+    def __init__(self, deployment: bool = True, away: bool = False, refuse: bool = False) -> None:
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
-        self.deployment, self.away = deployment, away
+        self.deployment, self.away, self.refuse = deployment, away, refuse
+        self.attempts = 0
 
     async def patch_status(
         self, resource: Resource, name: str, namespace: str, patch: dict[str, Any]
     ) -> dict[str, Any]:
         self.writes.append(("status", name, patch))
-        return {"metadata": {"resourceVersion": "9"}, "status": patch}
+        return {"metadata": {"resourceVersion": "100"}, "status": patch}
 
     async def patch(
         self,
@@ -48,6 +49,9 @@ class FakeKube:
     ) -> dict[str, Any] | None:
         if self.away:
             raise KubeUnavailable("connection refused")
+        self.attempts += 1
+        if self.refuse:
+            raise KubeAPIError(403, f'{resource.plural}.apps "{name}" is forbidden', "Forbidden")
         self.writes.append(
             (f"{resource.plural}/{subresource}" if subresource else resource.plural, name, patch)
         )
@@ -194,16 +198,32 @@ async def test_a_backend_switched_back_to_replicas_loses_the_marks_and_the_decis
     assert "autoscaling" not in status and status["replicas"]["desired"] == 1
 
 
-async def test_a_deployment_not_there_yet_or_an_api_server_away_is_tried_again_soon() -> None:
+async def test_a_deployment_not_there_yet_is_not_asked_again_every_round() -> None:
+    """The ensure handler creates it with the decision (and then drops the record)."""
     demand = {"gw-1": {"waiting": 1, "time": now().isoformat()}}
     missing = FakeKube(deployment=False)
     watched = observer(missing, idle(demand))
     await watched.round()
-    assert ("ns", "b") not in watched.context.scaled, "set again once the ensure handler created it"
+    await watched.round()
+    assert len(missing.of("deployments")) == 1 and watched.context.scaled[("ns", "b")] == 1
+
+
+async def test_an_api_server_away_is_tried_again_soon_and_a_refusal_is_said_in_status() -> None:
+    demand = {"gw-1": {"waiting": 1, "time": now().isoformat()}}
     away = FakeKube(away=True)
     watched = observer(away, idle(demand))
     await watched.round()
     assert watched.slept == 1.0  # type: ignore[attr-defined]
+    refused = FakeKube(refuse=True)
+    watched = observer(refused, idle(demand))
+    await watched.round()
+    await watched.round()
+    assert refused.attempts == 1, "a refusal is not asked again every round"
+    (status,) = refused.of("status")
+    assert status["autoscaling"]["message"] == (
+        "0 requests in flight and 1 waiting, 4 per replica: 1 replica (llmop cannot apply it: set the "
+        'Deployment\'s replicas to 1: deployments.apps "b" is forbidden)'
+    )
 
 
 def test_only_a_change_of_the_gateways_counts_wakes_the_observer() -> None:
