@@ -18,6 +18,8 @@ from llmop.loops.backend_observer import BackendObserver
 from llmop.loops.context import OperatorContext
 from llmop.reconcile.backend_status import PodFacts
 
+#: The Events llmop posted for a change of replicas: (from, to, why).
+RESCALED: list[tuple[Any, ...]] = []
 SPEC = {
     "runtime": "llamacpp",
     "models": [{"name": "https://h/f.gguf"}],
@@ -117,6 +119,8 @@ def idle(demand: dict[str, Any] | None = None) -> dict[str, Any]:
 def _no_events_and_no_gauges_left(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(backend_observer, "post_phase_event", lambda *_: None)
     monkeypatch.setattr(backend_observer, "post_fits_event", lambda *_: None)
+    monkeypatch.setattr(backend_observer, "post_rescale_event", lambda *args: RESCALED.append(args[1:]))
+    RESCALED.clear()
     yield
     metrics.forget_backend("ns", "b")
 
@@ -131,6 +135,7 @@ async def test_a_request_held_at_zero_wakes_the_deployment_and_status_never_touc
     assert "demand" not in status
     assert status["replicas"]["desired"] == 1 and status["phase"] == "Deploying"
     assert status["autoscaling"]["message"] == "0 requests in flight and 1 waiting, 4 per replica: 1 replica"
+    assert RESCALED == [(0, 1, "0 requests in flight and 1 waiting, 4 per replica: 1 replica")]
     # The next round sets nothing again: the Deployment already runs the decision.
     await watched.round()
     assert len(kube.of("deployments")) == 1
@@ -183,6 +188,7 @@ async def test_a_leaving_pod_is_marked_before_the_replicas_go_down() -> None:
     await watched.round()
     assert kube.of("deployments")[-1] == {"spec": {"replicas": 1}}
     assert len(kube.of("pods")) == 1, "marked once"
+    assert RESCALED == [(2, 1, "0 requests in flight, 4 per replica: 1 replica")]
 
 
 async def test_a_backend_switched_back_to_replicas_loses_the_marks_and_the_decision() -> None:

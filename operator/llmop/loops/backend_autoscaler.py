@@ -43,6 +43,8 @@ class BackendAutoscaler:
     #: succeeds; and when to try again.
     problem: str | None = None
     retry_at: float = float("-inf")
+    #: The replicas this round changed, from and to (an Event says so), or None.
+    rescaled: tuple[int, int] | None = None
     #: status.demand as last read, and what llmop made of it: read again only once it changed.
     demand_read: tuple[object, dict[str, GatewayDemand]] = (None, {})
     pruned_at: float = float("-inf")
@@ -62,7 +64,7 @@ class BackendAutoscaler:
     ) -> AutoscaleDecision | None:
         """Decide from the gateways' counts (`status`, the live stored status, at resourceVersion
         `version`) and apply; None for a backend without spec.autoscaling."""
-        self.failed = False
+        self.failed, self.rescaled = False, None
         live = [pod for pod in pods if not pod.deleting]
         await self.prune(status, now, version)
         if spec.autoscaling is None or spec.runtime is None:
@@ -89,6 +91,10 @@ class BackendAutoscaler:
         # Marked before the replicas go down: the ReplicaSet then removes these pods, not others.
         await self.mark(decision.draining, live)
         await self.scale(decision.replicas)
+        before = previous.autoscaling.replicas if previous.autoscaling else None
+        applied = self.context.scaled.get(self.key) == decision.replicas
+        if before is not None and before != decision.replicas and applied:
+            self.rescaled = (before, decision.replicas)
         if self.problem is None:
             return decision
         message = f"{decision.status.message} (llmop cannot apply it: {self.problem})"
