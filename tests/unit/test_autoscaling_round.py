@@ -30,10 +30,12 @@ SPEC = {
 class FakeKube:
     """Records every write: (kind, name, patch)."""
 
-    def __init__(self, deployment: bool = True, away: bool = False, refuse: bool = False) -> None:
+    def __init__(
+        self, deployment: bool = True, away: bool = False, refuse: bool = False, refuse_pods: bool = False
+    ) -> None:
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
         self.deployment, self.away, self.refuse = deployment, away, refuse
-        self.attempts = 0
+        self.attempts, self.refuse_pods = 0, refuse_pods
 
     async def patch_status(
         self, resource: Resource, name: str, namespace: str, patch: dict[str, Any]
@@ -52,7 +54,7 @@ class FakeKube:
         if self.away:
             raise KubeUnavailable("connection refused")
         self.attempts += 1
-        if self.refuse:
+        if self.refuse or (self.refuse_pods and resource.plural == "pods"):
             raise KubeAPIError(403, f'{resource.plural}.apps "{name}" is forbidden', "Forbidden")
         self.writes.append(
             (f"{resource.plural}/{subresource}" if subresource else resource.plural, name, patch)
@@ -268,3 +270,30 @@ async def test_entries_of_gone_gateways_are_removed_and_never_a_live_ones() -> N
     }
     await watched.round()
     assert len(kube.of("llmbackends/status")) == 1, "looked for again only minutes later"
+
+
+async def test_a_refused_pod_mark_is_said_and_never_holds_back_a_scale_up() -> None:
+    """An operator whose role lacks patch on pods still scales up at once when requests come."""
+    long_ago = (now() - timedelta(minutes=10)).isoformat()
+    status = {
+        "observedGeneration": 1,
+        "phase": "Ready",
+        "replicas": {"desired": 2, "ready": 2, "summary": "2/2"},
+        "autoscaling": {"replicas": 2, "scaleDownSince": long_ago, "scaleDownTo": 1},
+        "pods": [{"name": "b-1", "ready": True}, {"name": "b-2", "ready": True}],
+    }
+    pods = [PodFacts("b-1", ip="10.0.0.1", phase="Running"), PodFacts("b-2", ip="10.0.0.2", phase="Running")]
+    kube = FakeKube(refuse_pods=True)
+    watched = observer(kube, status, pods)
+    await watched.round()
+    (written,) = kube.of("status")
+    assert written["autoscaling"]["message"].endswith(
+        '(llmop cannot apply it: annotate pod b-1: pods.apps "b-1" is forbidden)'
+    )
+    busy = {"gw-1": {"inFlight": 11, "time": now().isoformat()}}
+    watched.body._replace_with({**watched.body, "status": {**written, "demand": busy}})
+    await watched.round()
+    assert kube.of("deployments")[-1] == {"spec": {"replicas": 3}}
+    assert (
+        kube.of("status")[-1]["autoscaling"]["message"] == "11 requests in flight, 4 per replica: 3 replicas"
+    )

@@ -39,10 +39,10 @@ class BackendAutoscaler:
     marked: set[str] = field(default_factory=set)
     #: The API server was away for a write of this round: the observer looks again soon.
     failed: bool = False
-    #: Why a write was refused (RBAC, a webhook), said in status.autoscaling.message until one
-    #: succeeds; and when to try again.
-    problem: str | None = None
-    retry_at: float = float("-inf")
+    #: Why a kind of write ("scale", "mark") was refused (RBAC, a webhook): said in
+    #: status.autoscaling.message until one of that kind succeeds; and when to try it again.
+    problems: dict[str, str] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
     #: The replicas this round changed, from and to (an Event says so), or None.
     rescaled: tuple[int, int] | None = None
     #: status.demand as last read, and what llmop made of it: read again only once it changed.
@@ -95,21 +95,27 @@ class BackendAutoscaler:
         applied = self.context.scaled.get(self.key) == decision.replicas
         if before is not None and before != decision.replicas and applied:
             self.rescaled = (before, decision.replicas)
-        if self.problem is None:
+        if not self.problems:
             return decision
-        message = f"{decision.status.message} (llmop cannot apply it: {self.problem})"
-        return replace(decision, status=decision.status.model_copy(update={"message": status_text(message)}))
+        problems = "; ".join(self.problems[kind] for kind in sorted(self.problems))
+        message = status_text(f"{decision.status.message} (llmop cannot apply it: {problems})")
+        return replace(decision, status=decision.status.model_copy(update={"message": message}))
 
-    def refused(self, what: str, error: KubeAPIError) -> None:
+    def due(self, attempt: str) -> bool:
+        """Whether this write may be tried: not within REFUSED_RETRY_SECONDS of its refusal."""
+        return time.monotonic() >= self.retry_at.get(attempt, float("-inf"))
+
+    def refused(self, kind: str, attempt: str, what: str, error: KubeAPIError) -> None:
         """A write the API server did not take: soon again when it was away; said in status when
         it refused (it will refuse again until someone fixes the cause: no retry every second)."""
         if isinstance(error, KubeUnavailable):
             self.failed = True
             return
         problem = f"{what}: {error.message}"
-        if problem != self.problem:
+        if problem != self.problems.get(kind):
             logger.warning("backend %s/%s: cannot %s", self.namespace, self.name, problem)
-        self.problem, self.retry_at = problem, time.monotonic() + REFUSED_RETRY_SECONDS
+        self.problems[kind] = problem
+        self.retry_at[attempt] = time.monotonic() + REFUSED_RETRY_SECONDS
 
     def demand(self, raw: object) -> dict[str, GatewayDemand]:
         """The readable entries of status.demand; kopf gives a new object for each change, so the
@@ -138,25 +144,30 @@ class BackendAutoscaler:
     async def scale(self, replicas: int) -> None:
         """Set the Deployment's replicas when they are not what llmop set last (the ensure handler
         drops that record whenever it applies the Deployment)."""
-        if self.context.scaled.get(self.key) == replicas or time.monotonic() < self.retry_at:
+        # A refused value is tried again only later; another value at once (a wake must not wait).
+        attempt = f"scale to {replicas}"
+        if self.context.scaled.get(self.key) == replicas or not self.due(attempt):
             return
         try:
             await self.context.kube.patch(
                 DEPLOYMENTS, self.name, self.namespace, {"spec": {"replicas": replicas}}
             )
         except KubeAPIError as error:
-            self.refused(f"set the Deployment's replicas to {replicas}", error)
+            self.refused("scale", attempt, f"set the Deployment's replicas to {replicas}", error)
             return
         # Also when not deployed yet (None): the ensure handler creates it with these, then drops
         # the record, so the next round sets them again.
         self.context.scaled[self.key] = replicas
-        self.problem = None
+        self.problems.pop("scale", None)
 
     async def mark(self, draining: tuple[str, ...], live: list[PodFacts]) -> None:
         """Give the leaving pods the lowest deletion cost; take it back from pods that stay."""
         there = {pod.name for pod in live}
         self.marked &= there
-        if time.monotonic() < self.retry_at:
+        if not draining and not self.marked:
+            self.problems.pop("mark", None)  # nothing to mark: nothing refused
+            return
+        if not self.due("mark"):
             return
         for pod in draining:
             if pod not in self.marked and await self.annotate(pod, LEAVING_COST):
@@ -170,6 +181,7 @@ class BackendAutoscaler:
         try:
             await self.context.kube.patch(PODS, pod, self.namespace, patch)
         except KubeAPIError as error:
-            self.refused(f"annotate pod {pod}", error)
+            self.refused("mark", "mark", f"annotate pod {pod}", error)
             return False
+        self.problems.pop("mark", None)
         return True
