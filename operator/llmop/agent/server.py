@@ -5,6 +5,7 @@ DELETE /api/pull     ?model= or {"model"}             cancel a transfer (the par
 GET    /api/tags                                      completed models on disk
 DELETE /api/delete   {"model"}                        remove a model and its partials
 GET    /api/version
+GET    /api/space                                     free and total bytes of the models volume
 GET    /startup      200 once every LLMOP_REQUIRED_MODELS path is complete, else 503
 GET    /healthz
 
@@ -20,6 +21,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -261,6 +263,15 @@ async def startup(request: web.Request) -> web.Response:
     return web.json_response({"ready": True, "complete": complete})
 
 
+async def space(request: web.Request) -> web.Response:
+    """The models volume's free and total bytes (a ModelCache shows them in its status)."""
+    models_dir = request.app[AGENT].settings.models_dir
+    stats = await asyncio.to_thread(os.statvfs, models_dir)
+    return web.json_response(
+        {"free": stats.f_bavail * stats.f_frsize, "capacity": stats.f_blocks * stats.f_frsize}
+    )
+
+
 async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -303,6 +314,7 @@ def build_app(settings: AgentSettings) -> web.Application:
     app.router.add_get("/api/tags", tags)
     app.router.add_delete("/api/delete", delete)
     app.router.add_get("/api/version", version)
+    app.router.add_get("/api/space", space)
     app.router.add_get("/startup", startup)
     app.router.add_get("/healthz", healthz)
     return app
