@@ -144,6 +144,8 @@ class BackendSnapshot:
     warmed: dict[str, datetime] = field(default_factory=dict)
     #: The pods' label selector as a string (status.selector, read by the scale subresource).
     pod_selector: str | None = None
+    #: Why a backend on a ModelCache deploys nothing yet: (condition reason, message).
+    cache_wait: tuple[str, str] | None = None
 
     @property
     def external(self) -> bool:
@@ -457,6 +459,9 @@ def _phase(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> tuple[Backen
     if snapshot.apply_problem:
         reason, message = snapshot.apply_problem
         return "Failed", reason, message
+    if snapshot.cache_wait:
+        reason, message = snapshot.cache_wait
+        return "Pending", reason, message
     if desired == 0:
         return "Pending", "ScaledToZero", "replicas is 0: nothing serves"
     if denied := [o.probe.reason for o in snapshot.runtimes.values() if o.probe.state is ProbeState.DENIED]:
@@ -522,7 +527,7 @@ def _stalled(
     """Why llmop gives up until something changes (Stalled=True), or ("", "")."""
     if phase == "Failed":
         return reason, message
-    if phase == "Ready":
+    if phase == "Ready" or snapshot.cache_wait:  # a cache fills as long as its models take
         return "", ""
     if any(pull.phase == "Failed" for pull in snapshot.pulls.values()):
         return "PullFailed", message
