@@ -1,0 +1,131 @@
+"""ModelCache end to end: one download of a model's bytes from the model source serves every pod
+of every backend that uses the cache, with real llama-server processes reading the cache's claim.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from support.kube import Kube, eventually, wait_backend_ready
+from support.operator import OperatorProcess
+from support.runtimes import ModelSource, PodRunner
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cache_ns(kube: Kube, operator_process: OperatorProcess, podrunner: PodRunner) -> Iterator[str]:
+    with kube.namespace("e2e-cache") as name:
+        yield name
+
+
+def publish(source: ModelSource) -> tuple[str, str, int, str]:
+    """A copy of the tiny GGUF under a name of its own: (model URL, the path the source counts its
+    bytes under, size, sha256)."""
+    name = f"cached-{uuid.uuid4().hex[:6]}.gguf"
+    target = source.root / "files" / "e2e" / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source.root / "files" / "tiny.gguf", target)
+    data = target.read_bytes()
+    return f"{source.url}/files/e2e/{name}", f"/files/e2e/{name}", len(data), hashlib.sha256(data).hexdigest()
+
+
+def cache(model: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmop.dev/v1alpha1",
+        "kind": "ModelCache",
+        "metadata": {"name": "shared"},
+        "spec": {"storage": {"size": "1Gi"}, "models": [{"name": model}]},
+    }
+
+
+def backend(name: str, model: str, replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "llmop.dev/v1alpha1",
+        "kind": "LLMBackend",
+        "metadata": {"name": name},
+        "spec": {
+            "runtime": "llamacpp",
+            "replicas": replicas,
+            "models": [{"name": model}],
+            "modelCache": {"name": "shared"},
+            "startup": {"timeout": "10m", "probeInterval": "1s"},
+            "warmup": {"enabled": False},
+        },
+    }
+
+
+def served_by_each_pod(kube: Kube, name: str, namespace: str) -> dict[str, list[str]]:
+    """Each pod's own answer to /v1/models, asked at its address."""
+    pods = kube.list("pods", namespace, selector=f"llmop.dev/backend={name}")
+    served = {}
+    for pod in pods:
+        url = f"http://{pod['status']['podIP']}:8080"
+        served[pod["metadata"]["name"]] = [
+            m["id"] for m in httpx.get(f"{url}/v1/models", timeout=5).json()["data"]
+        ]
+    return served
+
+
+def test_one_download_serves_every_pod_of_every_backend_on_the_cache(
+    kube: Kube, cache_ns: str, modelsource: ModelSource
+) -> None:
+    model, counted, size, sha256 = publish(modelsource)
+    served_name = model.rsplit("/", 1)[-1]
+    kube.apply(backend("chat", model, replicas=3), cache_ns)
+    kube.apply(backend("chat-b", model, replicas=1), cache_ns)
+    # Before the cache exists the backends say what they wait for, and deploy nothing.
+    waiting = eventually(
+        lambda: kube.get("llmb", "chat", cache_ns).get("status", {}).get("conditions"),
+        timeout=60,
+        message="a status for the backend without its cache",
+    )
+    ready = next(c for c in waiting if c["type"] == "Ready")
+    assert ready["reason"] == "ModelCacheNotFound" and "shared" in ready["message"], ready
+    assert kube.get_or_none("deployment", "chat", cache_ns) is None
+
+    kube.apply(cache(model), cache_ns)
+    wait_backend_ready(kube, "chat", cache_ns, timeout="120s")
+    wait_backend_ready(kube, "chat-b", cache_ns, timeout="60s")
+
+    sent = modelsource.stats(counted)
+    assert sent["bytes_sent"] == size and sent["completed"] == 1, sent
+    served = {**served_by_each_pod(kube, "chat", cache_ns), **served_by_each_pod(kube, "chat-b", cache_ns)}
+    assert len(served) == 4 and all(names == [served_name] for names in served.values()), served
+
+    status = eventually(
+        lambda: (
+            (s := kube.get("modelcache", "shared", cache_ns).get("status", {})).get("models")
+            and s["models"][0].get("usedBy") == ["chat", "chat-b"]
+            and s
+        ),
+        timeout=30,
+        message="the cache's status naming both backends",
+    )
+    entry = status["models"][0]
+    assert status["phase"] == "Ready" and status["summary"] == "1/1"
+    assert entry["phase"] == "Ready" and entry["sizeBytes"] == size and entry["digest"] == f"sha256:{sha256}"
+    assert status["freeBytes"] > 0 and status["capacityBytes"] >= status["freeBytes"]
+    # Pods read the cache: no download agent, the claim read-only, no single node or Recreate.
+    deployment = kube.get("deployment", "chat", cache_ns)
+    pod = deployment["spec"]["template"]["spec"]
+    assert "initContainers" not in pod and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert {"claimName": status["claimName"], "readOnly": True} in [
+        v.get("persistentVolumeClaim") for v in pod["volumes"]
+    ]
+
+    kube.run("scale", "llmb/chat", "-n", cache_ns, "--replicas=5")
+    eventually(
+        lambda: kube.get("llmb", "chat", cache_ns).get("status", {}).get("replicas", {}).get("ready") == 5,
+        timeout=90,
+        message="five replicas serving",
+    )
+    assert len(served_by_each_pod(kube, "chat", cache_ns)) == 5
+    assert modelsource.stats(counted)["bytes_sent"] == size, "scaling up downloaded nothing more"
