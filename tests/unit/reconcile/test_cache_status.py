@@ -124,3 +124,33 @@ def test_a_cache_of_another_namespace_is_refused_whatever_it_holds() -> None:
     assert wait is not None and wait.refused and wait.reason == "ModelCacheNotAllowed"
     assert "own namespace" in wait.message
     assert backend_cache_wait("team-a", "shared", "team-a", [FILE], cache_object([FILE], [FILE])) is None
+
+
+def test_a_backend_waiting_for_its_cache_is_pending_and_never_stalls_on_the_startup_timeout() -> None:
+    from datetime import timedelta
+
+    from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
+    from llmop.reconcile.backend_status import BackendSnapshot, compute_backend_status
+
+    spec = {"runtime": "llamacpp", "models": [{"name": FILE}], "modelCache": {"name": "shared"}}
+    message = f"waiting for ModelCache 'shared' to hold the models: {FILE} Filling 40%"
+    status = compute_backend_status(
+        BackendSnapshot(
+            generation=1,
+            spec=LLMBackendSpec.model_validate({**spec, "startup": {"timeout": "1m"}}),
+            endpoint="http://b.ns.svc.cluster.local:8080",
+            openai_base_url="http://b.ns.svc.cluster.local:8080/v1",
+            now=NOW + timedelta(hours=1),  # far past startup.timeout: a large model fills for long
+            observing_since=NOW,
+            previous=LLMBackendStatus(),
+            cache_wait=("WaitingForModelCache", message),
+        )
+    )
+    assert status.phase == "Pending"
+    by_type = {c.type: c for c in status.conditions or []}
+    assert (by_type["Ready"].status, by_type["Ready"].reason, by_type["Ready"].message) == (
+        "False",
+        "WaitingForModelCache",
+        message,
+    )
+    assert by_type["Reconciling"].status == "True" and by_type["Stalled"].status == "False"
