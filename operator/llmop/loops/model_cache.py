@@ -21,6 +21,7 @@ import kopf
 from pydantic import ValidationError
 
 from llmop.api_keys import not_opted_in, opted_in
+from llmop.config import OperatorConfig
 from llmop.k8s.client import (
     DEPLOYMENTS,
     MODELCACHES,
@@ -40,6 +41,7 @@ from llmop.manifests.model_cache import (
     build_filler_deployment,
     build_filler_token_secret,
     cache_claim,
+    filler_name,
     filler_token_secret_name,
 )
 from llmop.manifests.ownership import controlled_by
@@ -70,6 +72,8 @@ PARALLEL_MODELS = 4
 #: The agent's answers are small; a larger one is not the agent.
 MAX_ANSWER_BYTES = 2 * 1024 * 1024
 TOKEN_BYTES = 32
+#: Hashing a large model again takes minutes (about as long as hashing it on arrival).
+VERIFY_TIMEOUT_SECONDS = 3600.0
 
 
 class CacheNotApplied(Exception):
@@ -130,17 +134,36 @@ async def apply_cache_objects(
                 spec.storage.existing_claim, namespace, "spec.storage.existingClaim", "PersistentVolumeClaim"
             )
             raise CacheNotApplied(problem.reason, problem.message)
+    filler = await kube.get(DEPLOYMENTS, filler_name(name), namespace)
     objects: list[tuple[Any, dict[str, Any]]] = []
     if claim_body := build_cache_claim(name, namespace, uid, spec):
         objects.append((PVCS, claim_body))
-    objects.append((DEPLOYMENTS, build_filler_deployment(name, namespace, uid, spec, context.config)))
+    config = filler_config(context.config, filler if filler and controlled_by(filler, uid) else None)
+    objects.append((DEPLOYMENTS, build_filler_deployment(name, namespace, uid, spec, config)))
     for resource, manifest in objects:
-        existing = await kube.get(resource, manifest["metadata"]["name"], namespace)
+        existing = (
+            filler
+            if resource == DEPLOYMENTS
+            else await kube.get(resource, manifest["metadata"]["name"], namespace)
+        )
         if existing is not None and not controlled_by(existing, uid):
             raise CacheNotApplied("NameConflict", _taken(manifest["kind"], manifest["metadata"]["name"]))
     await ensure_filler_token(kube, name, namespace, uid)
     for resource, manifest in objects:
         await kube.apply(resource, manifest)
+
+
+def filler_config(config: OperatorConfig, running: dict[str, Any] | None) -> OperatorConfig:
+    """The operator's settings with the agent image and Hugging Face endpoint of the `running`
+    filler Deployment, if any: a new operator version does not restart the filler (which would
+    hash every cached model again)."""
+    containers = ((running or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers")) or []
+    if not containers or not isinstance(containers[0], dict) or not containers[0].get("image"):
+        return config
+    env = {e.get("name"): e.get("value") for e in containers[0].get("env") or [] if isinstance(e, dict)}
+    return config.model_copy(
+        update={"agent_image": containers[0]["image"], "hf_endpoint": env.get("HF_ENDPOINT")}
+    )
 
 
 def _taken(kind: str, name: str) -> str:
@@ -187,6 +210,9 @@ class CacheFiller:
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     failed_at: dict[str, float] = field(default_factory=dict)
     token: str | None = None
+    #: The check of a started filler's volume (POST /api/verify of each cached model), and whose.
+    verification: asyncio.Task[None] | None = None
+    verifying_for: str | None = None
     written: ModelCacheStatus = field(default_factory=ModelCacheStatus)
     waker: asyncio.Event = field(default_factory=asyncio.Event)
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PARALLEL_MODELS))
@@ -210,7 +236,7 @@ class CacheFiller:
                     wait = FAILED_ROUND_SECONDS
                 await self.wait(wait)
         finally:
-            for task in self.tasks.values():
+            for task in [*self.tasks.values(), *([self.verification] if self.verification else [])]:
                 task.cancel()
             if self.context.cache_wakers.get(self.key) is self.waker:
                 del self.context.cache_wakers[self.key]
@@ -229,11 +255,12 @@ class CacheFiller:
     async def round(self) -> float:
         generation = int(self.body.metadata.get("generation") or 0)
         spec = ModelCacheSpec.model_validate(dict(self.body.get("spec") or {}))
-        url, waiting = self.filler_url()
-        on_disk, space = None, None
+        url, filler, waiting = self.filler_url()
+        on_disk, space, unverified = None, None, frozenset[str]()
         if url is not None:
             try:
                 on_disk, space = await self.ask_filler(url)
+                unverified = self.verify_new_filler(url, filler, on_disk)
                 self.start_missing(spec, url, on_disk)
             except (RuntimeAPIError, httpx.HTTPError, ValueError) as error:
                 waiting = f"the filler's agent does not answer yet: {describe_failure(error)}"
@@ -249,22 +276,66 @@ class CacheFiller:
             transfers=dict(self.transfers),
             users=self.users_by_model(),
             space=space,
+            unverified=unverified,
+            verified_filler=self.written.verified_filler if unverified or on_disk is None else filler,
         )
         status = compute_cache_status(snapshot)
         await self.write(status)
         return STEADY_ROUND_SECONDS if status.phase == "Ready" else FILLING_ROUND_SECONDS
 
-    def filler_url(self) -> tuple[str | None, str | None]:
-        """The filler agent's address, or why there is none yet."""
+    def filler_url(self) -> tuple[str | None, str, str | None]:
+        """The filler agent's address and who it is (its pod and its agent's start), or why there
+        is none yet."""
         pods = [pod for pod in self.filler_pods() if not pod.deleting]
         running = [pod for pod in pods if pod.ip and "agent" in pod.running]
         if running:
-            return f"http://{running[0].ip}:{AGENT_PORT}", None
+            started = running[0].times.main_started_at
+            filler = f"{running[0].name}@{started.isoformat() if started else ''}"
+            return f"http://{running[0].ip}:{AGENT_PORT}", filler, None
         if pods and pods[0].unschedulable:
-            return None, f"the filler pod cannot be placed: {pods[0].unschedulable}"
+            return None, "", f"the filler pod cannot be placed: {pods[0].unschedulable}"
         if pods and pods[0].waiting:
-            return None, f"the filler pod waits: {pods[0].waiting}"
-        return None, "waiting for the filler pod to start"
+            return None, "", f"the filler pod waits: {pods[0].waiting}"
+        return None, "", "waiting for the filler pod to start"
+
+    def verify_new_filler(self, url: str, filler: str, on_disk: dict[str, CachedFile]) -> frozenset[str]:
+        """The cached models a filler that started has not hashed again yet (all of them until its
+        check is complete): a backend uses none of them meanwhile. The check runs once per filler
+        start; one that failed (the filler went away) runs again."""
+        if self.written.verified_filler == filler or not on_disk:
+            return frozenset()
+        if self.verifying_for != filler or (self.verification and self.verification.cancelled()):
+            self.verifying_for = filler
+            self.verification = asyncio.create_task(self.verify_all(url, on_disk))
+        if self.verification is not None and self.verification.done() and not self.verification.exception():
+            return frozenset()
+        if self.verification is not None and self.verification.done():
+            self.verifying_for = None  # failed: the next round starts it again
+        return frozenset(on_disk)
+
+    async def verify_all(self, url: str, on_disk: dict[str, CachedFile]) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        for path, cached in sorted(on_disk.items()):
+            answer = await self.context.runtime_http.post(
+                f"{url}/api/verify",
+                json={"model": cached.name},
+                headers=headers,
+                timeout=VERIFY_TIMEOUT_SECONDS,
+            )
+            if answer.status_code == 404:
+                continue  # deleted meanwhile: nothing to check
+            answer.raise_for_status()
+            corrupt = answer.json().get("corrupt") or []
+            if corrupt:
+                message = (
+                    f"{cached.name} ({path}) changed on disk since it was verified ({len(corrupt)} file(s)); "
+                    "llmop removed it and downloads it again: no backend loads the changed bytes"
+                )
+                logger.warning("model cache %s/%s: %s", self.namespace, self.name, message)
+                kopf.event(
+                    self.body, type="Warning", reason="CorruptModelReplaced", message=status_text(message)
+                )
+        self.waker.set()
 
     async def ask_filler(self, url: str) -> tuple[dict[str, CachedFile], tuple[int, int] | None]:
         """What the agent holds complete, by local path, and the volume's room."""

@@ -4,7 +4,6 @@ the claim) and the filler's token; and the read-only volume a backend on the cac
 from __future__ import annotations
 
 import base64
-import json
 from copy import deepcopy
 from typing import Any
 
@@ -108,18 +107,19 @@ def build_filler_token_secret(cache: str, namespace: str, uid: str, token: str) 
     }
 
 
-def filler_container(spec: ModelCacheSpec, config: OperatorConfig) -> dict[str, Any]:
-    """The llmop agent as the pod's one container: it downloads what the operator asks, only the
-    cache's models, and serves nothing else."""
+def filler_container(config: OperatorConfig) -> dict[str, Any]:
+    """The llmop agent as the pod's one container: it downloads what the operator asks (only the
+    operator holds its token) and serves nothing else.
+
+    Nothing of spec.models is in the pod: adding a model to the cache must not restart the filler,
+    which would hash every cached model again."""
     token_file = f"{AGENT_TOKEN_DIR}/{AGENT_TOKEN_KEY}"
-    env = [{"name": "LLMOP_DECLARED_MODELS", "value": json.dumps([model.name for model in spec.models])}]
-    if config.hf_endpoint:
-        env.append({"name": "HF_ENDPOINT", "value": config.hf_endpoint})
+    env = [{"name": "HF_ENDPOINT", "value": config.hf_endpoint}] if config.hf_endpoint else []
     return {
         "name": AGENT_CONTAINER,
         "image": config.agent_image,
         "args": ["agent", "--models-dir", MODELS_DIR, "--port", str(AGENT_PORT), "--token-file", token_file],
-        "env": env,
+        **({"env": env} if env else {}),
         "ports": [{"name": AGENT_PORT_NAME, "containerPort": AGENT_PORT, "protocol": "TCP"}],
         "volumeMounts": [
             {"name": MODELS_VOLUME, "mountPath": MODELS_DIR},
@@ -138,7 +138,9 @@ def build_filler_deployment(
 
     One replica with Recreate: two fillers would download the same bytes twice. It runs while the
     cache exists (a few MiB of memory), so a model added to the cache downloads at once and a
-    restarted filler can check the files before backends use them.
+    restarted filler can check the files before backends use them. `config` carries the agent
+    image and Hugging Face endpoint; the caller keeps those a running filler has, so an operator
+    upgrade does not restart it (docs/upgrades.md).
     """
     labels = cache_labels(cache)
     pod: dict[str, Any] = {
@@ -147,7 +149,7 @@ def build_filler_deployment(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "containers": [filler_container(spec, config)],
+        "containers": [filler_container(config)],
         "volumes": [
             {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": cache_claim(cache, spec)}},
             {

@@ -11,7 +11,7 @@ from llmop.models.backend import MAX_MODEL_NAME_CHARS, MAX_SPEC_MODELS, OBJECT_N
 from llmop.models.base import CONDITIONS_LIST, ApiModel, Condition, cel, validations
 
 CachePhase = Literal["Pending", "Filling", "Ready", "Degraded", "Failed"]
-CachedModelPhase = Literal["Pending", "Filling", "Ready", "Failed"]
+CachedModelPhase = Literal["Pending", "Filling", "Verifying", "Ready", "Failed"]
 #: Backends listed per cached model; the rest are counted.
 MAX_USERS_SHOWN = 20
 
@@ -91,7 +91,10 @@ class CachedModelStatus(ApiModel):
     """One model of the cache as llmop observed it."""
 
     name: str = Field(description="The model, as spec.models names it.")
-    phase: CachedModelPhase = Field(description="Pending, Filling, Ready (complete and verified) or Failed.")
+    phase: CachedModelPhase = Field(
+        description="Pending, Filling, Verifying (its bytes hashed again after the filler started), Ready "
+        "(complete and verified) or Failed."
+    )
     local_path: str | None = Field(default=None, description="Where it lies in the cache volume.")
     size_bytes: int | None = Field(default=None, description="Its size, once known.")
     digest: str | None = Field(
@@ -119,4 +122,9 @@ class ModelCacheStatus(ApiModel):
     capacity_bytes: int | None = Field(default=None, description="Size of the cache volume.")
     conditions: list[Condition] | None = Field(
         default=None, description="Ready, Reconciling and Stalled.", json_schema_extra=CONDITIONS_LIST
+    )
+    verified_filler: str | None = Field(
+        default=None,
+        description="The filler pod (and its agent's start) that hashed every cached model again: a "
+        "filler that starts checks the bytes it did not write before a backend may use them.",
     )

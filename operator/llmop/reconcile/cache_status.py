@@ -29,6 +29,8 @@ class CachedFile:
     size: int | None = None
     digest: str | None = None
     modified_at: datetime | None = None
+    #: The model's name, as the agent lists it.
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,10 @@ class CacheSnapshot:
     users: Mapping[str, list[str]] = field(default_factory=dict)
     #: (free, capacity) bytes of the cache volume, when the agent said.
     space: tuple[int, int] | None = None
+    #: Local paths on disk that the running filler has not hashed again yet.
+    unverified: frozenset[str] = frozenset()
+    #: The filler whose check of the volume is complete (status.verifiedFiller).
+    verified_filler: str | None = None
 
 
 def local_path(name: str) -> str | None:
@@ -85,7 +91,7 @@ def _model_status(snapshot: CacheSnapshot, name: str) -> CachedModelStatus:
     if found is not None:
         return CachedModelStatus(
             name=name,
-            phase="Ready",
+            phase="Verifying" if path in snapshot.unverified else "Ready",
             local_path=path,
             size_bytes=found.size,
             digest=found.digest,
@@ -136,6 +142,8 @@ def _phase(snapshot: CacheSnapshot, models: list[CachedModelStatus]) -> tuple[Ca
         )
     if snapshot.filler_waiting:
         return "Pending", "FillerStarting", snapshot.filler_waiting
+    if verifying := [m.name for m in models if m.phase == "Verifying"]:
+        return "Filling", "Verifying", f"hashing the cached {', '.join(verifying)} again: the filler started"
     filling = [m for m in models if m.phase == "Filling"]
     progress = "; ".join(f"{m.name} {m.percent:.0f}%" for m in filling if m.percent is not None)
     message = f"{len(ready)}/{len(models)} models cached" + (f"; filling {progress}" if progress else "")
@@ -170,6 +178,7 @@ def compute_cache_status(snapshot: CacheSnapshot) -> ModelCacheStatus:
         free_bytes=free,
         capacity_bytes=capacity,
         conditions=carry_transition_times(conditions, snapshot.previous.conditions, snapshot.now),
+        verified_filler=snapshot.verified_filler,
     )
 
 

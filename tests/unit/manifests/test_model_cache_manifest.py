@@ -7,6 +7,7 @@ from typing import Any
 
 from llmop.config import OperatorConfig
 from llmop.loops.backend_ensure import validate_backend_spec
+from llmop.loops.model_cache import filler_config
 from llmop.manifests import build_deployment
 from llmop.manifests.model_cache import (
     build_cache_claim,
@@ -53,15 +54,16 @@ def test_an_existing_claim_is_mounted_never_created() -> None:
     assert cache_claim("shared", spec) == "team-nfs"
 
 
-def test_the_filler_is_one_agent_pod_that_may_pull_only_the_cache_models() -> None:
+def test_the_filler_is_one_agent_pod_and_the_models_are_not_in_it() -> None:
     deployment = build_filler_deployment("shared", "team", "uid-c", cache_spec(), CONFIG)
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["name"] == "agent" and container["image"] == CONFIG.agent_image
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["LLMOP_DECLARED_MODELS"] == f'["{MODEL}", "hf://org/other"]'
-    assert "LLMOP_REQUIRED_MODELS" not in env
+    # Adding a model to the cache must not restart the filler (it would hash every model again).
+    assert "env" not in container
+    fewer = ModelCacheSpec.model_validate({"storage": {"size": "100Gi"}, "models": [{"name": MODEL}]})
+    assert build_filler_deployment("shared", "team", "uid-c", fewer, CONFIG) == deployment
     # Pod Security baseline (and restricted's container rules): non-root, nothing to escalate.
     security = container["securityContext"]
     assert security["runAsNonRoot"] and not security["allowPrivilegeEscalation"]
@@ -115,3 +117,11 @@ def test_a_cache_for_ollama_or_beside_storage_is_refused_by_the_operator_too() -
     with_storage = backend_on_cache(storage={"size": "1Gi"})
     assert "without spec.storage" in (validate_backend_spec(with_storage) or "")
     assert validate_backend_spec(backend_on_cache()) is None
+
+
+def test_an_operator_upgrade_keeps_the_running_filler_image() -> None:
+    old = CONFIG.model_copy(update={"agent_image": "llmop:0.1", "hf_endpoint": "http://mirror"})
+    running = build_filler_deployment("shared", "team", "uid-c", cache_spec(), old)
+    kept = filler_config(CONFIG, running)
+    assert (kept.agent_image, kept.hf_endpoint) == ("llmop:0.1", "http://mirror")
+    assert filler_config(CONFIG, None) == CONFIG

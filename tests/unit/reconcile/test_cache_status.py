@@ -154,3 +154,24 @@ def test_a_backend_waiting_for_its_cache_is_pending_and_never_stalls_on_the_star
         message,
     )
     assert by_type["Reconciling"].status == "True" and by_type["Stalled"].status == "False"
+
+
+def test_models_a_started_filler_has_not_hashed_again_are_verifying_not_ready() -> None:
+    on_disk = {
+        local_path(FILE) or "": CachedFile(size=600, name=FILE),
+        local_path(REPO) or "": CachedFile(size=9),
+    }
+    status = compute_cache_status(
+        snapshot(on_disk=on_disk, unverified=frozenset(on_disk), verified_filler="filler-1@t0")
+    )
+    assert [m.phase for m in status.models or []] == ["Verifying", "Verifying"]
+    assert ready_of(status)[:2] == ("False", "Verifying")
+    assert status.verified_filler == "filler-1@t0"
+    missing = backend_cache_wait(
+        "team",
+        "shared",
+        None,
+        [FILE],
+        {"spec": {"storage": {"size": "1Gi"}, "models": [{"name": FILE}]}, "status": status.to_api()},
+    )
+    assert missing is not None and missing.reason == "WaitingForModelCache", "a backend waits for the check"
