@@ -37,16 +37,16 @@ def publish(source: ModelSource) -> tuple[str, str, int, str]:
     return f"{source.url}/files/e2e/{name}", f"/files/e2e/{name}", len(data), hashlib.sha256(data).hexdigest()
 
 
-def cache(model: str) -> dict[str, Any]:
+def cache(model: str, name: str = "shared") -> dict[str, Any]:
     return {
         "apiVersion": "llmop.dev/v1alpha1",
         "kind": "ModelCache",
-        "metadata": {"name": "shared"},
+        "metadata": {"name": name},
         "spec": {"storage": {"size": "1Gi"}, "models": [{"name": model}]},
     }
 
 
-def backend(name: str, model: str, replicas: int) -> dict[str, Any]:
+def backend(name: str, model: str, replicas: int, cache_name: str = "shared") -> dict[str, Any]:
     return {
         "apiVersion": "llmop.dev/v1alpha1",
         "kind": "LLMBackend",
@@ -55,7 +55,7 @@ def backend(name: str, model: str, replicas: int) -> dict[str, Any]:
             "runtime": "llamacpp",
             "replicas": replicas,
             "models": [{"name": model}],
-            "modelCache": {"name": "shared"},
+            "modelCache": {"name": cache_name},
             "startup": {"timeout": "10m", "probeInterval": "1s"},
             "warmup": {"enabled": False},
         },
@@ -129,3 +129,69 @@ def test_one_download_serves_every_pod_of_every_backend_on_the_cache(
     )
     assert len(served_by_each_pod(kube, "chat", cache_ns)) == 5
     assert modelsource.stats(counted)["bytes_sent"] == size, "scaling up downloaded nothing more"
+
+
+def cache_status(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
+    return dict(kube.get("modelcache", name, namespace).get("status") or {})
+
+
+def test_an_operator_restart_mid_fill_sends_no_byte_twice_and_changed_bytes_are_replaced(
+    kube: Kube, cache_ns: str, modelsource: ModelSource, operator: OperatorProcess, podrunner: PodRunner
+) -> None:
+    model, counted, size, _ = publish(modelsource)
+    original = (modelsource.root / counted.lstrip("/")).read_bytes()
+    slow = f"{model}?throttle=60000"  # about 10 s: long enough to restart the operator meanwhile
+    kube.apply(cache(slow, name="resume"), cache_ns)
+    eventually(
+        lambda: (
+            (m := cache_status(kube, "resume", cache_ns).get("models")) and m[0].get("completedBytes", 0) > 0
+        ),
+        timeout=60,
+        interval=0.2,
+        message="the cache filling",
+    )
+    operator.stop()
+    operator.start()
+    operator.wait_started()
+    status = eventually(
+        lambda: (s := cache_status(kube, "resume", cache_ns)).get("phase") == "Ready" and s,
+        timeout=90,
+        message="the cache Ready after the restart",
+    )
+    sent = modelsource.stats(counted)
+    assert sent["bytes_sent"] == size and sent["range_requests"] == 0, sent
+
+    # Bytes changed on the volume behind llmop's back; the filler's agent restarts.
+    on_disk = (
+        podrunner.workdir / "volumes" / cache_ns / status["claimName"] / status["models"][0]["localPath"]
+    )
+    assert on_disk.read_bytes() == original
+    on_disk.write_bytes(b"X" + original[1:])
+    (filler,) = kube.list("pods", cache_ns, selector="llmop.dev/model-cache=resume")
+    podrunner.kill(cache_ns, filler["metadata"]["name"], container="agent", restart_after=0.5)
+    eventually(
+        lambda: (
+            kube.list("events", cache_ns, selector=None)
+            and any(
+                e.get("reason") == "CorruptModelReplaced" and e["involvedObject"]["name"] == "resume"
+                for e in kube.list("events", cache_ns)
+            )
+        ),
+        timeout=60,
+        message=f"a CorruptModelReplaced Event (status {cache_status(kube, 'resume', cache_ns)})",
+    )
+    again = eventually(
+        lambda: (
+            (s := cache_status(kube, "resume", cache_ns)).get("phase") == "Ready"
+            and s.get("verifiedFiller") != status.get("verifiedFiller")
+            and s
+        ),
+        timeout=60,
+        message="the cache Ready again, checked by the restarted filler",
+    )
+    assert on_disk.read_bytes() == original, "the changed file was replaced by the source's bytes"
+    assert modelsource.stats(counted)["bytes_sent"] == 2 * size
+    assert again["models"][0]["phase"] == "Ready"
+    # A backend on the cache now serves the replaced bytes.
+    kube.apply(backend("late", slow, replicas=1, cache_name="resume"), cache_ns)
+    wait_backend_ready(kube, "late", cache_ns, timeout="90s")

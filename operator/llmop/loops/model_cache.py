@@ -260,7 +260,7 @@ class CacheFiller:
         if url is not None:
             try:
                 on_disk, space = await self.ask_filler(url)
-                unverified = self.verify_new_filler(url, filler, on_disk)
+                unverified = self.verify_new_filler(url, filler, on_disk, spec)
                 self.start_missing(spec, url, on_disk)
             except (RuntimeAPIError, httpx.HTTPError, ValueError) as error:
                 waiting = f"the filler's agent does not answer yet: {describe_failure(error)}"
@@ -298,27 +298,45 @@ class CacheFiller:
             return None, "", f"the filler pod waits: {pods[0].waiting}"
         return None, "", "waiting for the filler pod to start"
 
-    def verify_new_filler(self, url: str, filler: str, on_disk: dict[str, CachedFile]) -> frozenset[str]:
+    def verify_new_filler(
+        self, url: str, filler: str, on_disk: dict[str, CachedFile], spec: ModelCacheSpec
+    ) -> frozenset[str]:
         """The cached models a filler that started has not hashed again yet (all of them until its
         check is complete): a backend uses none of them meanwhile. The check runs once per filler
         start; one that failed (the filler went away) runs again."""
         if self.written.verified_filler == filler or not on_disk:
             return frozenset()
         if self.verifying_for != filler or (self.verification and self.verification.cancelled()):
+            logger.info(
+                "model cache %s/%s: filler %s started; hashing %d cached model(s) again",
+                self.namespace,
+                self.name,
+                filler,
+                len(on_disk),
+            )
             self.verifying_for = filler
-            self.verification = asyncio.create_task(self.verify_all(url, on_disk))
+            # By the names of the spec: the agent lists a URL with a query redacted.
+            by_path = {local_path(model.name): model.name for model in spec.models}
+            names = {path: by_path.get(path) or cached.name for path, cached in on_disk.items()}
+            self.verification = asyncio.create_task(self.verify_all(url, names))
         if self.verification is not None and self.verification.done() and not self.verification.exception():
             return frozenset()
         if self.verification is not None and self.verification.done():
-            self.verifying_for = None  # failed: the next round starts it again
+            failure = describe_failure(self.verification.exception() or RuntimeError("failed"))
+            logger.warning(
+                "model cache %s/%s: checking the cached models failed: %s", self.namespace, self.name, failure
+            )
+            self.verifying_for = None  # the next round starts it again
         return frozenset(on_disk)
 
-    async def verify_all(self, url: str, on_disk: dict[str, CachedFile]) -> None:
+    async def verify_all(self, url: str, names: dict[str, str]) -> None:
+        """POST /api/verify for each cached model (by local path: its name); an Event for each
+        whose bytes changed."""
         headers = {"Authorization": f"Bearer {self.token}"}
-        for path, cached in sorted(on_disk.items()):
+        for path, name in sorted(names.items()):
             answer = await self.context.runtime_http.post(
                 f"{url}/api/verify",
-                json={"model": cached.name},
+                json={"model": name},
                 headers=headers,
                 timeout=VERIFY_TIMEOUT_SECONDS,
             )
@@ -328,7 +346,7 @@ class CacheFiller:
             corrupt = answer.json().get("corrupt") or []
             if corrupt:
                 message = (
-                    f"{cached.name} ({path}) changed on disk since it was verified ({len(corrupt)} file(s)); "
+                    f"{name} ({path}) changed on disk since it was verified ({len(corrupt)} file(s)); "
                     "llmop removed it and downloads it again: no backend loads the changed bytes"
                 )
                 logger.warning("model cache %s/%s: %s", self.namespace, self.name, message)
