@@ -195,3 +195,72 @@ def test_an_operator_restart_mid_fill_sends_no_byte_twice_and_changed_bytes_are_
     # A backend on the cache now serves the replaced bytes.
     kube.apply(backend("late", slow, replicas=1, cache_name="resume"), cache_ns)
     wait_backend_ready(kube, "late", cache_ns, timeout="90s")
+
+
+def events_of(kube: Kube, namespace: str, reason: str, name: str) -> list[str]:
+    return [
+        e.get("message", "")
+        for e in kube.list("events", namespace)
+        if e.get("reason") == reason and e["involvedObject"]["name"] == name
+    ]
+
+
+def phases(kube: Kube, name: str, namespace: str) -> list[str]:
+    return [m["phase"] for m in cache_status(kube, name, namespace).get("models") or []]
+
+
+def test_a_full_cache_evicts_the_least_recently_used_model_no_backend_uses(
+    kube: Kube, cache_ns: str, modelsource: ModelSource
+) -> None:
+    a, a_counted, size, _ = publish(modelsource)
+    b, b_counted, _, _ = publish(modelsource)
+    small = cache(a, name="small")
+    small["spec"]["storage"]["size"] = "1000Ki"  # room for one tiny model (590 KiB), not two
+    kube.apply(small, cache_ns)
+    eventually(lambda: phases(kube, "small", cache_ns) == ["Ready"], timeout=60, message="a cached")
+
+    small["spec"]["models"].append({"name": b})
+    kube.apply(small, cache_ns)
+    eventually(
+        lambda: phases(kube, "small", cache_ns) == ["Evicted", "Ready"],
+        timeout=60,
+        message="a evicted for b",
+    )
+    (evicted,) = events_of(kube, cache_ns, "ModelEvicted", "small")
+    assert a in evicted and b in evicted, evicted
+    assert modelsource.stats(a_counted)["bytes_sent"] == size
+    # b's size was unknown until its source answered, so the volume's room was checked then: a
+    # first attempt may have been sent bytes (a tiny file, all of them) before it was refused.
+    assert modelsource.stats(b_counted)["bytes_sent"] >= size
+
+    # A backend that needs the evicted model gets it back; b, which no backend uses, makes room.
+    kube.apply(backend("needs-a", a, replicas=1, cache_name="small"), cache_ns)
+    wait_backend_ready(kube, "needs-a", cache_ns, timeout="90s")
+    status = cache_status(kube, "small", cache_ns)
+    assert [m["phase"] for m in status["models"]] == ["Ready", "Evicted"]
+    assert status["models"][0]["usedBy"] == ["needs-a"]
+    # a's size was known: room was made before it was asked for, and it came once more, whole.
+    assert modelsource.stats(a_counted)["bytes_sent"] == 2 * size
+
+    # A model a backend uses is never evicted: b does not fit beside it, and says why.
+    kube.apply(backend("needs-b", b, replicas=1, cache_name="small"), cache_ns)
+    failed = eventually(
+        lambda: (
+            (m := cache_status(kube, "small", cache_ns).get("models") or [])
+            and m[1]["phase"] == "Failed"
+            and m[1]
+        ),
+        timeout=60,
+        message="b failing for want of room",
+    )
+    assert "needs" in failed["message"] and "free" in failed["message"], failed
+    assert phases(kube, "small", cache_ns)[0] == "Ready"
+    assert len(events_of(kube, cache_ns, "ModelEvicted", "small")) == 2
+    eventually(
+        lambda: any(
+            c["type"] == "Ready" and c["reason"] == "WaitingForModelCache" and f"{b} Failed" in c["message"]
+            for c in kube.get("llmb", "needs-b", cache_ns)["status"]["conditions"]
+        ),
+        timeout=30,
+        message="the backend that needs b saying that b failed",
+    )

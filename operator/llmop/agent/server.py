@@ -266,12 +266,13 @@ async def startup(request: web.Request) -> web.Response:
 
 
 async def space(request: web.Request) -> web.Response:
-    """The models volume's free and total bytes (a ModelCache shows them in its status)."""
-    models_dir = request.app[AGENT].settings.models_dir
-    stats = await asyncio.to_thread(os.statvfs, models_dir)
-    return web.json_response(
-        {"free": stats.f_bavail * stats.f_frsize, "capacity": stats.f_blocks * stats.f_frsize}
-    )
+    """The models volume's free and total bytes, under its size limit when it has one (a
+    ModelCache shows them in its status)."""
+    agent = request.app[AGENT]
+    stats = await asyncio.to_thread(os.statvfs, agent.settings.models_dir)
+    free = await asyncio.to_thread(agent.store.room.free)
+    capacity = agent.settings.volume_limit or stats.f_blocks * stats.f_frsize
+    return web.json_response({"free": free, "capacity": capacity})
 
 
 async def verify(request: web.Request) -> web.Response:

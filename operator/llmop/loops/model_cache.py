@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -48,6 +49,7 @@ from llmop.manifests.ownership import controlled_by
 from llmop.models.backend import LLMBackendSpec
 from llmop.models.cache import ModelCacheSpec, ModelCacheStatus
 from llmop.reconcile.backend_status import PodFacts
+from llmop.reconcile.cache_eviction import Evictable, no_room, plan_eviction
 from llmop.reconcile.cache_status import (
     CachedFile,
     CacheSnapshot,
@@ -58,8 +60,9 @@ from llmop.reconcile.cache_status import (
     local_path,
 )
 from llmop.reconcile.conditions import describe_failure, status_text, stored_now
+from llmop.reconcile.pull_status import human_bytes
 from llmop.runtimes import RuntimeAPIError
-from llmop.runtimes.agent import connect_agent
+from llmop.runtimes.agent import AgentAdapter, connect_agent
 
 logger = logging.getLogger(__name__)
 #: Rounds while the cache fills (progress shows this often), and once every model is cached.
@@ -213,6 +216,13 @@ class CacheFiller:
     #: The check of a started filler's volume (POST /api/verify of each cached model), and whose.
     verification: asyncio.Task[None] | None = None
     verifying_for: str | None = None
+    #: Models removed to make room (names): not downloaded again until a backend uses them.
+    evicted: set[str] = field(default_factory=set)
+    #: What the filler listed last: the candidates for eviction.
+    on_disk: dict[str, CachedFile] = field(default_factory=dict)
+    #: The volume's free bytes as the filler said last.
+    free: int | None = None
+    room_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     written: ModelCacheStatus = field(default_factory=ModelCacheStatus)
     waker: asyncio.Event = field(default_factory=asyncio.Event)
     gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PARALLEL_MODELS))
@@ -223,6 +233,7 @@ class CacheFiller:
 
     async def run(self) -> None:
         self.written = readable_cache_status(dict(self.body.get("status") or {}))
+        self.evicted = {m.name for m in self.written.models or [] if m.phase == "Evicted"}
         self.waker = self.context.cache_wakers.setdefault(self.key, self.waker)
         try:
             while not self.stopped:
@@ -260,6 +271,7 @@ class CacheFiller:
         if url is not None:
             try:
                 on_disk, space = await self.ask_filler(url)
+                self.on_disk, self.free = on_disk, space[0] if space else None
                 unverified = self.verify_new_filler(url, filler, on_disk, spec)
                 self.start_missing(spec, url, on_disk)
             except (RuntimeAPIError, httpx.HTTPError, ValueError) as error:
@@ -277,6 +289,7 @@ class CacheFiller:
             users=self.users_by_model(),
             space=space,
             unverified=unverified,
+            evicted=frozenset(self.evicted),
             verified_filler=self.written.verified_filler if unverified or on_disk is None else filler,
         )
         status = compute_cache_status(snapshot)
@@ -382,12 +395,17 @@ class CacheFiller:
         return on_disk, space
 
     def start_missing(self, spec: ModelCacheSpec, url: str, on_disk: dict[str, CachedFile]) -> None:
-        """Start a download of every model not on disk, not downloading, and not failed lately."""
+        """Start a download of every model not on disk, not downloading, not failed lately, and not
+        evicted (unless a backend uses it now)."""
+        used = self.users_by_model()
         for model in spec.models:
             path = local_path(model.name)
             if path is None or path in on_disk:
                 self.transfers.pop(model.name, None)
                 continue
+            if model.name in self.evicted and model.name not in used:
+                continue
+            self.evicted.discard(model.name)
             task = self.tasks.get(model.name)
             if task is not None and not task.done():
                 continue
@@ -401,6 +419,12 @@ class CacheFiller:
         files: dict[str, tuple[int, int]] = {}
         self.transfers[model] = Transfer(status="waiting for a download slot")
         async with self.gate:
+            known = next(
+                (m.size_bytes for m in self.written.models or [] if m.name == model and m.size_bytes), None
+            )
+            if known and self.free is not None and known > self.free:
+                # A model evicted before: its size is known, so room is made before a byte is sent.
+                await self.make_room(agent, model, known, self.free)
             try:
                 async for line in agent.pull(model, sha256=sha256):
                     if line.digest and line.total:
@@ -409,10 +433,50 @@ class CacheFiller:
                     total = sum(t for _, t in files.values()) or None
                     self.transfers[model] = Transfer(completed=done, total=total, status=line.status)
             except RuntimeAPIError as error:
+                failure = str(error)
+                if (room := no_room(failure)) and (freed := await self.make_room(agent, model, *room)):
+                    self.transfers[model] = Transfer(status=f"evicted {freed} to make room")
+                    self.waker.set()  # the next round starts it again
+                    return
                 self.failed_at[model] = time.monotonic()
-                self.transfers[model] = Transfer(error=status_text(str(error)))
+                self.transfers[model] = Transfer(error=status_text(failure))
                 return
         self.waker.set()  # the next round lists it as cached
+
+    def evictable(self, filling: str) -> list[Evictable]:
+        """The cached models no backend uses (the one being filled aside), with when each was last
+        used."""
+        used = self.users_by_model()
+        shown = {m.local_path: m for m in self.written.models or [] if m.local_path}
+        candidates = []
+        for path, cached in self.on_disk.items():
+            entry = shown.get(path)
+            name = entry.name if entry else cached.name
+            if name == filling or name in used or cached.size is None:
+                continue
+            last_used = entry.unused_since if entry else None
+            candidates.append(Evictable(name, path, cached.size, last_used or _as_time(cached.modified_at)))
+        return candidates
+
+    async def make_room(self, agent: AgentAdapter, model: str, needed: int, free: int) -> str | None:
+        """Evict the least recently used models no backend uses until `needed` bytes are free, an
+        Event for each; what was evicted, in words, or None when that cannot free enough."""
+        async with self.room_lock:
+            plan = plan_eviction(self.evictable(model), needed, free)
+            if not plan:
+                return None
+            for victim in plan:
+                await agent.delete_model(victim.name)
+                self.evicted.add(victim.name)
+                self.on_disk.pop(victim.local_path, None)
+                message = (
+                    f"evicted {victim.name} ({human_bytes(victim.size)}, unused since "
+                    f"{victim.last_used.isoformat() if victim.last_used else 'its download'}) to make room "
+                    f"for {model}, which needs {human_bytes(needed)}; no backend uses it"
+                )
+                logger.info("model cache %s/%s: %s", self.namespace, self.name, message)
+                kopf.event(self.body, type="Normal", reason="ModelEvicted", message=status_text(message))
+        return ", ".join(victim.name for victim in plan)
 
     def users_by_model(self) -> dict[str, list[str]]:
         users: dict[str, list[str]] = {}
@@ -437,6 +501,15 @@ class CacheFiller:
             message = next((c.message for c in status.conditions or [] if c.type == "Ready"), "")
             kopf.event(self.body, type=kind, reason=f"Cache{status.phase}", message=status_text(message))
         self.written = status
+
+
+def _as_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def readable_cache_status(stored: dict[str, Any]) -> ModelCacheStatus:

@@ -107,14 +107,17 @@ def build_filler_token_secret(cache: str, namespace: str, uid: str, token: str) 
     }
 
 
-def filler_container(config: OperatorConfig) -> dict[str, Any]:
+def filler_container(spec: ModelCacheSpec, config: OperatorConfig) -> dict[str, Any]:
     """The llmop agent as the pod's one container: it downloads what the operator asks (only the
     operator holds its token) and serves nothing else.
 
     Nothing of spec.models is in the pod: adding a model to the cache must not restart the filler,
-    which would hash every cached model again."""
+    which would hash every cached model again. The size of a claim llmop creates is the cache's
+    limit: a share (NFS) often reports far more free room than the claim asked for."""
     token_file = f"{AGENT_TOKEN_DIR}/{AGENT_TOKEN_KEY}"
     env = [{"name": "HF_ENDPOINT", "value": config.hf_endpoint}] if config.hf_endpoint else []
+    if spec.storage.size and not spec.storage.existing_claim:
+        env.append({"name": "LLMOP_MODELS_VOLUME_LIMIT", "value": spec.storage.size})
     return {
         "name": AGENT_CONTAINER,
         "image": config.agent_image,
@@ -149,7 +152,7 @@ def build_filler_deployment(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "containers": [filler_container(config)],
+        "containers": [filler_container(spec, config)],
         "volumes": [
             {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": cache_claim(cache, spec)}},
             {

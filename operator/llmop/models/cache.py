@@ -11,7 +11,7 @@ from llmop.models.backend import MAX_MODEL_NAME_CHARS, MAX_SPEC_MODELS, OBJECT_N
 from llmop.models.base import CONDITIONS_LIST, ApiModel, Condition, cel, validations
 
 CachePhase = Literal["Pending", "Filling", "Ready", "Degraded", "Failed"]
-CachedModelPhase = Literal["Pending", "Filling", "Verifying", "Ready", "Failed"]
+CachedModelPhase = Literal["Pending", "Filling", "Verifying", "Ready", "Evicted", "Failed"]
 #: Backends listed per cached model; the rest are counted.
 MAX_USERS_SHOWN = 20
 
@@ -93,7 +93,8 @@ class CachedModelStatus(ApiModel):
     name: str = Field(description="The model, as spec.models names it.")
     phase: CachedModelPhase = Field(
         description="Pending, Filling, Verifying (its bytes hashed again after the filler started), Ready "
-        "(complete and verified) or Failed."
+        "(complete and verified), Evicted (removed to make room while no backend used it; downloaded "
+        "again when a backend does) or Failed."
     )
     local_path: str | None = Field(default=None, description="Where it lies in the cache volume.")
     size_bytes: int | None = Field(default=None, description="Its size, once known.")
@@ -106,6 +107,11 @@ class CachedModelStatus(ApiModel):
     used_by_omitted: int | None = Field(default=None, description="Backends using it beyond those listed.")
     message: str | None = Field(default=None, description="The last error or progress line, in words.")
     verified_at: datetime | None = Field(default=None, description="When the agent verified it complete.")
+    unused_since: datetime | None = Field(
+        default=None,
+        description="Since when no backend uses it (its verification, if none ever did): when the cache "
+        "is full, the model unused the longest is evicted first.",
+    )
 
 
 class ModelCacheStatus(ApiModel):

@@ -66,6 +66,8 @@ class CacheSnapshot:
     unverified: frozenset[str] = frozenset()
     #: The filler whose check of the volume is complete (status.verifiedFiller).
     verified_filler: str | None = None
+    #: Models removed to make room while no backend used them (names).
+    evicted: frozenset[str] = frozenset()
 
 
 def local_path(name: str) -> str | None:
@@ -88,8 +90,9 @@ def _model_status(snapshot: CacheSnapshot, name: str) -> CachedModelStatus:
         )
         return CachedModelStatus(name=name, phase="Failed", message=status_text(message), **shown)
     found = (snapshot.on_disk or {}).get(path)
+    previous = next((m for m in snapshot.previous.models or [] if m.name == name), None)
     if found is not None:
-        return CachedModelStatus(
+        cached = CachedModelStatus(
             name=name,
             phase="Verifying" if path in snapshot.unverified else "Ready",
             local_path=path,
@@ -98,11 +101,32 @@ def _model_status(snapshot: CacheSnapshot, name: str) -> CachedModelStatus:
             verified_at=found.modified_at,
             **shown,
         )
-    previous = next((m for m in snapshot.previous.models or [] if m.name == name), None)
+        return cached.model_copy(update={"unused_since": _unused_since(snapshot, cached, previous)})
     if snapshot.on_disk is None and previous is not None and previous.phase == "Ready":
         # The filler does not answer this round: what it verified is still on the volume.
         return previous.model_copy(update=shown)
+    if name in snapshot.evicted and not users and name not in snapshot.transfers:
+        message = "evicted to make room while no backend used it; downloaded again when a backend uses it"
+        # Its size is kept: room is made for it before it is asked for again.
+        size = previous.size_bytes if previous else None
+        return CachedModelStatus(
+            name=name, phase="Evicted", local_path=path, size_bytes=size, message=message, **shown
+        )
     return _filling(name, path, snapshot.transfers.get(name), shown)
+
+
+def _unused_since(
+    snapshot: CacheSnapshot, cached: CachedModelStatus, previous: CachedModelStatus | None
+) -> datetime | None:
+    """None while a backend uses the model; when the last one stopped (now, the first round
+    without one); or, never used, when it was verified."""
+    if cached.used_by:
+        return None
+    if previous is not None and previous.used_by:
+        return snapshot.now
+    if previous is not None and previous.unused_since is not None:
+        return previous.unused_since
+    return cached.verified_at
 
 
 def _filling(name: str, path: str, transfer: Transfer | None, shown: dict[str, Any]) -> CachedModelStatus:
@@ -134,7 +158,7 @@ def _phase(snapshot: CacheSnapshot, models: list[CachedModelStatus]) -> tuple[Ca
     if failed:
         return "Degraded", "FillFailed", f"{failed[0].name}: {failed[0].message or 'failed'}"
     ready = [m for m in models if m.phase == "Ready"]
-    if len(ready) == len(models):
+    if len(ready) + sum(1 for m in models if m.phase == "Evicted") == len(models):
         return (
             "Ready",
             "ModelsCached",

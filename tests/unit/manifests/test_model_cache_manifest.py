@@ -60,8 +60,11 @@ def test_the_filler_is_one_agent_pod_and_the_models_are_not_in_it() -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["name"] == "agent" and container["image"] == CONFIG.agent_image
+    # The claim's size bounds the cache (a share reports the free room of the whole share).
+    assert container["env"] == [{"name": "LLMOP_MODELS_VOLUME_LIMIT", "value": "100Gi"}]
+    existing = build_filler_deployment("shared", "team", "uid-c", cache_spec(existingClaim="nfs"), CONFIG)
+    assert "env" not in existing["spec"]["template"]["spec"]["containers"][0]
     # Adding a model to the cache must not restart the filler (it would hash every model again).
-    assert "env" not in container
     fewer = ModelCacheSpec.model_validate({"storage": {"size": "100Gi"}, "models": [{"name": MODEL}]})
     assert build_filler_deployment("shared", "team", "uid-c", fewer, CONFIG) == deployment
     # Pod Security baseline (and restricted's container rules): non-root, nothing to escalate.

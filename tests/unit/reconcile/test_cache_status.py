@@ -175,3 +175,20 @@ def test_models_a_started_filler_has_not_hashed_again_are_verifying_not_ready() 
         {"spec": {"storage": {"size": "1Gi"}, "models": [{"name": FILE}]}, "status": status.to_api()},
     )
     assert missing is not None and missing.reason == "WaitingForModelCache", "a backend waits for the check"
+
+
+def test_an_evicted_model_says_so_until_a_backend_uses_it_and_unused_since_follows_its_users() -> None:
+    evicted = compute_cache_status(snapshot(on_disk={}, evicted=frozenset({REPO})))
+    repo, _ = evicted.models or []
+    assert repo.phase == "Evicted" and "downloaded again when a backend uses it" in (repo.message or "")
+    wanted = compute_cache_status(snapshot(on_disk={}, evicted=frozenset({REPO}), users={REPO: ["chat"]}))
+    assert (wanted.models or [])[0].phase == "Pending"
+
+    verified = datetime(2026, 11, 30, tzinfo=UTC)
+    on_disk = {local_path(FILE) or "": CachedFile(size=600, modified_at=verified)}
+    used = compute_cache_status(snapshot(on_disk=on_disk, users={FILE: ["chat"]}))
+    assert (used.models or [])[1].unused_since is None
+    released = compute_cache_status(snapshot(on_disk=on_disk, previous=used))
+    assert (released.models or [])[1].unused_since == NOW
+    never = compute_cache_status(snapshot(on_disk=on_disk))
+    assert (never.models or [])[1].unused_since == verified
