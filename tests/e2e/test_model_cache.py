@@ -23,6 +23,8 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def cache_ns(kube: Kube, operator_process: OperatorProcess, podrunner: PodRunner) -> Iterator[str]:
     with kube.namespace("e2e-cache") as name:
+        # The filler and the backends' pods are admitted where Pod Security enforces baseline.
+        kube.run("label", "namespace", name, "pod-security.kubernetes.io/enforce=baseline")
         yield name
 
 
