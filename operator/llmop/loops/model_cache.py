@@ -137,6 +137,8 @@ async def apply_cache_objects(
                 spec.storage.existing_claim, namespace, "spec.storage.existingClaim", "PersistentVolumeClaim"
             )
             raise CacheNotApplied(problem.reason, problem.message)
+    if ref := spec.hf_token_secret_ref:
+        await check_secret_opted_in(kube, namespace, ref.name)
     filler = await kube.get(DEPLOYMENTS, filler_name(name), namespace)
     objects: list[tuple[Any, dict[str, Any]]] = []
     if claim_body := build_cache_claim(name, namespace, uid, spec):
@@ -154,6 +156,16 @@ async def apply_cache_objects(
     await ensure_filler_token(kube, name, namespace, uid)
     for resource, manifest in objects:
         await kube.apply(resource, manifest)
+
+
+async def check_secret_opted_in(kube: KubeClient, namespace: str, name: str) -> None:
+    """The Secret spec.hfTokenSecretRef names must exist and opt in; its value is never read."""
+    secret = await kube.get(SECRETS, name, namespace)
+    if secret is None:
+        raise CacheNotApplied("SecretNotFound", f"Secret {name!r} (spec.hfTokenSecretRef) does not exist")
+    if not opted_in(secret):
+        problem = not_opted_in(name, namespace, "spec.hfTokenSecretRef")
+        raise CacheNotApplied(problem.reason, problem.message)
 
 
 def filler_config(config: OperatorConfig, running: dict[str, Any] | None) -> OperatorConfig:

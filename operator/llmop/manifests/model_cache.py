@@ -115,9 +115,14 @@ def filler_container(spec: ModelCacheSpec, config: OperatorConfig) -> dict[str, 
     which would hash every cached model again. The size of a claim llmop creates is the cache's
     limit: a share (NFS) often reports far more free room than the claim asked for."""
     token_file = f"{AGENT_TOKEN_DIR}/{AGENT_TOKEN_KEY}"
-    env = [{"name": "HF_ENDPOINT", "value": config.hf_endpoint}] if config.hf_endpoint else []
+    env: list[dict[str, Any]] = (
+        [{"name": "HF_ENDPOINT", "value": config.hf_endpoint}] if config.hf_endpoint else []
+    )
     if spec.storage.size and not spec.storage.existing_claim:
         env.append({"name": "LLMOP_MODELS_VOLUME_LIMIT", "value": spec.storage.size})
+    if ref := spec.hf_token_secret_ref:
+        # A reference: the token is in neither the Deployment nor the operator's memory.
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     return {
         "name": AGENT_CONTAINER,
         "image": config.agent_image,

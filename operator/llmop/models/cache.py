@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from llmop.models.backend import MAX_MODEL_NAME_CHARS, MAX_SPEC_MODELS, OBJECT_NAME_PATTERN, QUANTITY_PATTERN
-from llmop.models.base import CONDITIONS_LIST, ApiModel, Condition, cel, validations
+from llmop.models.base import CONDITIONS_LIST, ApiModel, Condition, SecretKeyReference, cel, validations
 
 CachePhase = Literal["Pending", "Filling", "Ready", "Degraded", "Failed"]
 CachedModelPhase = Literal["Pending", "Filling", "Verifying", "Ready", "Evicted", "Failed"]
@@ -84,6 +84,12 @@ class ModelCacheSpec(ApiModel):
                 cel("self.all(m, self.exists_one(n, n.name == m.name))", "model names must be unique")
             ),
         },
+    )
+    hf_token_secret_ref: SecretKeyReference | None = Field(
+        default=None,
+        description="The Hugging Face token for gated and private repos: a key of a Secret of the "
+        'namespace labelled llmop.dev/use: "true". The filler gets it as HF_TOKEN through a '
+        "secretKeyRef; llmop never reads its value.",
     )
 
 

@@ -128,3 +128,19 @@ def test_an_operator_upgrade_keeps_the_running_filler_image() -> None:
     kept = filler_config(CONFIG, running)
     assert (kept.agent_image, kept.hf_endpoint) == ("llmop:0.1", "http://mirror")
     assert filler_config(CONFIG, None) == CONFIG
+
+
+def test_the_hugging_face_token_reaches_the_filler_as_a_reference() -> None:
+    spec = ModelCacheSpec.model_validate(
+        {
+            "storage": {"existingClaim": "nfs"},
+            "models": [{"name": MODEL}],
+            "hfTokenSecretRef": {"name": "hf", "key": "token"},
+        }
+    )
+    (container,) = build_filler_deployment("shared", "team", "uid-c", spec, CONFIG)["spec"]["template"][
+        "spec"
+    ]["containers"]
+    assert container["env"] == [
+        {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    ]
