@@ -133,16 +133,36 @@ def test_one_download_serves_every_pod_of_every_backend_on_the_cache(
     assert modelsource.stats(counted)["bytes_sent"] == size, "scaling up downloaded nothing more"
 
 
+@pytest.fixture
+def upgrade(operator: OperatorProcess) -> Iterator[Any]:
+    """Restart the operator with settings of a newer release; the session's own again after."""
+    before = dict(operator.env)
+
+    def restart(env: dict[str, str]) -> None:
+        operator.stop()
+        operator.env.update(env)
+        operator.start()
+        operator.wait_started()
+
+    yield restart
+    if operator.env != before:
+        operator.stop()
+        operator.env.clear()
+        operator.env.update(before)
+        operator.start()
+        operator.wait_started()
+
+
 def cache_status(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
     return dict(kube.get("modelcache", name, namespace).get("status") or {})
 
 
-def test_an_operator_restart_mid_fill_sends_no_byte_twice_and_changed_bytes_are_replaced(
-    kube: Kube, cache_ns: str, modelsource: ModelSource, operator: OperatorProcess, podrunner: PodRunner
+def test_an_operator_upgrade_mid_fill_sends_no_byte_twice_and_changed_bytes_are_replaced(
+    kube: Kube, cache_ns: str, modelsource: ModelSource, upgrade: Any, podrunner: PodRunner
 ) -> None:
     model, counted, size, _ = publish(modelsource)
     original = (modelsource.root / counted.lstrip("/")).read_bytes()
-    slow = f"{model}?throttle=60000"  # about 10 s: long enough to restart the operator meanwhile
+    slow = f"{model}?throttle=60000"  # about 10 s: long enough to upgrade the operator meanwhile
     kube.apply(cache(slow, name="resume"), cache_ns)
     eventually(
         lambda: (
@@ -152,16 +172,22 @@ def test_an_operator_restart_mid_fill_sends_no_byte_twice_and_changed_bytes_are_
         interval=0.2,
         message="the cache filling",
     )
-    operator.stop()
-    operator.start()
-    operator.wait_started()
+    (filler,) = kube.list("pods", cache_ns, selector="llmop.dev/model-cache=resume")
+    image = filler["spec"]["containers"][0]["image"]
+    # An operator upgrade in the middle of the fill: a new release, with a new default agent image.
+    upgrade({"LLMOP_AGENT_IMAGE": "ghcr.io/llmop/llmop:9.9.9"})
     status = eventually(
         lambda: (s := cache_status(kube, "resume", cache_ns)).get("phase") == "Ready" and s,
         timeout=90,
-        message="the cache Ready after the restart",
+        message="the cache Ready after the upgrade",
     )
     sent = modelsource.stats(counted)
     assert sent["bytes_sent"] == size and sent["range_requests"] == 0, sent
+    # The filler runs on with the agent it had: the upgrade restarted nothing.
+    (still,) = kube.list("pods", cache_ns, selector="llmop.dev/model-cache=resume")
+    assert still["metadata"]["uid"] == filler["metadata"]["uid"]
+    template = kube.get("deployment", "resume-filler", cache_ns)["spec"]["template"]["spec"]
+    assert template["containers"][0]["image"] == image
 
     # Bytes changed on the volume behind llmop's back; the filler's agent restarts.
     on_disk = (
@@ -169,7 +195,6 @@ def test_an_operator_restart_mid_fill_sends_no_byte_twice_and_changed_bytes_are_
     )
     assert on_disk.read_bytes() == original
     on_disk.write_bytes(b"X" + original[1:])
-    (filler,) = kube.list("pods", cache_ns, selector="llmop.dev/model-cache=resume")
     podrunner.kill(cache_ns, filler["metadata"]["name"], container="agent", restart_after=0.5)
     eventually(
         lambda: (

@@ -416,6 +416,7 @@ class CacheFiller:
                 self.transfers.pop(model.name, None)
                 continue
             if model.name in self.evicted and model.name not in used:
+                self.transfers.pop(model.name, None)
                 continue
             self.evicted.discard(model.name)
             task = self.tasks.get(model.name)
@@ -478,9 +479,10 @@ class CacheFiller:
             if not plan:
                 return None
             for victim in plan:
-                await agent.delete_model(victim.name)
+                # Marked first: a round meanwhile must not start downloading it again.
                 self.evicted.add(victim.name)
                 self.on_disk.pop(victim.local_path, None)
+                await agent.delete_model(victim.name)
                 message = (
                     f"evicted {victim.name} ({human_bytes(victim.size)}, unused since "
                     f"{victim.last_used.isoformat() if victim.last_used else 'its download'}) to make room "
