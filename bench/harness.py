@@ -35,7 +35,8 @@ from support.runtimes import vllm_standin_command  # noqa: E402
 
 NAMESPACES = Resource("v1", "namespaces", namespaced=False)
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
-CLUSTER_NAME = "bench"
+#: LLMOP_BENCH_CLUSTER names another local cluster, for a run beside one that uses the default.
+CLUSTER_NAME = os.environ.get("LLMOP_BENCH_CLUSTER") or "bench"
 
 __all__ = ["DEPLOYMENTS", "LLMBACKENDS", "MODELPULLS", "NAMESPACES"]
 

@@ -281,6 +281,7 @@ def write_report(results: dict[str, Any]) -> Path:
         "# one scenario:   .venv/bin/python bench/run.py --only scale --sizes 100,300",
         "# the gateway's:  .venv/bin/python bench/run.py --only gateway   (loopback, no cluster)",
         "# the sharded repo's: .venv/bin/python bench/run.py --only repo   (loopback, no cluster)",
+        "# the cache's bytes:  .venv/bin/python bench/run.py --only cache --keep",
         "# report again:   .venv/bin/python bench/run.py --report-only",
         "```",
         "",
@@ -308,6 +309,7 @@ def write_report(results: dict[str, Any]) -> Path:
         *_pull_section(results),
         *_gateway_section(results),
         *_repo_section(results),
+        *_cache_section(results),
     ]
     lines += ["", *_method_section(), *_baseline_section(results)]
     if made:
@@ -518,6 +520,36 @@ def _repo_section(results: dict[str, Any]) -> list[str]:
             f"pull did before) {seconds['agent_one_at_a_time']:.2f} s.",
         ]
     return [*out, ""]
+
+
+def _cache_section(results: dict[str, Any]) -> list[str]:
+    r = results.get("cache_bytes")
+    if not r:
+        return []
+    rows = [
+        ("before", "before ModelCache: emptyDir, each pod's agent downloads"),
+        ("after", "ModelCache: its filler downloads once, the pods mount it read-only"),
+    ]
+    return [
+        "## 7. Bytes sent for a 3-replica backend, with and without a ModelCache",
+        "",
+        f"A Hugging Face style repo of {r['files']} files of random bytes, {r['mib']} MiB in all "
+        f"({r['repo_bytes']} bytes), served by the local model source; a vLLM backend of "
+        f"{r['replicas']} replicas (the vLLM stand-in: the download is measured, not the runtime), "
+        "timed from its creation to Ready (bench/cache_bytes.py, run on its own "
+        f"{r.get('started', '?')}, commit {r.get('versions_commit', '?')}). Bytes are the source's own "
+        "count of the repo's files. The download path itself (the agent against `curl --parallel` of "
+        "a 4-file, 2 GiB repo) is section 6: a cache's filler is the same agent.",
+        "",
+        "| | bytes the source sent | times the model's size | seconds to Ready | load |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {what} | {r[key]['bytes_sent']} | {r[key]['bytes_sent'] / r['repo_bytes']:.2f} "
+            f"| {r[key]['seconds_to_ready']:.1f} | {_load(r[key]['load'])} |"
+            for key, what in rows
+        ),
+        "",
+    ]
 
 
 def _repo_row(r: dict[str, Any], key: str, what: str) -> str:

@@ -39,7 +39,7 @@ from harness import (
 )
 from llmop.k8s.client import KubeClient
 
-SCENARIOS = ("scale", "ready", "reconcile", "pull", "gateway", "repo")
+SCENARIOS = ("scale", "ready", "reconcile", "pull", "gateway", "repo", "cache")
 #: Scenarios that need no cluster (processes on loopback only).
 LOOPBACK = ("gateway", "repo")
 RESULTS = REPO / "bench" / "results.json"
@@ -132,6 +132,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             print("bench: pull overhead", flush=True)
             results["pull"] = await run_pull(kube, cluster, workdir, args.pull_mib, args.pull_repeats)
+            save(results)
+        if "cache" in only and not args.baseline:  # ModelCache is this checkout's
+            from cache_bytes import run_cache_bytes
+
+            print("bench: bytes sent for a 3-replica backend, with and without a ModelCache", flush=True)
+            started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+            results["cache_bytes"] = await run_cache_bytes(kube, cluster, workdir, args.cache_mib)
+            results["cache_bytes"].update(started=started)
             save(results)
     finally:
         await kube.close()
@@ -234,6 +242,7 @@ def main() -> int:
     parser.add_argument("--pull-repeats", type=int, default=3)
     parser.add_argument("--repo-mib", type=int, default=2048, help="repo: the sharded repo's size")
     parser.add_argument("--repo-repeats", type=int, default=3)
+    parser.add_argument("--cache-mib", type=int, default=512, help="cache: the sharded repo's size")
     parser.add_argument("--gateway-seconds", type=float, default=10.0, help="gateway: each measurement")
     parser.add_argument("--keep", action="store_true", help="keep other scenarios' results in results.json")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the bench cluster running")

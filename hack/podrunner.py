@@ -4,7 +4,8 @@
 kwok simulates nodes: it marks pods Running and gives them an IP, but runs no containers, and a
 real kubelet with a container runtime cannot run on the machines that test llmop (there is no
 Docker). This program stands in for the kubelet and the container runtime, and for nothing
-else: for every Running pod labelled `llmop.dev/runtime` it starts the REAL runtime processes on
+else: for every Running pod labelled `llmop.dev/runtime` (or `llmop.dev/model-cache`, a cache's
+filler) it starts the REAL runtime processes on
 this machine, bound to the pod's IP (kwok hands out addresses in 127.0.0.0/8, which all route to
 the loopback interface), so the operator and the tests talk to pods exactly as in a cluster.
 
@@ -94,6 +95,8 @@ REPO = HACK_DIR.parent
 VENV_BIN = REPO / ".venv" / "bin"
 
 RUNTIME_LABEL = "llmop.dev/runtime"
+#: The filler pod of a ModelCache: one `agent` container, no runtime.
+MODEL_CACHE_LABEL = "llmop.dev/model-cache"
 BACKEND_LABEL = "llmop.dev/backend"
 POLL_INTERVAL = 0.5
 BACKOFF_INITIAL = 10.0
@@ -1039,18 +1042,20 @@ class PodRunner:
 
     # the cluster
     def _list_pods(self) -> list[dict[str, Any]]:
-        options = {
-            "label_selector": self.label_selector,
-            "_preload_content": False,
-            "_request_timeout": (3, 10),
-        }
-        if not self.namespaces:
-            response = self._api.list_pod_for_all_namespaces(**options)
-            return list(json.loads(response.data)["items"])
+        # The runtime pods, and the fillers of model caches when the runner takes llmop's pods.
+        selectors = [self.label_selector]
+        if self.label_selector == RUNTIME_LABEL:
+            selectors.append(MODEL_CACHE_LABEL)
         items: list[dict[str, Any]] = []
-        for namespace in self.namespaces:
-            response = self._api.list_namespaced_pod(namespace, **options)
-            items += json.loads(response.data)["items"]
+        for selector in selectors:
+            options = {"label_selector": selector, "_preload_content": False, "_request_timeout": (3, 10)}
+            if not self.namespaces:
+                response = self._api.list_pod_for_all_namespaces(**options)
+                items += json.loads(response.data)["items"]
+                continue
+            for namespace in self.namespaces:
+                response = self._api.list_namespaced_pod(namespace, **options)
+                items += json.loads(response.data)["items"]
         return items
 
     def _read_data(self, kind: str, namespace: str, name: str) -> dict[str, str] | None:

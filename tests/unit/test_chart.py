@@ -81,6 +81,7 @@ def test_default_install_objects() -> None:
             "ServiceAccount",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ClusterRole",
             "ClusterRoleBinding",
             "Role",
@@ -238,11 +239,13 @@ OWNED = [
 NAMESPACED = {
     *{
         ("llmop.dev", kind, verb)
-        for kind in ("llmbackends", "modelpulls")
+        for kind in ("llmbackends", "modelpulls", "modelcaches")
         for verb in ("get", "list", "watch", "patch")
     },
     ("llmop.dev", "llmbackends/status", "patch"),
     ("llmop.dev", "modelpulls/status", "patch"),
+    ("llmop.dev", "modelcaches/status", "patch"),
+    ("llmop.dev", "modelcaches/finalizers", "update"),
     ("llmop.dev", "modelpulls", "create"),
     ("llmop.dev", "modelpulls", "delete"),
     ("llmop.dev", "llmbackends/finalizers", "update"),

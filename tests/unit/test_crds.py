@@ -180,11 +180,13 @@ def _examples() -> list[Path]:
 
 
 def test_there_is_an_example_per_runtime_external_and_pull() -> None:
-    kinds = [yaml.safe_load(path.read_text()) for path in _examples()]
+    kinds = [doc for path in _examples() for doc in yaml.safe_load_all(path.read_text())]
     runtimes = {doc["spec"].get("runtime") for doc in kinds if doc["kind"] == "LLMBackend"}
     assert {"ollama", "vllm", "llamacpp"} <= runtimes
     assert any("external" in doc["spec"] for doc in kinds if doc["kind"] == "LLMBackend")
     assert any(doc["kind"] == "ModelPull" for doc in kinds)
+    assert any(doc["kind"] == "ModelCache" for doc in kinds)
+    assert any("modelCache" in doc["spec"] for doc in kinds if doc["kind"] == "LLMBackend")
 
 
 @pytest.mark.parametrize("path", _examples(), ids=lambda p: p.name)

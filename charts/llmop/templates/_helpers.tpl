@@ -43,14 +43,15 @@ Role in each of .Values.watchNamespaces. Each says whose need it is: kopf's (the
 llmop's (the handlers in operator/llmop/handlers/).
 */}}
 {{- define "llmop.namespacedRules" -}}
-# kopf: watch both kinds; patch them to keep its finalizer and its llmop.dev/ progress annotations.
-# llmop: get a backend (a ModelPull reads its backend's spec).
+# kopf: watch the three kinds; patch them to keep its finalizer and its llmop.dev/ progress
+# annotations. llmop: get a backend (a ModelPull reads its backend's spec) and a ModelCache (a
+# backend on it waits until it holds the backend's models).
 - apiGroups: ["llmop.dev"]
-  resources: ["llmbackends", "modelpulls"]
+  resources: ["llmbackends", "modelpulls", "modelcaches"]
   verbs: ["get", "list", "watch", "patch"]
-# llmop: status is llmop's observation of the runtime and of the pull.
+# llmop: status is llmop's observation of the runtime, of the pull and of the cache.
 - apiGroups: ["llmop.dev"]
-  resources: ["llmbackends/status", "modelpulls/status"]
+  resources: ["llmbackends/status", "modelpulls/status", "modelcaches/status"]
   verbs: ["patch"]
 # llmop: one ModelPull per model in spec.models, deleted when the model leaves the spec.
 - apiGroups: ["llmop.dev"]
@@ -59,9 +60,10 @@ llmop's (the handlers in operator/llmop/handlers/).
 # llmop: owner references with blockOwnerDeletion, where the API server enforces their
 # permission (the OwnerReferencesPermissionEnforcement admission plugin, on in OpenShift).
 - apiGroups: ["llmop.dev"]
-  resources: ["llmbackends/finalizers"]
+  resources: ["llmbackends/finalizers", "modelcaches/finalizers"]
   verbs: ["update"]
-# llmop: a backend's Deployment, Service and model claim, written by server-side apply
+# llmop: a backend's Deployment, Service and model claim, and a ModelCache's filler Deployment and
+# ReadWriteMany claim, written by server-side apply
 # (patch; create when the object does not exist yet), each read first by name (get): llmop writes
 # over none that the backend does not own. Deletion is left to the garbage collector.
 - apiGroups: ["apps"]

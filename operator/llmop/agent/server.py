@@ -5,6 +5,8 @@ DELETE /api/pull     ?model= or {"model"}             cancel a transfer (the par
 GET    /api/tags                                      completed models on disk
 DELETE /api/delete   {"model"}                        remove a model and its partials
 GET    /api/version
+GET    /api/space                                     free and total bytes of the models volume
+POST   /api/verify   {"model"}                        hash a complete model again; remove it if changed
 GET    /startup      200 once every LLMOP_REQUIRED_MODELS path is complete, else 503
 GET    /healthz
 
@@ -20,6 +22,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ from llmop.agent.pull import ModelPuller
 from llmop.agent.settings import AgentSettings
 from llmop.agent.store import ModelRecord, ModelStore, UnsafeLocalPath, check_relative_path
 from llmop.agent.transfers import Line, TransferRegistry, is_final
+from llmop.agent.verify import verify_model
 from llmop.sources import InvalidModelSource, ModelSource, parse_model_source
 
 logger = logging.getLogger("llmop.agent")
@@ -261,6 +265,32 @@ async def startup(request: web.Request) -> web.Response:
     return web.json_response({"ready": True, "complete": complete})
 
 
+async def space(request: web.Request) -> web.Response:
+    """The models volume's free and total bytes, under its size limit when it has one (a
+    ModelCache shows them in its status)."""
+    agent = request.app[AGENT]
+    stats = await asyncio.to_thread(os.statvfs, agent.settings.models_dir)
+    free = await asyncio.to_thread(agent.store.room.free)
+    capacity = agent.settings.volume_limit or stats.f_blocks * stats.f_frsize
+    return web.json_response({"free": free, "capacity": capacity})
+
+
+async def verify(request: web.Request) -> web.Response:
+    """Hash a complete model again against its record; a model whose bytes changed on disk is
+    removed (404 for one not complete). Never while it is being pulled: that pull lands it."""
+    agent = request.app[AGENT]
+    body = await _json_body(request, _ModelBody)
+    source = agent_source(body.model or body.name)
+    if agent.transfers.get(source.local_path) is not None:
+        return error_response(409, f"{source.name} is being pulled; its pull verifies it")
+    result = await asyncio.to_thread(verify_model, agent.store, source.local_path)
+    if not result.found:
+        return error_response(404, f"model {source.name!r} is not complete here")
+    if result.corrupt:
+        logger.warning("%s: bytes changed on disk (%s); removed it", source.name, ", ".join(result.corrupt))
+    return web.json_response({"verified": result.verified, "corrupt": result.corrupt})
+
+
 async def healthz(_: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -303,6 +333,8 @@ def build_app(settings: AgentSettings) -> web.Application:
     app.router.add_get("/api/tags", tags)
     app.router.add_delete("/api/delete", delete)
     app.router.add_get("/api/version", version)
+    app.router.add_get("/api/space", space)
+    app.router.add_post("/api/verify", verify)
     app.router.add_get("/startup", startup)
     app.router.add_get("/healthz", healthz)
     return app

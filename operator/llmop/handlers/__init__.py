@@ -1,5 +1,5 @@
 """kopf handlers: importing this package registers them."""
 
-from llmop.handlers import backend, pull, startup
+from llmop.handlers import backend, cache, pull, startup
 
-__all__ = ["backend", "pull", "startup"]
+__all__ = ["backend", "cache", "pull", "startup"]

@@ -21,6 +21,7 @@ from llmop.k8s.client import (
 )
 from llmop.loops.agent_token import AgentTokenUnavailable, ensure_agent_token
 from llmop.loops.context import BackendKey, OperatorContext
+from llmop.loops.model_cache import WaitingForCache, backend_cache_claim
 from llmop.loops.name_conflicts import NameConflict, check_names_free
 from llmop.loops.secret_access import SecretNotUsable, check_pod_references
 from llmop.manifests import AGENT_PORT, build_model_claim, build_model_pull, build_service
@@ -36,7 +37,7 @@ from llmop.manifests.resolved_defaults import (
     resolve_defaults,
     resolved_for,
 )
-from llmop.manifests.runtime_pods import runtime_pod
+from llmop.manifests.runtime_pods import has_agent, runtime_pod
 from llmop.models.backend import LLMBackendSpec, reserved_pod_annotation, reserved_pod_label
 from llmop.reconcile.conditions import status_text
 from llmop.runtimes.registry import managed_descriptor, serving_port
@@ -48,6 +49,8 @@ SECRET_RETRY_SECONDS = 30
 #: while it is taken by a deleted backend's object, which the garbage collector removes in seconds.
 CONFLICT_RETRY_SECONDS = 30
 LEFTOVER_RETRY_SECONDS = 3
+#: How often kopf looks again at the ModelCache of a backend that waits for it (one GET).
+CACHE_RETRY_SECONDS = 3
 
 
 def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
@@ -59,6 +62,9 @@ def validate_backend_spec(spec: LLMBackendSpec) -> str | None:
         return None
     if problem := pod_metadata_problem(spec):
         return problem
+    if spec.model_cache is not None and (not runtime_pod(spec).needs_agent or spec.storage is not None):
+        # Also a backend stored before the CRD had the rules.
+        return "spec.modelCache applies to runtime vllm or llamacpp, without spec.storage"
     if runtime_pod(spec).needs_agent and serving_port(spec) == AGENT_PORT:
         # Also a port the CRD refuses only since it had the rule: the runtime could not bind it.
         return f"spec.port {AGENT_PORT} is the llmop agent's port in {spec.runtime} pods: choose another"
@@ -122,6 +128,9 @@ async def ensure_backend_objects(
         report_refusal(context, body, key, previous, "NameConflict", conflict.message)
         delay = LEFTOVER_RETRY_SECONDS if conflict.leftover else CONFLICT_RETRY_SECONDS
         raise kopf.TemporaryError(conflict.message, delay=delay) from conflict
+    except WaitingForCache as waiting:
+        report_cache_wait(context, body, key, previous, waiting)
+        return
     except SecretNotUsable as error:
         # The observer shows it in status; kopf retries, so a label added later takes effect.
         context.apply_errors.pop(key, None)
@@ -138,7 +147,28 @@ async def ensure_backend_objects(
         report_refusal(context, body, key, previous, "InvalidSpec", message, event_reason="ApplyFailed")
         raise kopf.PermanentError(error.message) from error
     context.apply_errors.pop(key, None)
+    context.cache_waits.pop(key, None)
     logger.info("ensured the objects of backend %s/%s", namespace, name)
+
+
+def report_cache_wait(
+    context: OperatorContext,
+    body: kopf.Body,
+    key: BackendKey,
+    previous: tuple[str, str] | None,
+    waiting: WaitingForCache,
+) -> None:
+    """A cache that is refused is said once; one that is filling is waited for, an Event per new
+    reason, and looked at again in CACHE_RETRY_SECONDS."""
+    wait = waiting.wait
+    if wait.refused:
+        report_refusal(context, body, key, previous, wait.reason, wait.message)
+        return
+    context.apply_errors.pop(key, None)
+    if context.cache_waits.get(key) != (wait.reason, wait.message):
+        kopf.event(body, type="Normal", reason=wait.reason, message=status_text(wait.message))
+    context.cache_waits[key] = (wait.reason, wait.message)
+    raise kopf.TemporaryError(wait.message, delay=CACHE_RETRY_SECONDS) from waiting
 
 
 def report_refusal(
@@ -172,12 +202,16 @@ async def apply_backend_objects(
     kube = context.kube
     # Before anything that leads to pods: a Secret that has not opted in never reaches one.
     await check_pod_references(kube, namespace, spec)
+    # A backend on a ModelCache deploys once the cache holds its models: its pods only read them.
+    cache_claim = await backend_cache_claim(kube, namespace, spec)
     deployment = await kube.get(DEPLOYMENTS, name, namespace)
     defaults, current = backend_defaults(context.config, uid, spec, adopt_defaults, deployment)
     replicas = decided_replicas(context, (namespace, name), spec, status or {}, deployment)
-    owned = owned_objects(context, name, namespace, uid, spec, defaults, replicas)
+    owned = owned_objects(
+        context, name, namespace, uid, spec, defaults, replicas=replicas, cache_claim=cache_claim
+    )
     await check_names_free(kube, name, uid, owned, already_read={DEPLOYMENTS: deployment})
-    if runtime_pod(spec).needs_agent:
+    if has_agent(spec):
         # Before the pods that mount it; created once, never applied.
         await ensure_agent_token(context, name, namespace, uid, spec.runtime or "")
     for resource, manifest in owned:
@@ -242,7 +276,9 @@ def owned_objects(
     uid: str,
     spec: LLMBackendSpec,
     defaults: ResolvedDefaults,
+    *,
     replicas: int | None = None,
+    cache_claim: str | None = None,
 ) -> list[tuple[Resource, dict[str, Any]]]:
     """The objects llmop applies for a managed backend, each before those that need it: the
     model claim (none with spec.storage.existingClaim, the user's own), the NetworkPolicy that
@@ -251,11 +287,13 @@ def owned_objects(
     objects: list[tuple[Resource, dict[str, Any]]] = []
     if claim := build_model_claim(name, namespace, uid, spec):
         objects.append((PVCS, claim))
-    if runtime_pod(spec).needs_agent:
+    if has_agent(spec):
         policy = build_agent_network_policy(name, namespace, uid, spec, context.config, AGENT_PORT)
         if policy is not None:
             objects.append((NETWORKPOLICIES, policy))
-    deployment = build_pinned_deployment(name, namespace, uid, spec, context.config, defaults, replicas)
+    deployment = build_pinned_deployment(
+        name, namespace, uid, spec, context.config, defaults, replicas=replicas, cache_claim=cache_claim
+    )
     objects.append((DEPLOYMENTS, deployment))
     objects.append((SERVICES, build_service(name, namespace, uid, spec)))
     if budget := build_disruption_budget(name, namespace, uid, spec):
@@ -267,7 +305,8 @@ async def ensure_model_pulls(
     kube: KubeClient, name: str, namespace: str, uid: str, spec: LLMBackendSpec
 ) -> None:
     wanted = {}
-    for model in spec.models:
+    # A cache's filler downloads for a backend on it: no pull into its pods.
+    for model in spec.models if spec.model_cache is None else []:
         pull = build_model_pull(name, namespace, uid, model, runtime=spec.runtime)
         wanted[pull["metadata"]["name"]] = pull
     for pull in wanted.values():

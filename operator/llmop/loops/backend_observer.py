@@ -325,6 +325,7 @@ class BackendObserver:
             nodes=await self.gpu_nodes.nodes(self.context.kube, nodes) if gpus else {},
             defaults=self.context.resolved_defaults.get(self.key),
             pod_selector=selector_text(self.name),
+            cache_wait=self.context.cache_waits.get(self.key),
         )
         return snapshot, targets
 

@@ -51,6 +51,13 @@ class OperatorContext:
     probe_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PROBE_CONCURRENCY))
     #: Returns the heap's free pages once deleted backends are gone.
     heap: HeapTrim = field(default_factory=HeapTrim)
+    #: Why a backend on a ModelCache deploys nothing yet (llmop.reconcile.cache_status.CacheWait),
+    #: by backend, as (condition reason, message): its observer shows it.
+    cache_waits: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
+    #: Why a ModelCache's objects were not applied, by (namespace, name), as (reason, message).
+    cache_apply_errors: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
+    #: Each ModelCache's wake-up, by (namespace, name): its filler pod changed.
+    cache_wakers: dict[BackendKey, asyncio.Event] = field(default_factory=dict)
 
     def __copy__(self) -> Self:
         # kopf copies the memo for each object; one context is shared by all of them.
@@ -83,6 +90,7 @@ class OperatorContext:
     def forget_backend(self, key: BackendKey) -> None:
         """The backend is deleted: free everything kept for it."""
         self.apply_errors.pop(key, None)
+        self.cache_waits.pop(key, None)
         self.agent_tokens.pop(key, None)
         self.resolved_defaults.pop(key, None)
         self.scaled.pop(key, None)

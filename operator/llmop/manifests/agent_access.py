@@ -55,11 +55,12 @@ def build_agent_token_secret(name: str, namespace: str, uid: str, runtime: str, 
     }
 
 
-def agent_token_of(secret: dict[str, Any], name: str, uid: str) -> str | None:
+def agent_token_of(secret: dict[str, Any], name: str, uid: str, label: str = AGENT_TOKEN_LABEL) -> str | None:
     """The token in `secret` if it is the one llmop made for backend `name` (its label, and a
-    controller reference to this very backend); None for any other Secret."""
+    controller reference to this very backend); None for any other Secret. A model cache's
+    filler token carries `label` llmop.dev/cache-token instead."""
     metadata = secret.get("metadata") or {}
-    if (metadata.get("labels") or {}).get(AGENT_TOKEN_LABEL) != name:
+    if (metadata.get("labels") or {}).get(label) != name:
         return None
     if not controlled_by(secret, uid):
         return None

@@ -20,7 +20,7 @@ from llmop.manifests.labels import (
     backend_selector,
     owned_metadata,
 )
-from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
+from llmop.manifests.runtime_pods import has_agent, managed_runtime, runtime_pod
 from llmop.manifests.storage import EMPTY_DIR_LIMIT, MODELS_VOLUME, models_claim, models_volume
 from llmop.models.backend import AGENT_PORT, LLMBackendSpec
 from llmop.models.duration import parse_duration
@@ -127,8 +127,11 @@ def runtime_env(spec: LLMBackendSpec, pod: PodRecipe) -> list[dict[str, Any]]:
     return _merge_env(ours, deepcopy(spec.env or []))
 
 
-def _models_mount() -> dict[str, Any]:
-    return {"name": MODELS_VOLUME, "mountPath": MODELS_DIR}
+def _models_mount(read_only: bool = False) -> dict[str, Any]:
+    mount: dict[str, Any] = {"name": MODELS_VOLUME, "mountPath": MODELS_DIR}
+    if read_only:  # a ModelCache's claim: its filler alone writes it
+        mount["readOnly"] = True
+    return mount
 
 
 def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: PodRecipe) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def runtime_container(spec: LLMBackendSpec, config: OperatorConfig, pod: PodReci
     resources = merged_resources(spec)
     if resources:
         container["resources"] = resources
-    mounts = [_models_mount()]
+    mounts = [_models_mount(read_only=spec.model_cache is not None)]
     if pod.needs_shm:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     container["volumeMounts"] = mounts + [mount.to_api() for mount in spec.volume_mounts or []]
@@ -259,12 +262,15 @@ def agent_volumes(name: str) -> list[dict[str, Any]]:
     ]
 
 
-def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[str, Any]:
+def pod_spec(
+    name: str, spec: LLMBackendSpec, config: OperatorConfig, cache_claim: str | None = None
+) -> dict[str, Any]:
     pod = runtime_pod(spec)
+    agent = has_agent(spec)
     result: dict[str, Any] = {}
-    if pod.needs_agent:
+    if agent:
         result["initContainers"] = [agent_container(spec, config)]
-    result["securityContext"] = pod_security_context(spec, pod.needs_agent)
+    result["securityContext"] = pod_security_context(spec, agent)
     if spec.service_account_name:
         result["serviceAccountName"] = spec.service_account_name
     # Nothing in the pod talks to the API server: no credentials for it to leak. Workload identity
@@ -273,8 +279,8 @@ def pod_spec(name: str, spec: LLMBackendSpec, config: OperatorConfig) -> dict[st
     if spec.image_pull_secrets:
         result["imagePullSecrets"] = [{"name": ref.name} for ref in spec.image_pull_secrets]
     result["containers"] = [runtime_container(spec, config, pod)]
-    volumes = [models_volume(name, spec)]
-    if pod.needs_agent:
+    volumes = [models_volume(name, spec, cache_claim)]
+    if agent:
         volumes += agent_volumes(name)
     if pod.needs_shm:
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
@@ -327,7 +333,9 @@ def build_deployment(
     uid: str,
     spec: LLMBackendSpec,
     config: OperatorConfig,
+    *,
     replicas: int | None = None,
+    cache_claim: str | None = None,
 ) -> dict[str, Any]:
     """The Deployment `name` that runs the backend's runtime (docs/architecture.md, "The runtime pod").
 
@@ -335,6 +343,8 @@ def build_deployment(
     no models gets a runtime without --model, and the status says it serves nothing. Raises
     ValueError for an external backend (llmop deploys nothing for it) and `InvalidModelSource`
     for a model name llmop cannot read. `replicas`: what spec.autoscaling decided, where it decides.
+    `cache_claim`: the claim of the backend's spec.modelCache, mounted read-only in place of a
+    volume the pods download into.
     """
     labels = backend_labels(name, managed_runtime(spec))
     return {
@@ -347,7 +357,7 @@ def build_deployment(
             "strategy": deployment_strategy(spec, name),
             "template": {
                 "metadata": pod_template_metadata(spec, labels),
-                "spec": pod_spec(name, spec, config),
+                "spec": pod_spec(name, spec, config, cache_claim),
             },
         },
     }

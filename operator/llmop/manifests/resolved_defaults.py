@@ -20,7 +20,7 @@ from typing import Any
 
 from llmop.config import OperatorConfig
 from llmop.manifests.deployment import AGENT_CONTAINER, RUNTIME_CONTAINER, build_deployment
-from llmop.manifests.runtime_pods import managed_runtime, runtime_pod
+from llmop.manifests.runtime_pods import has_agent, managed_runtime
 from llmop.models.backend import LLMBackendSpec
 
 #: On the LLMBackend: a new value (any text) makes llmop take its current defaults now. Not under
@@ -77,7 +77,7 @@ def resolved_for(spec: LLMBackendSpec, adopt_defaults: str | None) -> str:
 
 def current_defaults(spec: LLMBackendSpec, config: OperatorConfig, digest: str) -> ResolvedDefaults:
     """The operator's defaults for this spec now."""
-    agent = runtime_pod(spec).needs_agent
+    agent = has_agent(spec)
     return ResolvedDefaults(
         runtime_image=None if spec.image else config.images[managed_runtime(spec)],
         agent_image=config.agent_image if agent else None,
@@ -154,7 +154,9 @@ def build_pinned_deployment(
     spec: LLMBackendSpec,
     config: OperatorConfig,
     defaults: ResolvedDefaults,
+    *,
     replicas: int | None = None,
+    cache_claim: str | None = None,
 ) -> dict[str, Any]:
     """The backend's Deployment built with `defaults`, which it records, and with the pod template
     kept with them, if any: replicas follow the spec (or `replicas`, spec.autoscaling's decision),
@@ -165,7 +167,15 @@ def build_pinned_deployment(
     if defaults.agent_image:
         pinned["agent_image"] = defaults.agent_image
         pinned["hf_endpoint"] = defaults.hf_endpoint
-    deployment = build_deployment(name, namespace, uid, spec, config.model_copy(update=pinned), replicas)
+    deployment = build_deployment(
+        name,
+        namespace,
+        uid,
+        spec,
+        config.model_copy(update=pinned),
+        replicas=replicas,
+        cache_claim=cache_claim,
+    )
     if defaults.template is not None:
         deployment["spec"]["template"] = copy.deepcopy(defaults.template)
     deployment["metadata"].setdefault("annotations", {})[RESOLVED_DEFAULTS_ANNOTATION] = (

@@ -16,3 +16,9 @@ def runtime_pod(spec: LLMBackendSpec) -> PodRecipe:
     recipe = managed_descriptor(spec).pod
     assert recipe is not None  # every managed runtime has one
     return recipe
+
+
+def has_agent(spec: LLMBackendSpec) -> bool:
+    """Whether the pods carry the download agent: vLLM and llama.cpp, unless they read their models
+    from a ModelCache, which its own filler downloads into."""
+    return runtime_pod(spec).needs_agent and spec.model_cache is None

@@ -26,7 +26,11 @@ def models_claim(name: str, spec: LLMBackendSpec) -> str | None:
     return spec.storage.existing_claim or model_claim_name(name)
 
 
-def models_volume(name: str, spec: LLMBackendSpec) -> dict[str, Any]:
+def models_volume(name: str, spec: LLMBackendSpec, cache_claim: str | None = None) -> dict[str, Any]:
+    """The claim, an emptyDir, or, for a backend on a ModelCache, the cache's claim read-only: the
+    pods read the files the cache's filler verified and cannot change them."""
+    if spec.model_cache is not None and cache_claim:
+        return {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": cache_claim, "readOnly": True}}
     claim = models_claim(name, spec)
     if claim is None:
         return {"name": MODELS_VOLUME, "emptyDir": {"sizeLimit": EMPTY_DIR_LIMIT}}

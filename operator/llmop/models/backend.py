@@ -514,6 +514,23 @@ AutoscalingSpec.model_config["json_schema_extra"] = validations(
 )
 
 
+class ModelCacheRef(ApiModel):
+    """A ModelCache whose claim the pods mount read-only instead of downloading the models."""
+
+    name: str = Field(
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="Name of a ModelCache in the backend's own namespace.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        description="Leave unset: a backend may use only a cache of its own namespace. A cache of "
+        "another namespace is refused (reason ModelCacheNotAllowed), as its claim could not be "
+        "mounted there and its models are that namespace's.",
+    )
+
+
 class LLMBackendSpec(ApiModel):
     """What to run: a managed runtime or an external server, with its models and placement."""
 
@@ -650,6 +667,12 @@ class LLMBackendSpec(ApiModel):
     )
     startup: StartupSpec = Field(default_factory=StartupSpec, description="Cold-start behaviour.")
     warmup: WarmupSpec = Field(default_factory=WarmupSpec, description="Loading models into memory.")
+    model_cache: ModelCacheRef | None = Field(
+        default=None,
+        description="Serve spec.models from a ModelCache of this namespace (vllm and llamacpp): the pods "
+        "mount its claim read-only and download nothing, so replicas need neither Recreate nor one "
+        "node; the backend deploys once the cache holds every model of spec.models.",
+    )
 
     @property
     def runtime_kind(self) -> str:
@@ -700,6 +723,14 @@ LLMBackendSpec.model_config["json_schema_extra"] = validations(
     cel(
         "!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.name == v.name))",
         "volume names must be unique in spec.volumes",
+    ),
+    cel(
+        f"!has(self.modelCache) || (has(self.runtime) && self.runtime in {list(AGENT_RUNTIMES)})",
+        "spec.modelCache applies to runtime vllm or llamacpp (Ollama pulls its own models)",
+    ),
+    cel(
+        "!has(self.modelCache) || !has(self.storage)",
+        "set spec.modelCache or spec.storage, not both: with a cache the pods mount its claim as /models",
     ),
 )
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from llmop import API_GROUP, API_VERSION
 from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
+from llmop.models.cache import ModelCacheSpec, ModelCacheStatus
 from llmop.models.pull import ModelPullSpec, ModelPullStatus
 
 _DROPPED_KEYS = {"title", "default", "$defs"}
@@ -176,9 +177,29 @@ def modelpull_crd() -> dict[str, Any]:
     )
 
 
+def modelcache_crd() -> dict[str, Any]:
+    return _crd(
+        kind="ModelCache",
+        plural="modelcaches",
+        short_names=["mcache"],
+        description="A ReadWriteMany volume llmop fills once with models, verified, that the "
+        "LLMBackends of its namespace mount read-only (spec.modelCache) instead of downloading.",
+        spec=ModelCacheSpec,
+        status=ModelCacheStatus,
+        subresources={"status": {}},
+        columns=[
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Models", "type": "string", "jsonPath": ".status.summary"},
+            {"name": "Claim", "type": "string", "jsonPath": ".status.claimName"},
+            {"name": "Free", "type": "integer", "jsonPath": ".status.freeBytes", "priority": 1},
+        ],
+    )
+
+
 def all_crds() -> dict[str, dict[str, Any]]:
     """File name under crds/ -> CRD object."""
     return {
         "llmop.dev_llmbackends.yaml": llmbackend_crd(),
         "llmop.dev_modelpulls.yaml": modelpull_crd(),
+        "llmop.dev_modelcaches.yaml": modelcache_crd(),
     }

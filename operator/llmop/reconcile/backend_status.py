@@ -147,6 +147,8 @@ class BackendSnapshot:
     pod_selector: str | None = None
     #: What spec.autoscaling decided this round (None without it): the replicas and leaving pods.
     autoscale: AutoscaleDecision | None = None
+    #: Why a backend on a ModelCache deploys nothing yet: (condition reason, message).
+    cache_wait: tuple[str, str] | None = None
 
     @property
     def external(self) -> bool:
@@ -474,6 +476,9 @@ def _phase(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> tuple[Backen
         return "Failed", reason, message
     if desired == 0 and snapshot.autoscale is not None:
         return "Idle", "ScaledToZero", snapshot.autoscale.status.message
+    if snapshot.cache_wait:
+        reason, message = snapshot.cache_wait
+        return "Pending", reason, message
     if desired == 0:
         return "Pending", "ScaledToZero", "replicas is 0: nothing serves"
     if denied := [o.probe.reason for o in snapshot.runtimes.values() if o.probe.state is ProbeState.DENIED]:
@@ -541,7 +546,7 @@ def _stalled(
     """Why llmop gives up until something changes (Stalled=True), or ("", "")."""
     if phase == "Failed":
         return reason, message
-    if phase in ("Ready", "Idle"):
+    if phase in ("Ready", "Idle") or snapshot.cache_wait:  # a cache fills as long as its models take
         return "", ""
     if any(pull.phase == "Failed" for pull in snapshot.pulls.values()):
         return "PullFailed", message
