@@ -26,7 +26,7 @@ from llmop.models.startup import StartupStatus
 
 ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
-BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "Failed"]
+BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "Failed", "Idle"]
 #: startup.probeInterval's bounds: the CRD rejects others, and the operator holds a backend stored
 #: before the rule to them (a zero interval would spin its observer).
 PROBE_INTERVAL_BOUNDS = ("100ms", "10m")
@@ -712,6 +712,28 @@ class PodState(ApiModel):
     last_probe: datetime | None = Field(
         default=None, description="When llmop last saw this pod's state change."
     )
+    draining: bool | None = Field(
+        default=None,
+        description="The pod is leaving (autoscaling lowers the replicas): the gateway sends it no new "
+        "request, and it goes once its requests in flight are answered or drainTimeout passed.",
+    )
+
+
+class GatewayDemand(ApiModel):
+    """What one gateway pod counts of a backend's requests, for spec.autoscaling."""
+
+    in_flight: int = Field(
+        default=0, ge=0, description="Requests this gateway is relaying to the backend's pods now."
+    )
+    waiting: int = Field(
+        default=0, ge=0, description="Requests this gateway holds because no pod serves their model yet."
+    )
+    pods: dict[str, int] = Field(
+        default_factory=dict, description="Requests in flight per pod name (a pod with none is left out)."
+    )
+    time: datetime | None = Field(
+        default=None, description="When the gateway wrote these counts (an entry a minute old is ignored)."
+    )
 
 
 class LLMBackendStatus(ApiModel):
@@ -719,7 +741,8 @@ class LLMBackendStatus(ApiModel):
 
     observed_generation: int | None = Field(default=None, description="The generation this status describes.")
     phase: BackendPhase | None = Field(
-        default=None, description="Pending, Deploying, Loading, Ready, Degraded or Failed."
+        default=None,
+        description="Pending, Deploying, Loading, Ready, Degraded, Failed or Idle (autoscaled to zero).",
     )
     runtime: str | None = Field(default=None, description="Runtime kind being served.")
     endpoint: str | None = Field(default=None, description="Base URL of the runtime's API.")
@@ -748,6 +771,11 @@ class LLMBackendStatus(ApiModel):
         default=None,
         description="The default images the pods run: chosen when the spec last changed and kept across "
         "operator upgrades; condition DefaultsCurrent says when llmop's defaults are newer.",
+    )
+    demand: dict[str, GatewayDemand] | None = Field(
+        default=None,
+        description="Each gateway pod's counts of the backend's requests (by the gateway pod's name), "
+        "written by the gateway for spec.autoscaling; the operator decides the replicas from them.",
     )
     startup: StartupStatus | None = Field(
         default=None,
