@@ -1,7 +1,8 @@
 -- Argo CD health of an llmop LLMBackend (llmop.dev/v1alpha1), from its kstatus conditions.
--- Healthy: Ready=True (the runtime's own API answers with every model in spec.models).
+-- Healthy: Ready=True (the runtime's own API answers with every model in spec.models, or the
+-- backend is Idle: spec.autoscaling scaled it to zero and the next request wakes it).
 -- Degraded: Stalled=True (llmop gave up until something changes), or phase Degraded/Failed.
--- Suspended: scaled to zero on purpose. Progressing: anything else, with llmop's own words.
+-- Suspended: spec.replicas 0 (nothing wakes it). Progressing: anything else, with llmop's own words.
 local hs = {}
 if obj.status == nil then
   hs.status = "Progressing"

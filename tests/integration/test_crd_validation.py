@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -358,6 +359,34 @@ BAD_MANIFESTS = {
         ),
         "mountPath must be an absolute path without '..'",
     ),
+    "autoscaling-min-above-max": (
+        _backend({"runtime": "ollama", "autoscaling": {"minReplicas": 3, "maxReplicas": 2}}),
+        "autoscaling.minReplicas must not be above autoscaling.maxReplicas",
+    ),
+    "autoscaling-without-max": (
+        _backend({"runtime": "ollama", "autoscaling": {"minReplicas": 0}}),
+        "spec.autoscaling.maxReplicas: Required value",
+    ),
+    "autoscaling-max-zero": (
+        _backend({"runtime": "ollama", "autoscaling": {"maxReplicas": 0, "minReplicas": 0}}),
+        "autoscaling.maxReplicas must be 1 or more",
+    ),
+    "autoscaling-target-zero": (
+        _backend({"runtime": "ollama", "autoscaling": {"maxReplicas": 2, "targetInFlight": 0}}),
+        "autoscaling.targetInFlight must be 1 or more",
+    ),
+    "autoscaling-delay-too-long": (
+        _backend({"runtime": "ollama", "autoscaling": {"maxReplicas": 2, "scaleDownDelay": "25h"}}),
+        "must be between 0s and 24h",
+    ),
+    "autoscaling-with-replicas": (
+        _backend({"runtime": "ollama", "replicas": 2, "autoscaling": {"maxReplicas": 2}}),
+        "set spec.replicas or spec.autoscaling, not both",
+    ),
+    "autoscaling-of-an-external-server": (
+        _backend({"external": {"url": "http://10.0.0.5:8000"}, "autoscaling": {"maxReplicas": 2}}),
+        "spec.autoscaling applies to spec.runtime only",
+    ),
     "disruption-budget-both-limits": (
         _backend({"runtime": "ollama", "disruptionBudget": {"maxUnavailable": 1, "minAvailable": 1}}),
         "set at most one of disruptionBudget.maxUnavailable and disruptionBudget.minAvailable",
@@ -392,6 +421,10 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         {"runtime": "llamacpp", "models": [{"name": "https://h.example:8443/m.gguf"}]},
         {"external": {"url": "http://10.0.0.5:65535"}},
         {"runtime": "ollama", "warmup": {"timeout": "10m"}},
+        {
+            "runtime": "ollama",
+            "autoscaling": {"minReplicas": 0, "maxReplicas": 1, "scaleDownDelay": "0s", "drainTimeout": "1h"},
+        },
         {"runtime": "ollama", "port": 8090},  # Ollama's pods have no agent
         {
             "runtime": "vllm",
@@ -458,6 +491,7 @@ def test_plain_external_urls_are_accepted(kube: Kube, namespace: str, url: str) 
         "model-url-port",
         "external-port-65535",
         "warmup-10m",
+        "autoscaling-at-its-bounds",
         "ollama-port-8090",
         "gpu-sixteen-products-and-memory",
         "gpu-memory-below-64ti",
@@ -501,3 +535,35 @@ def test_valid_manifest_is_stored_exactly_as_written(kube: Kube, namespace: str)
     kube.apply(manifest, namespace)
     stored = kube.get("llmb", manifest["metadata"]["name"], namespace)
     assert stored["spec"] == manifest["spec"]
+
+
+def test_kubectl_scale_of_an_autoscaled_backend_is_refused_with_the_reason(
+    kube: Kube, namespace: str
+) -> None:
+    """One owner decides the replicas: a write through /scale would make a second one."""
+    kube.apply(_backend({"runtime": "ollama", "autoscaling": {"maxReplicas": 3}}), namespace)
+    result = kube.run("scale", "llmb/bad", "--replicas=2", "-n", namespace, check=False)
+    assert result.returncode != 0
+    assert "set spec.replicas or spec.autoscaling, not both" in result.stderr
+    assert "replicas" not in kube.get("llmb", "bad", namespace)["spec"]
+
+
+def test_a_gateway_demand_entry_out_of_bounds_is_refused(kube: Kube, namespace: str) -> None:
+    """status.demand is the gateways' to write: the API server holds each entry to its bounds."""
+    kube.apply(_backend({"runtime": "ollama", "autoscaling": {"maxReplicas": 3}}), namespace)
+
+    def write(entry: dict[str, Any]) -> Any:
+        patch = json.dumps({"status": {"demand": {"gw-1": entry}}})
+        args = ["patch", "llmb", "bad", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch]
+        return kube.run(*args, check=False)
+
+    fine = write({"inFlight": 3, "waiting": 1, "pods": {"bad-x": 3}, "time": "2026-12-01T12:00:00Z"})
+    assert fine.returncode == 0, fine.stderr
+    huge = write({"inFlight": 10**9, "time": "2026-12-01T12:00:00Z"})
+    assert huge.returncode != 0 and "inFlight" in huge.stderr
+    negative = write({"waiting": -1, "time": "2026-12-01T12:00:00Z"})
+    assert negative.returncode != 0 and "waiting" in negative.stderr
+    stored = kube.get("llmb", "bad", namespace)["status"]["demand"]
+    assert stored == {
+        "gw-1": {"inFlight": 3, "waiting": 1, "pods": {"bad-x": 3}, "time": "2026-12-01T12:00:00Z"}
+    }

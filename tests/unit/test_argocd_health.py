@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from llmop.models.backend import LLMBackendSpec, LLMBackendStatus
+from llmop.models.backend import AutoscalingSpec, AutoscalingStatus, LLMBackendSpec, LLMBackendStatus
 from llmop.models.pull import ModelPullStatus, PullProgress
+from llmop.reconcile.autoscale import AutoscaleFacts, decide
 from llmop.reconcile.backend_status import (
     BackendSnapshot,
     PodFacts,
@@ -140,6 +141,21 @@ def test_a_backend_scaled_to_zero_is_suspended() -> None:
     assert health("LLMBackend", obj(status)) == {
         "status": "Suspended",
         "message": "replicas is 0: nothing serves",
+    }
+
+
+def test_a_backend_autoscaled_to_zero_is_healthy_and_says_why() -> None:
+    """Idle is a backend at rest on purpose: the next request through the gateway wakes it, so
+    Argo CD shows it Healthy (not Suspended, not Degraded) with llmop's words."""
+    rules = AutoscalingSpec.model_validate({"minReplicas": 0, "maxReplicas": 2})
+    before = AutoscalingStatus(replicas=1, drain_started=T0 - timedelta(seconds=5), scale_down_since=T0)
+    decision = decide(AutoscaleFacts(rules, T0 + timedelta(minutes=5), {}, before))
+    spec = {"runtime": "ollama", "autoscaling": {"minReplicas": 0, "maxReplicas": 2}}
+    status = backend_status(spec=spec, pods=[], runtimes={}, autoscale=decision)
+    assert status.phase == "Idle"
+    assert health("LLMBackend", obj(status)) == {
+        "status": "Healthy",
+        "message": "no request for 5m: scaled to zero",
     }
 
 

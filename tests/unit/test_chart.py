@@ -249,6 +249,7 @@ NAMESPACED = {
     *{(group, kind, verb) for group, kind in OWNED for verb in ("get", "create", "patch")},
     ("", "pods", "list"),
     ("", "pods", "watch"),
+    ("", "pods", "patch"),  # the deletion-cost annotation on a pod spec.autoscaling drained
     ("", "secrets", "get"),
     ("", "configmaps", "get"),
     ("", "serviceaccounts", "get"),

@@ -70,10 +70,12 @@ llmop's (the handlers in operator/llmop/handlers/).
 - apiGroups: [""]
   resources: ["services", "persistentvolumeclaims"]
   verbs: ["get", "create", "patch"]
-# llmop: the in-memory index of the runtime pods (kopf.index on pods).
+# llmop: the in-memory index of the runtime pods (kopf.index on pods); patch for spec.autoscaling's
+# scale-down alone: the pod-deletion-cost annotation on a drained pod, so that the ReplicaSet
+# removes it and not a pod with a stream in flight.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch"]
+  verbs: ["list", "watch", "patch"]
 # llmop: read the API key a backend names in spec.apiKeySecretRef, and check that every Secret,
 # ConfigMap and claim (get above) a backend's pods would get carries llmop.dev/use=true. Never
 # written or listed.

@@ -107,6 +107,13 @@ async def wake_on_pull_change(
         memo.wake_backend((namespace or "", backend))
 
 
+@kopf.on.event(API_GROUP, API_VERSION, "llmbackends")
+async def wake_on_demand(
+    namespace: str | None, name: str, status: kopf.Status, memo: OperatorContext, **_: Any
+) -> None:
+    memo.wake_on_demand((namespace or "", name), status.get("demand"))
+
+
 # kopf passes indexes as extra keyword arguments, which its handler protocol cannot express.
 @kopf.daemon(API_GROUP, API_VERSION, "llmbackends", cancellation_timeout=5.0, backoff=DAEMON_BACKOFF)  # type: ignore[arg-type]
 async def observe_backend(

@@ -236,6 +236,31 @@ class KubeClient:
         )
         return dict(response.json())
 
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any] | None:
+        """A JSON merge patch of the fields in `patch` alone (a null removes one; a
+        metadata.resourceVersion in it makes a concurrent change a 409); None when the object is
+        not there."""
+        try:
+            response = await self._request(
+                "PATCH",
+                resource.path(namespace, name, subresource),
+                params={"fieldManager": FIELD_MANAGER},
+                content=json.dumps(patch),
+                headers={"Content-Type": "application/merge-patch+json"},
+            )
+        except KubeAPIError as error:
+            if error.status_code == 404:
+                return None
+            raise
+        return dict(response.json())
+
     async def create(self, resource: Resource, body: dict[str, Any]) -> dict[str, Any]:
         namespace = body["metadata"].get("namespace")
         response = await self._request("POST", resource.path(namespace), json=body)

@@ -113,7 +113,10 @@ async def ensure_backend_objects(
     try:
         if parsed.external is None:  # else nothing to deploy: the daemon observes the URL
             adopt = body.metadata.annotations.get(ADOPT_DEFAULTS_ANNOTATION)
-            await apply_backend_objects(context, name, namespace, uid, parsed, adopt_defaults=adopt)
+            status = dict(body.get("status") or {})
+            await apply_backend_objects(
+                context, name, namespace, uid, parsed, adopt_defaults=adopt, status=status
+            )
     except NameConflict as conflict:
         # Retried: once the object is gone, the backend deploys.
         report_refusal(context, body, key, previous, "NameConflict", conflict.message)
@@ -162,6 +165,7 @@ async def apply_backend_objects(
     uid: str,
     spec: LLMBackendSpec,
     adopt_defaults: str | None = None,
+    status: dict[str, Any] | None = None,
 ) -> None:
     """Every object of a managed backend, in the order the pods need them; nothing at all while
     one of their names belongs to an object this backend does not control (NameConflict)."""
@@ -170,7 +174,8 @@ async def apply_backend_objects(
     await check_pod_references(kube, namespace, spec)
     deployment = await kube.get(DEPLOYMENTS, name, namespace)
     defaults, current = backend_defaults(context.config, uid, spec, adopt_defaults, deployment)
-    owned = owned_objects(context, name, namespace, uid, spec, defaults)
+    replicas = decided_replicas(context, (namespace, name), spec, status or {}, deployment)
+    owned = owned_objects(context, name, namespace, uid, spec, defaults, replicas)
     await check_names_free(kube, name, uid, owned, already_read={DEPLOYMENTS: deployment})
     if runtime_pod(spec).needs_agent:
         # Before the pods that mount it; created once, never applied.
@@ -181,6 +186,29 @@ async def apply_backend_objects(
         await remove_disruption_budget(kube, name, namespace, uid)
     await ensure_model_pulls(kube, name, namespace, uid, spec)
     context.resolved_defaults[(namespace, name)] = (defaults.shown(), current.shown())
+    # The observer, woken by the handler, sets its decision again in case this apply crossed it.
+    context.scaled.pop((namespace, name), None)
+
+
+def decided_replicas(
+    context: OperatorContext,
+    key: BackendKey,
+    spec: LLMBackendSpec,
+    status: dict[str, Any],
+    deployment: dict[str, Any] | None,
+) -> int | None:
+    """The replicas of an autoscaled backend's Deployment: the observer decides them, this path
+    only keeps them (what the observer set last, else what status says it decided, else what the
+    Deployment runs: a backend that had spec.replicas keeps them until the observer decides).
+    None without spec.autoscaling: spec.replicas then."""
+    if spec.autoscaling is None:
+        return None
+    decided = (status.get("autoscaling") or {}).get("replicas")
+    running = ((deployment or {}).get("spec") or {}).get("replicas")
+    for replicas in (context.scaled.get(key), decided, running):
+        if isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 0:
+            return replicas  # a lowered maxReplicas too: the observer drains the pods first
+    return max(spec.autoscaling.min_replicas, 1)
 
 
 def backend_defaults(
@@ -214,6 +242,7 @@ def owned_objects(
     uid: str,
     spec: LLMBackendSpec,
     defaults: ResolvedDefaults,
+    replicas: int | None = None,
 ) -> list[tuple[Resource, dict[str, Any]]]:
     """The objects llmop applies for a managed backend, each before those that need it: the
     model claim (none with spec.storage.existingClaim, the user's own), the NetworkPolicy that
@@ -226,7 +255,7 @@ def owned_objects(
         policy = build_agent_network_policy(name, namespace, uid, spec, context.config, AGENT_PORT)
         if policy is not None:
             objects.append((NETWORKPOLICIES, policy))
-    deployment = build_pinned_deployment(name, namespace, uid, spec, context.config, defaults)
+    deployment = build_pinned_deployment(name, namespace, uid, spec, context.config, defaults, replicas)
     objects.append((DEPLOYMENTS, deployment))
     objects.append((SERVICES, build_service(name, namespace, uid, spec)))
     if budget := build_disruption_budget(name, namespace, uid, spec):

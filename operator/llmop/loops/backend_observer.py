@@ -21,12 +21,14 @@ from pydantic import ValidationError
 
 from llmop import metrics
 from llmop.k8s.client import LLMBACKENDS, KubeUnavailable
+from llmop.loops.backend_autoscaler import BackendAutoscaler
 from llmop.loops.context import BackendKey, OperatorContext
 from llmop.loops.node_gpus import NodeGpuReader
 from llmop.loops.pace import (
     API_RETRY_SECONDS,
     DOUBT_SECONDS,
     FAILED_ROUND_SECONDS,
+    GATEWAY_FIELDS,
     ObserverPace,
     caught_up,
     probe_interval_seconds,
@@ -39,6 +41,7 @@ from llmop.manifests import endpoint_url, openai_base_url, selector_text
 from llmop.models.backend import PROBE_INTERVAL_BOUNDS, LLMBackendSpec, LLMBackendStatus
 from llmop.models.duration import parse_duration
 from llmop.observer import observe_runtime
+from llmop.reconcile.autoscale import AutoscaleDecision
 from llmop.reconcile.backend_status import (
     EXTERNAL,
     BackendSnapshot,
@@ -103,6 +106,11 @@ class BackendObserver:
     round_began: float = float("-inf")
     #: The GPU memory of the nodes the pods run on, for the Fits condition.
     gpu_nodes: NodeGpuReader = field(default_factory=NodeGpuReader)
+    #: spec.autoscaling: decides and sets the Deployment's replicas at the start of each round.
+    autoscaler: BackendAutoscaler = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.autoscaler = BackendAutoscaler(self.name, self.namespace, self.context)
 
     @property
     def key(self) -> BackendKey:
@@ -163,7 +171,11 @@ class BackendObserver:
             await self.wait(API_RETRY_SECONDS)
             return
         previous = LLMBackendStatus.model_validate(stored)
-        look = await self.look(spec, previous)
+        # First: a request a gateway holds must reach the Deployment before any probe is made.
+        live = dict(self.body.get("status") or {})
+        version = self.body.metadata.get("resourceVersion")
+        decision = await self.autoscaler.step(spec, previous, live, self.pods(), stored_now(), version)
+        look = await self.look(spec, previous, decision)
         changed = look.status.to_api() != previous.to_api()
         if self.pace.doubts(previous.phase, changed, self.stopped_answering(look)):
             self.seen = {}
@@ -184,14 +196,26 @@ class BackendObserver:
         interval = self.pace.next_interval(
             look.status.phase, changed, fast, len(self.context.observers), random.uniform(0.9, 1.0)
         )
+        interval = min(interval, self.autoscale_recheck(decision))
         # A wake-up asks again at once, with every listing; the pace follows what that finds.
         self.pace.woken = await self.wait(interval)
+
+    def autoscale_recheck(self, decision: AutoscaleDecision | None) -> float:
+        """Seconds until spec.autoscaling's decision may change with no event (a delay that ends),
+        soon after a write the API server refused."""
+        if self.autoscaler.failed:
+            return API_RETRY_SECONDS
+        if decision is None or decision.recheck_seconds is None:
+            return float("inf")
+        # Just past the moment: a round a hair early would find the delay not yet over.
+        return decision.recheck_seconds + 0.5
 
     def stored_status(self) -> dict[str, Any]:
         """The status to compare with: the stored one, or the one llmop wrote while kopf's view
         has not caught up with it (a busy operator's view lags by seconds: comparing with the
-        older status would write the same change, and announce it, again)."""
-        stored = dict(self.body.get("status", {}))
+        older status would write the same change, and announce it, again). Without the gateways'
+        fields: llmop neither compares nor writes them."""
+        stored = own_status(self.body.get("status", {}))
         if self.written is not None:
             version, ours = self.written
             if caught_up(self.body.metadata.get("resourceVersion"), version, stored, ours):
@@ -231,10 +255,13 @@ class BackendObserver:
             return
         self.api_key, self.secret_problem = api_key, None
 
-    async def look(self, spec: LLMBackendSpec, previous: LLMBackendStatus) -> Look:
+    async def look(
+        self, spec: LLMBackendSpec, previous: LLMBackendStatus, decision: AutoscaleDecision | None = None
+    ) -> Look:
         steady = self.pace.steady(previous.phase)
         carried = self.seen if steady and not self.pace.full_listing(previous.phase) else {}
         snapshot, targets = await self.snapshot(spec, previous, carried)
+        snapshot.autoscale = decision
         return Look(snapshot, targets, compute_backend_status(snapshot))
 
     def stopped_answering(self, look: Look) -> bool:
@@ -325,7 +352,7 @@ class BackendObserver:
             return False
         self.written = (
             response.get("metadata", {}).get("resourceVersion"),
-            dict(response.get("status") or new),
+            own_status(response.get("status") or new),
         )
         post_phase_event(self.body, previous, status)
         post_fits_event(self.body, previous, status)
@@ -370,6 +397,11 @@ class BackendObserver:
             woken.cancel()
             stopping.cancel()
         return self.waker.is_set()
+
+
+def own_status(status: Any) -> dict[str, Any]:
+    """The status less the fields the gateways write."""
+    return {key: value for key, value in dict(status or {}).items() if key not in GATEWAY_FIELDS}
 
 
 def readable_status(stored: dict[str, Any]) -> LLMBackendStatus:

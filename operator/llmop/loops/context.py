@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -38,6 +39,12 @@ class OperatorContext:
     #: Each managed backend's defaults, as (those its pods were built with, llmop's current ones),
     #: each by name (llmop.manifests.resolved_defaults): the observer shows them in status.
     resolved_defaults: dict[BackendKey, tuple[dict[str, str], dict[str, str]]] = field(default_factory=dict)
+    #: The replicas each autoscaled backend's observer last set on its Deployment: the ensure
+    #: handler applies the Deployment with them, then drops them, so the observer sets its
+    #: decision again should the apply have crossed it.
+    scaled: dict[BackendKey, int] = field(default_factory=dict)
+    #: The status.demand each backend's observer was last woken for (the gateways' counts).
+    demand_seen: dict[BackendKey, Any] = field(default_factory=dict)
     #: Each observed backend's wake-up: set it and the observer looks at once.
     observers: dict[BackendKey, asyncio.Event] = field(default_factory=dict)
     #: Every runtime probe passes this gate: a burst queues here, not in the HTTP pool.
@@ -78,8 +85,22 @@ class OperatorContext:
         self.apply_errors.pop(key, None)
         self.agent_tokens.pop(key, None)
         self.resolved_defaults.pop(key, None)
+        self.scaled.pop(key, None)
+        self.demand_seen.pop(key, None)
         self.observers.pop(key, None)
         self.heap.soon()
+
+    def wake_on_demand(self, key: BackendKey, demand: Any) -> None:
+        """Wake the backend's observer when a gateway changed status.demand: a held request must
+        reach the Deployment at once. Every other write of the backend (llmop's own status) leaves
+        it asleep."""
+        if demand == self.demand_seen.get(key):
+            return
+        if demand is None:
+            self.demand_seen.pop(key, None)
+        else:
+            self.demand_seen[key] = copy.deepcopy(demand)
+        self.wake_backend(key)
 
     def wake_backend(self, key: BackendKey) -> None:
         """Something the backend's status depends on changed: observe it now."""

@@ -33,6 +33,11 @@ DOUBT_SECONDS = 1.0
 #: A round that failed for a reason of llmop's own (a spec or an answer it could not handle) is
 #: tried again after this: the user reads why in status meanwhile.
 FAILED_ROUND_SECONDS = 10.0
+#: Phases in which nothing is expected to change: looked at at the steady pace. Idle has no pod
+#: to probe; a gateway's demand wakes it.
+STEADY_PHASES = ("Ready", "Idle")
+#: Status fields the gateways write (status.demand): llmop's status writes never touch them.
+GATEWAY_FIELDS = ("demand",)
 
 
 def probe_interval_seconds(probe_interval: str) -> float:
@@ -71,7 +76,7 @@ class ObserverPace:
         self.quiet_rounds = 0
 
     def steady(self, stored_phase: str | None) -> bool:
-        return stored_phase == "Ready" and self.quiet_rounds > 0 and not self.woken
+        return stored_phase in STEADY_PHASES and self.quiet_rounds > 0 and not self.woken
 
     def full_listing(self, stored_phase: str | None) -> bool:
         """Whether this round lists models (else it only asks health and keeps the listing)."""
@@ -91,7 +96,7 @@ class ObserverPace:
     ) -> float:
         """Seconds to the next round. `jitter` (0.9 to 1) spreads out backends that became Ready
         together."""
-        if phase != "Ready" or changed:
+        if phase not in STEADY_PHASES or changed:
             self.quiet_rounds = 0
             return fast
         self.quiet_rounds += 1
@@ -110,11 +115,17 @@ def caught_up(seen: str | None, written: str | None, stored: dict[str, Any], our
         return False
 
 
-def status_patch(stored: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def status_patch(
+    stored: dict[str, Any], new: dict[str, Any], keep: tuple[str, ...] = GATEWAY_FIELDS
+) -> dict[str, Any]:
     """A merge patch turning `stored` into `new`: removed fields become null, in nested objects too
-    (a merge patch merges an object into the stored one, where a field left out stays)."""
-    patch: dict[str, Any] = {key: None for key in stored if key not in new}
+    (a merge patch merges an object into the stored one, where a field left out stays). The
+    gateways' fields are left out: they are theirs to write."""
+    patch: dict[str, Any] = {key: None for key in stored if key not in new and key not in keep}
     for key, value in new.items():
         old = stored.get(key)
-        patch[key] = status_patch(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
+        if isinstance(value, dict) and isinstance(old, dict):
+            patch[key] = status_patch(old, value, keep=())
+        else:
+            patch[key] = value
     return patch

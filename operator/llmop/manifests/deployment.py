@@ -322,14 +322,19 @@ def pod_template_metadata(spec: LLMBackendSpec, labels: dict[str, str]) -> dict[
 
 
 def build_deployment(
-    name: str, namespace: str, uid: str, spec: LLMBackendSpec, config: OperatorConfig
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: LLMBackendSpec,
+    config: OperatorConfig,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
     """The Deployment `name` that runs the backend's runtime (docs/architecture.md, "The runtime pod").
 
     Builders do not second-guess input the CRD schema accepted: a vLLM or llama.cpp backend with
     no models gets a runtime without --model, and the status says it serves nothing. Raises
     ValueError for an external backend (llmop deploys nothing for it) and `InvalidModelSource`
-    for a model name llmop cannot read.
+    for a model name llmop cannot read. `replicas`: what spec.autoscaling decided, where it decides.
     """
     labels = backend_labels(name, managed_runtime(spec))
     return {
@@ -337,7 +342,7 @@ def build_deployment(
         "kind": "Deployment",
         "metadata": owned_metadata(name, name, namespace, uid, managed_runtime(spec)),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.replicas if replicas is None else replicas,
             "selector": {"matchLabels": backend_selector(name)},
             "strategy": deployment_strategy(spec, name),
             "template": {

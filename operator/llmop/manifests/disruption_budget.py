@@ -17,9 +17,11 @@ DEFAULT_MAX_UNAVAILABLE = 1
 
 def wants_disruption_budget(spec: LLMBackendSpec) -> bool:
     """One replica gets none: a budget would block every drain of its node (maxUnavailable 0) or
-    protect nothing (1)."""
+    protect nothing (1). An autoscaled backend gets one when it may run more than one: llmop's own
+    scale-down lowers the Deployment, which no budget holds back."""
     enabled = spec.disruption_budget.enabled if spec.disruption_budget else True
-    return spec.runtime is not None and spec.replicas > 1 and enabled
+    most = spec.autoscaling.max_replicas if spec.autoscaling else spec.replicas
+    return spec.runtime is not None and most > 1 and enabled
 
 
 def build_disruption_budget(

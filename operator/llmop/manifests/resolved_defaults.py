@@ -4,8 +4,8 @@ image, the Hugging Face endpoint the agent downloads from.
 They come from the operator's settings, which an operator upgrade changes. Chosen anew on every
 reconcile, an upgrade would change every backend's pod template and restart every runtime at once
 (GPU backends use Recreate). So they are recorded on the backend's Deployment when it is deployed
-and kept while the spec is the one they were chosen for; a change of spec (other than replicas and
-disruptionBudget) or a new value of the backend's annotation `upgrade.llmop.dev/adopt-defaults`
+and kept while the spec is the one they were chosen for; a change of spec (other than replicas,
+autoscaling and disruptionBudget) or a new value of the backend's annotation `upgrade.llmop.dev/adopt-defaults`
 takes the current ones (docs/upgrades.md). While they are kept, so is the whole pod template the
 Deployment runs: a newer llmop that builds pods differently restarts nothing either.
 """
@@ -30,7 +30,7 @@ ADOPT_DEFAULTS_ANNOTATION = "upgrade.llmop.dev/adopt-defaults"
 #: On the Deployment: the defaults its pod template was built with, and the spec they were chosen for.
 RESOLVED_DEFAULTS_ANNOTATION = "llmop.dev/resolved-defaults"
 #: Spec fields that do not reach the pod template: scaling never rolls the pods onto new defaults.
-OUTSIDE_THE_POD = ("replicas", "disruptionBudget")
+OUTSIDE_THE_POD = ("replicas", "autoscaling", "disruptionBudget")
 #: The agent's variable that carries the Hugging Face endpoint.
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 
@@ -154,16 +154,18 @@ def build_pinned_deployment(
     spec: LLMBackendSpec,
     config: OperatorConfig,
     defaults: ResolvedDefaults,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
     """The backend's Deployment built with `defaults`, which it records, and with the pod template
-    kept with them, if any: replicas follow the spec, the pods stay as they are."""
+    kept with them, if any: replicas follow the spec (or `replicas`, spec.autoscaling's decision),
+    the pods stay as they are."""
     pinned: dict[str, Any] = {}
     if defaults.runtime_image:
         pinned["images"] = {**config.images, managed_runtime(spec): defaults.runtime_image}
     if defaults.agent_image:
         pinned["agent_image"] = defaults.agent_image
         pinned["hf_endpoint"] = defaults.hf_endpoint
-    deployment = build_deployment(name, namespace, uid, spec, config.model_copy(update=pinned))
+    deployment = build_deployment(name, namespace, uid, spec, config.model_copy(update=pinned), replicas)
     if defaults.template is not None:
         deployment["spec"]["template"] = copy.deepcopy(defaults.template)
     deployment["metadata"].setdefault("annotations", {})[RESOLVED_DEFAULTS_ANNOTATION] = (

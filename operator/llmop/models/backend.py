@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 
 from llmop.models.base import (
     CONDITIONS_LIST,
@@ -26,7 +26,7 @@ from llmop.models.startup import StartupStatus
 
 ManagedRuntime = Literal["ollama", "vllm", "llamacpp"]
 ExternalKind = Literal["openai", "vllm", "ollama", "llamacpp", "tgi", "sglang", "localai", "lmstudio"]
-BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Degraded", "Failed", "Idle"]
+BackendPhase = Literal["Pending", "Deploying", "Loading", "Ready", "Idle", "Degraded", "Failed"]
 #: startup.probeInterval's bounds: the CRD rejects others, and the operator holds a backend stored
 #: before the rule to them (a zero interval would spin its observer).
 PROBE_INTERVAL_BOUNDS = ("100ms", "10m")
@@ -467,6 +467,53 @@ class UserVolumeMount(ApiModel):
     read_only: bool | None = Field(default=None, description="Mount it read-only.")
 
 
+#: Bounds of spec.autoscaling's durations: a zero delay scales down on the first quiet round, a
+#: day is already longer than anyone waits for a GPU back.
+SCALE_DOWN_DELAY_BOUNDS = ("0s", "24h")
+DRAIN_TIMEOUT_BOUNDS = ("0s", "1h")
+
+
+class AutoscalingSpec(ApiModel):
+    """Replicas decided by llmop from the requests the gateway relays (docs/scaling.md)."""
+
+    min_replicas: int = Field(
+        default=1,
+        description="Fewest replicas; 0 lets the backend scale to zero after scaleDownDelay without "
+        "a request (the gateway holds the next request while a replica starts). Defaults to 1.",
+        json_schema_extra=validations(cel("self >= 0", "autoscaling.minReplicas must be 0 or more")),
+    )
+    max_replicas: int = Field(
+        description="Most replicas, 1 or more.",
+        json_schema_extra=validations(cel("self >= 1", "autoscaling.maxReplicas must be 1 or more")),
+    )
+    target_in_flight: int = Field(
+        default=4,
+        description="Concurrent requests per replica llmop aims at: replicas = requests in flight and "
+        "waiting at the gateways / targetInFlight, rounded up. Defaults to 4.",
+        json_schema_extra=validations(cel("self >= 1", "autoscaling.targetInFlight must be 1 or more")),
+    )
+    scale_down_delay: str = bounded_duration_field(
+        "5m",
+        "How long demand must stay lower before replicas go down (also the idle time before scaling "
+        "to zero); replicas go up at once.",
+        *SCALE_DOWN_DELAY_BOUNDS,
+    )
+    drain_timeout: str = bounded_duration_field(
+        "2m",
+        "The longest a leaving pod waits for its requests in flight: the gateway sends it no new "
+        "request meanwhile.",
+        *DRAIN_TIMEOUT_BOUNDS,
+    )
+
+
+AutoscalingSpec.model_config["json_schema_extra"] = validations(
+    cel(
+        "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+        "autoscaling.minReplicas must not be above autoscaling.maxReplicas",
+    )
+)
+
+
 class LLMBackendSpec(ApiModel):
     """What to run: a managed runtime or an external server, with its models and placement."""
 
@@ -484,7 +531,14 @@ class LLMBackendSpec(ApiModel):
     replicas: int = non_negative_field(
         1,
         "Number of runtime pods; kubectl scale, a HorizontalPodAutoscaler or KEDA may set it through "
-        "the scale subresource (docs/scaling.md). Not with spec.external: llmop runs no pods for it.",
+        "the scale subresource (docs/scaling.md). Not with spec.external: llmop runs no pods for it. "
+        "Not with spec.autoscaling: then llmop decides the replicas.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Let llmop decide the replicas from the requests the gateway relays, between "
+        "minReplicas (0 allowed) and maxReplicas; status.replicas and status.autoscaling show what it "
+        "decided and why. Not with spec.replicas (one owner decides) nor spec.external.",
     )
     models: list[ModelSpec] = Field(
         default_factory=list,
@@ -628,6 +682,17 @@ LLMBackendSpec.model_config["json_schema_extra"] = validations(
         "kubectl scale, an HPA or KEDA cannot scale it (leave spec.replicas unset)",
     ),
     cel(
+        "!has(self.autoscaling) || has(self.runtime)",
+        "spec.autoscaling applies to spec.runtime only: llmop runs no pods for spec.external",
+    ),
+    # One owner decides the replicas: the user (or kubectl scale, an HPA) or llmop. A write through
+    # the scale subresource sets spec.replicas, so this rule refuses it too.
+    cel(
+        "!has(self.autoscaling) || !has(self.replicas)",
+        "set spec.replicas or spec.autoscaling, not both: with spec.autoscaling llmop decides the "
+        "replicas (remove spec.replicas; kubectl scale and an HPA cannot scale an autoscaled backend)",
+    ),
+    cel(
         "!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && "
         "self.volumes.exists(v, v.name == m.name))",
         "each volumeMounts[].name must name a volume in spec.volumes",
@@ -714,25 +779,91 @@ class PodState(ApiModel):
     )
     draining: bool | None = Field(
         default=None,
-        description="The pod is leaving (autoscaling lowers the replicas): the gateway sends it no new "
-        "request, and it goes once its requests in flight are answered or drainTimeout passed.",
+        description="Leaving (spec.autoscaling scales down): the gateway sends it no new request, and "
+        "llmop removes it once its requests in flight are done or autoscaling.drainTimeout passed.",
     )
+
+
+#: Bounds of what a gateway writes in status.demand (the API server refuses more; llmop reads no
+#: more of an object stored otherwise).
+MAX_DEMAND_GATEWAYS = 1000
+MAX_DEMAND_PODS = 1000
+MAX_DEMAND_COUNT = 1_000_000
+
+
+def _utc(value: datetime) -> datetime:
+    """A time without an offset (which the API server's date-time format accepts) read as UTC:
+    compared with llmop's own, aware times, it would raise."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+#: A time in status that someone else may have written (a gateway, anyone with status rights).
+WrittenTime = Annotated[datetime, AfterValidator(_utc)]
 
 
 class GatewayDemand(ApiModel):
-    """What one gateway pod counts of a backend's requests, for spec.autoscaling."""
+    """What one gateway relays to the backend now; written by that gateway only."""
 
     in_flight: int = Field(
-        default=0, ge=0, description="Requests this gateway is relaying to the backend's pods now."
+        default=0,
+        ge=0,
+        le=MAX_DEMAND_COUNT,
+        description="Requests this gateway is relaying to the backend's pods now.",
     )
     waiting: int = Field(
-        default=0, ge=0, description="Requests this gateway holds because no pod serves their model yet."
+        default=0,
+        ge=0,
+        le=MAX_DEMAND_COUNT,
+        description="Requests this gateway holds because no pod serves the model.",
     )
-    pods: dict[str, int] = Field(
-        default_factory=dict, description="Requests in flight per pod name (a pod with none is left out)."
+    pods: dict[str, Annotated[int, Field(ge=0, le=MAX_DEMAND_COUNT)]] | None = Field(
+        default=None,
+        description="Requests in flight per pod, by pod name (what a draining pod waits for).",
+        json_schema_extra={"maxProperties": MAX_DEMAND_PODS},
     )
-    time: datetime | None = Field(
-        default=None, description="When the gateway wrote these counts (an entry a minute old is ignored)."
+    time: WrittenTime | None = Field(
+        default=None,
+        description="When the gateway wrote this (RFC 3339, UTC); llmop ignores an entry older than 60s.",
+    )
+
+
+def readable_demand(value: object) -> dict[str, GatewayDemand]:
+    """The entries of status.demand llmop can read, at most MAX_DEMAND_GATEWAYS (the most recent):
+    an entry a gateway (or anyone with status rights) wrote wrong is left out, never an error."""
+    if not isinstance(value, dict):
+        return {}
+    entries: dict[str, GatewayDemand] = {}
+    for gateway, entry in value.items():
+        try:
+            entries[str(gateway)[:253]] = GatewayDemand.model_validate(entry)
+        except (ValidationError, TypeError, ValueError):
+            continue
+    if len(entries) <= MAX_DEMAND_GATEWAYS:
+        return entries
+    ordered = sorted(entries.items(), key=lambda item: item[1].time.timestamp() if item[1].time else 0.0)
+    return dict(ordered[-MAX_DEMAND_GATEWAYS:])
+
+
+class AutoscalingStatus(ApiModel):
+    """What llmop decided for spec.autoscaling, and why."""
+
+    replicas: int = Field(default=0, description="The replicas llmop decided (status.replicas.desired).")
+    in_flight: int = Field(default=0, description="Requests in flight at the gateways (fresh entries).")
+    waiting: int = Field(default=0, description="Requests the gateways hold for a pod that serves.")
+    last_request_time: WrittenTime | None = Field(
+        default=None, description="When a gateway last reported a request in flight or waiting."
+    )
+    message: str = Field(default="", description="Why this many replicas, in words.")
+    scale_down_since: WrittenTime | None = Field(
+        default=None,
+        description="Since when demand asks for fewer replicas than run: they go down once it has "
+        "stayed lower for scaleDownDelay.",
+    )
+    scale_down_to: int | None = Field(
+        default=None, description="The most replicas demand asked for since scaleDownSince: where they go."
+    )
+    drain_started: WrittenTime | None = Field(
+        default=None, description="When the pods marked draining in status.pods began to drain."
     )
 
 
@@ -742,7 +873,8 @@ class LLMBackendStatus(ApiModel):
     observed_generation: int | None = Field(default=None, description="The generation this status describes.")
     phase: BackendPhase | None = Field(
         default=None,
-        description="Pending, Deploying, Loading, Ready, Degraded, Failed or Idle (autoscaled to zero).",
+        description="Pending, Deploying, Loading, Ready, Idle (spec.autoscaling scaled it to zero: "
+        "the next request wakes it), Degraded or Failed.",
     )
     runtime: str | None = Field(default=None, description="Runtime kind being served.")
     endpoint: str | None = Field(default=None, description="Base URL of the runtime's API.")
@@ -772,10 +904,15 @@ class LLMBackendStatus(ApiModel):
         description="The default images the pods run: chosen when the spec last changed and kept across "
         "operator upgrades; condition DefaultsCurrent says when llmop's defaults are newer.",
     )
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="What llmop decided for spec.autoscaling, and why."
+    )
     demand: dict[str, GatewayDemand] | None = Field(
         default=None,
-        description="Each gateway pod's counts of the backend's requests (by the gateway pod's name), "
-        "written by the gateway for spec.autoscaling; the operator decides the replicas from them.",
+        description="The requests each gateway relays to this backend, by gateway pod; written by the "
+        "gateways (only for spec.autoscaling). The operator only removes an entry no gateway rewrote "
+        "for an hour (a gateway pod that is gone).",
+        json_schema_extra={"maxProperties": MAX_DEMAND_GATEWAYS},
     )
     startup: StartupStatus | None = Field(
         default=None,
@@ -788,3 +925,8 @@ class LLMBackendStatus(ApiModel):
         description="Ready, Reconciling, Stalled (kstatus), Scheduled and DefaultsCurrent.",
         json_schema_extra=CONDITIONS_LIST,
     )
+
+    @field_validator("demand", mode="before")
+    @classmethod
+    def _readable_demand(cls, value: object) -> dict[str, GatewayDemand] | None:
+        return readable_demand(value) if value is not None else None

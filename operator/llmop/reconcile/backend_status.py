@@ -28,6 +28,7 @@ from llmop.models.backend import (
 from llmop.models.base import Condition
 from llmop.models.duration import format_duration, parse_duration
 from llmop.models.startup import StartupStatus
+from llmop.reconcile.autoscale import AutoscaleDecision
 from llmop.reconcile.conditions import carry_transition_times, condition, find, status_text
 from llmop.reconcile.defaults_status import Defaults, defaults_status
 from llmop.reconcile.fits import FitsFacts, NodeGpus, fits_condition, loaded_models, plausible_bytes
@@ -144,6 +145,8 @@ class BackendSnapshot:
     warmed: dict[str, datetime] = field(default_factory=dict)
     #: The pods' label selector as a string (status.selector, read by the scale subresource).
     pod_selector: str | None = None
+    #: What spec.autoscaling decided this round (None without it): the replicas and leaving pods.
+    autoscale: AutoscaleDecision | None = None
 
     @property
     def external(self) -> bool:
@@ -303,9 +306,10 @@ class _Seen:
 def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
     spec, gen = snapshot.spec, snapshot.generation
     seen = _see(snapshot)
-    desired = 1 if snapshot.external else spec.replicas
+    desired = _desired(snapshot)
     phase, reason, message = _phase(snapshot, seen, desired)
-    ready = phase == "Ready"
+    # Idle is ready too: kubectl wait and Argo CD see a backend at rest, the next request wakes it.
+    ready = phase in ("Ready", "Idle")
     stalled_reason, stalled_message = _stalled(snapshot, phase, reason, message, desired)
     stalled = bool(stalled_reason)
     images, defaults_current = defaults_status(snapshot.defaults, snapshot.previous, gen)
@@ -332,6 +336,7 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         endpoint=status_text(snapshot.endpoint),
         openai_base_url=status_text(snapshot.openai_base_url),
         replicas=ReplicaCounts(desired=desired, ready=len(serving), summary=f"{len(serving)}/{desired}"),
+        autoscaling=snapshot.autoscale.status if snapshot.autoscale else None,
         # An autoscaler finds no pods of an external server: an empty selector tells it so.
         selector=None if snapshot.external else snapshot.pod_selector,
         models=shown,
@@ -344,6 +349,14 @@ def compute_backend_status(snapshot: BackendSnapshot) -> LLMBackendStatus:
         last_error=None if ready else _last_error(snapshot, seen, phase, message, stalled_message),
         conditions=carry_transition_times(conditions, snapshot.previous.conditions, snapshot.now),
     )
+
+
+def _desired(snapshot: BackendSnapshot) -> int:
+    if snapshot.external:
+        return 1
+    if snapshot.autoscale is not None:
+        return snapshot.autoscale.replicas
+    return snapshot.spec.replicas
 
 
 def _see(snapshot: BackendSnapshot) -> _Seen:
@@ -431,6 +444,7 @@ def _pod_status(
 ) -> PodState:
     pod_phase, pod_message = state
     changed = old is None or old.phase != pod_phase
+    leaving = snapshot.autoscale is not None and pod.name in snapshot.autoscale.draining
     return PodState(
         name=pod.name,
         ready=pod_phase == "Serving",
@@ -439,6 +453,7 @@ def _pod_status(
         models=_pod_models(seen) if seen and pod_phase == "Serving" else [],
         message=status_text(pod_message) if pod_message else None,
         last_probe=snapshot.now if changed or old is None else old.last_probe,
+        draining=True if leaving else None,
     )
 
 
@@ -457,12 +472,16 @@ def _phase(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> tuple[Backen
     if snapshot.apply_problem:
         reason, message = snapshot.apply_problem
         return "Failed", reason, message
+    if desired == 0 and snapshot.autoscale is not None:
+        return "Idle", "ScaledToZero", snapshot.autoscale.status.message
     if desired == 0:
         return "Pending", "ScaledToZero", "replicas is 0: nothing serves"
     if denied := [o.probe.reason for o in snapshot.runtimes.values() if o.probe.state is ProbeState.DENIED]:
         # The address is one llmop never connects to: no request was sent, waiting changes nothing.
         return "Failed", "TargetRefused", denied[0]
-    if len(serving) >= desired and not missing:
+    # An autoscaled backend that serves is Ready while more replicas start: scaling up is not a fault.
+    enough = min(desired, 1) if snapshot.autoscale is not None else desired
+    if len(serving) >= enough and not missing:
         count = len(seen.models)
         served = f"{count} model{'s' if count != 1 else ''}" if count else "(no models listed)"
         return "Ready", "RuntimeServing", f"{len(serving)}/{desired} replicas serving {served}"
@@ -522,7 +541,7 @@ def _stalled(
     """Why llmop gives up until something changes (Stalled=True), or ("", "")."""
     if phase == "Failed":
         return reason, message
-    if phase == "Ready":
+    if phase in ("Ready", "Idle"):
         return "", ""
     if any(pull.phase == "Failed" for pull in snapshot.pulls.values()):
         return "PullFailed", message
