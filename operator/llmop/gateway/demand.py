@@ -8,7 +8,9 @@ background task, never on a request's path: a request only flags that a count ch
 When an entry is written (per backend): at once when a request is held while the last entry said
 none was (the wake: the backend may be at zero); else when the counts changed, at most once per
 second; every 15 s while any count is not zero (the operator ignores an entry a minute old, left
-by a gateway that died); and once more when the counts drop to zero.
+by a gateway that died); once more when the counts drop to zero; and at once when status marks a
+pod of the backend draining (the operator waits for an entry written after the mark before the
+pod goes).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from llmop.gateway.table import BackendKey, ModelRoute
+from llmop.gateway.table import BackendKey, ModelRoute, RoutingTable
 from llmop.k8s.client import LLMBACKENDS, KubeAPIError, KubeClient
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,10 @@ class _Reported:
     named_pods: set[str] = field(default_factory=set)
     failures: int = 0
     retry_at: float = 0.0
+    #: To be written at once whatever the counts (a pod was marked draining since)...
+    forced: bool = False
+    #: ...and whether the write on its way is that one (a failure leaves it to do).
+    sending_forced: bool = False
 
 
 class DemandBook:
@@ -82,11 +88,25 @@ class DemandBook:
         self.in_flight = in_flight
         self.clock = clock
         self.autoscaled: frozenset[BackendKey] = frozenset()
+        self.draining: frozenset[tuple[str, str, str]] = frozenset()
         self.waiting: Counter[BackendKey] = Counter()
         self.reported: dict[BackendKey, _Reported] = {}
         #: Set when a count of an autoscaled backend changed; `wake` when a request is held.
         self.changed = asyncio.Event()
         self.wake = asyncio.Event()
+
+    def follow(self, table: RoutingTable) -> None:
+        """The table's autoscaled backends. A pod newly marked draining makes its backend's
+        entry due at once: the operator lets the pod go only on an entry written after the mark
+        (which says this gateway saw it) with nothing in flight there."""
+        self.autoscaled = table.autoscaled
+        marked = {(namespace, backend) for namespace, backend, _ in table.draining - self.draining}
+        self.draining = table.draining
+        for key in marked & self.reported.keys():
+            self.reported[key].forced = True
+        if marked:
+            self.changed.set()
+            self.wake.set()
 
     def touched(self) -> None:
         """A request to an autoscaled backend's pod started or ended (the request path: cheap)."""
@@ -149,6 +169,8 @@ class DemandBook:
         reported = self.reported.get(key)
         if reported is None:
             return float("inf") if counts.zero else now
+        if reported.forced:
+            return reported.retry_at
         if counts == reported.counts:
             if counts.zero or reported.written_at is None:
                 return float("inf")
@@ -164,6 +186,8 @@ class DemandBook:
         pods: dict[str, int | None] = dict(counts.pods)
         pods.update({pod: None for pod in reported.named_pods if pod not in pods})
         reported.named_pods.update(pods)
+        # Built after any mark seen so far: a mark that comes while it travels asks for another.
+        reported.sending_forced, reported.forced = reported.forced, False
         entry = {
             "inFlight": counts.in_flight,
             "waiting": counts.waiting,
@@ -173,11 +197,13 @@ class DemandBook:
         return {"demand": {who: entry}}
 
     def written(self, key: BackendKey, counts: Counts) -> None:
-        self.reported[key] = _Reported(counts, self.clock(), {pod for pod, _ in counts.pods})
+        forced = key in self.reported and self.reported[key].forced
+        self.reported[key] = _Reported(counts, self.clock(), {pod for pod, _ in counts.pods}, forced=forced)
 
     def failed(self, key: BackendKey) -> float:
         """Count a failed write; the seconds before the next try."""
         reported = self.reported.setdefault(key, _Reported())
+        reported.forced = reported.forced or reported.sending_forced
         reported.failures += 1
         backoff = min(RETRY_SECONDS * 2 ** (reported.failures - 1), LONGEST_RETRY_SECONDS)
         reported.retry_at = self.clock() + backoff

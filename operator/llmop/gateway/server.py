@@ -82,7 +82,7 @@ class Gateway:
         self.metrics = GatewayMetrics(self.balancer)
         #: What autoscaled backends are asked for; a DemandWriter (with the API) reports it.
         self.demand = DemandBook(self.balancer.in_flight)
-        self.demand.autoscaled = self.table.autoscaled
+        self.demand.follow(self.table)
         self.changed = asyncio.Condition()
         self.synced = table is not None
         self.keyring = Keyring()
@@ -93,7 +93,7 @@ class Gateway:
         """Route by `table` from now on, and wake requests waiting for a model to be served."""
         async with self.changed:
             self.table = table
-            self.demand.autoscaled = table.autoscaled
+            self.demand.follow(table)
             self.synced = True
             self.changed.notify_all()
 

@@ -75,6 +75,8 @@ class ModelRoute:
     phase: str | None = None
     #: The backend has spec.autoscaling: a request held for it is reported, which wakes it.
     autoscaled: bool = False
+    #: The backend's pods that status marks draining (they get no new request).
+    draining: tuple[str, ...] = ()
 
     def can(self, capability: str) -> bool:
         if capability == TOOLS and not self.observes_tools:
@@ -96,6 +98,8 @@ class RoutingTable:
     unreadable: tuple[str, ...] = ()
     #: The backends with spec.autoscaling, whose demand the gateway reports.
     autoscaled: frozenset[BackendKey] = frozenset()
+    #: The pods marked draining, as (namespace, backend, pod).
+    draining: frozenset[tuple[str, str, str]] = frozenset()
 
     def lookup(self, model: str) -> tuple[ModelRoute, ...]:
         return self.routes.get(model, ())
@@ -131,7 +135,7 @@ def read_backend(body: Mapping[str, Any], api_key: str | None) -> Offer:
         status = LLMBackendStatus.model_validate(body.get("status") or {})
     except ValidationError as error:
         return f"{key[0]}/{key[1]}: {error.error_count()} invalid fields"
-    autoscaled = spec.external is None and bool((body.get("spec") or {}).get("autoscaling"))
+    autoscaled = spec.external is None and spec.autoscaling is not None
     return backend_routes(key, spec, status, api_key, autoscaled)
 
 
@@ -140,6 +144,7 @@ def assemble(offers: Mapping[BackendKey, Offer]) -> RoutingTable:
     routes: dict[str, list[ModelRoute]] = {}
     unreadable = []
     autoscaled = set()
+    draining: set[tuple[str, str, str]] = set()
     for key, offer in sorted(offers.items()):
         if isinstance(offer, str):
             unreadable.append(offer)
@@ -148,8 +153,9 @@ def assemble(offers: Mapping[BackendKey, Offer]) -> RoutingTable:
             routes.setdefault(route.model, []).append(route)
             if route.autoscaled:
                 autoscaled.add(key)
+            draining.update((*key, pod) for pod in route.draining)
     found = {model: tuple(found) for model, found in routes.items()}
-    return RoutingTable(found, tuple(unreadable), frozenset(autoscaled))
+    return RoutingTable(found, tuple(unreadable), frozenset(autoscaled), frozenset(draining))
 
 
 def backend_routes(
@@ -201,6 +207,7 @@ def _route(
         loaded=observed.loaded if observed else None,
         phase=status.phase,
         autoscaled=autoscaled,
+        draining=tuple(pod.name for pod in status.pods or [] if pod.draining),
     )
 
 

@@ -16,6 +16,7 @@ from test_gateway_server import CHAT, backend_of, gateway_for, pods  # noqa: F40
 
 from llmop.gateway.demand import (
     HEARTBEAT_SECONDS,
+    LONGEST_RETRY_SECONDS,
     MIN_INTERVAL_SECONDS,
     Counts,
     DemandBook,
@@ -54,6 +55,7 @@ def write_due(book: DemandBook) -> list[Counts]:
     """What a writer would write now, taken as written."""
     due = book.due()
     for key, counts in due:
+        book.patch(key, "gw-1", counts, AT)
         book.written(key, counts)
     return [counts for _, counts in due]
 
@@ -223,6 +225,44 @@ def test_a_failed_write_is_tried_again_after_a_pause_that_grows() -> None:
     clock.now += first
     assert [counts for _, counts in book.due()] == [Counts(0, 1)]
     assert book.failed(KEY) > first
+
+
+def draining_table(*draining: str) -> Any:
+    pods = [
+        {**pod(name, f"10.0.0.{i}", ["m"]), "draining": name in draining}
+        for i, name in enumerate(("p0", "p1"))
+    ]
+    return build_table([autoscaled(backend(pods=pods, models=[{"name": "m"}]))])
+
+
+def test_a_pod_marked_draining_has_the_entry_written_at_once_even_unchanged() -> None:
+    in_flight, clock = Counter({"team-a/chat/p0": 1, "team-a/chat/p1": 1}), Clock()
+    book = book_with(in_flight, clock)
+    book.follow(draining_table())
+    write_due(book)
+    clock.now += 0.1
+    book.follow(draining_table("p1"))
+    assert book.wake.is_set()
+    assert write_due(book) == [Counts(2, 0, (("p0", 1), ("p1", 1)))]
+    book.follow(draining_table("p1"))  # the same mark again: nothing new to say
+    assert write_due(book) == []
+
+
+def test_a_mark_that_comes_while_a_write_travels_asks_for_another_and_a_failure_keeps_it() -> None:
+    in_flight, clock = Counter({"team-a/chat/p0": 1}), Clock()
+    book = book_with(in_flight, clock)
+    book.follow(draining_table())
+    write_due(book)
+    book.follow(draining_table("p1"))
+    ((key, counts),) = book.due()
+    book.patch(key, "gw-1", counts, AT)  # built after the mark...
+    book.failed(KEY)  # ...and refused: the mark is still to be answered
+    clock.now += LONGEST_RETRY_SECONDS
+    (again,) = book.due()
+    book.patch(KEY, "gw-1", again[1], AT)
+    book.follow(draining_table("p0", "p1"))  # a mark while it travels
+    book.written(KEY, again[1])
+    assert write_due(book) == [Counts(1, 0, (("p0", 1),))]
 
 
 def test_a_backend_no_longer_autoscaled_is_forgotten() -> None:
