@@ -118,3 +118,15 @@ async def test_a_drained_pod_gets_the_lowest_deletion_cost_and_loses_it_when_it_
         kube.get("pod", "chat-x", namespace)["metadata"].get("annotations") or {}
     )
     assert await autoscaler.annotate("gone", LEAVING_COST), "a pod already gone is no failure"
+
+
+def test_kubectl_explains_the_fields_and_shows_the_decision_wide(kube: Kube, namespace: str) -> None:
+    explained = " ".join(kube.run("explain", "llmbackend.spec.autoscaling.minReplicas").stdout.split())
+    assert "0 lets the backend scale to zero" in explained
+    create_backend(kube, namespace, SPEC)
+    status = {"phase": "Idle", "autoscaling": {"replicas": 0, "message": "no request for 5m: scaled to zero"}}
+    patch = json.dumps({"status": status})
+    kube.run("patch", "llmb", "chat", "-n", namespace, "--subresource=status", "--type=merge", "-p", patch)
+    header, row = kube.run("get", "llmb", "chat", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert header.split()[-2:] == ["SCALING", "AGE"] and "no request for 5m: scaled to zero" in row
+    assert " Idle " in row

@@ -11,13 +11,15 @@ import pytest
 
 from llmop import metrics
 from llmop.config import OperatorConfig
-from llmop.k8s.client import KubeUnavailable, Resource
+from llmop.k8s.client import KubeAPIError, KubeUnavailable, Resource
 from llmop.loops import backend_observer
 from llmop.loops.backend_autoscaler import DELETION_COST_ANNOTATION
 from llmop.loops.backend_observer import BackendObserver
 from llmop.loops.context import OperatorContext
 from llmop.reconcile.backend_status import PodFacts
 
+#: The Events llmop posted for a change of replicas: (from, to, why).
+RESCALED: list[tuple[Any, ...]] = []
 SPEC = {
     "runtime": "llamacpp",
     "models": [{"name": "https://h/f.gguf"}],
@@ -28,15 +30,18 @@ SPEC = {
 class FakeKube:
     """Records every write: (kind, name, patch)."""
 
-    def __init__(self, deployment: bool = True, away: bool = False) -> None:
+    def __init__(
+        self, deployment: bool = True, away: bool = False, refuse: bool = False, refuse_pods: bool = False
+    ) -> None:
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
-        self.deployment, self.away = deployment, away
+        self.deployment, self.away, self.refuse = deployment, away, refuse
+        self.attempts, self.refuse_pods = 0, refuse_pods
 
     async def patch_status(
         self, resource: Resource, name: str, namespace: str, patch: dict[str, Any]
     ) -> dict[str, Any]:
         self.writes.append(("status", name, patch))
-        return {"metadata": {"resourceVersion": "9"}, "status": patch}
+        return {"metadata": {"resourceVersion": "100"}, "status": patch}
 
     async def patch(
         self,
@@ -48,6 +53,9 @@ class FakeKube:
     ) -> dict[str, Any] | None:
         if self.away:
             raise KubeUnavailable("connection refused")
+        self.attempts += 1
+        if self.refuse or (self.refuse_pods and resource.plural == "pods"):
+            raise KubeAPIError(403, f'{resource.plural}.apps "{name}" is forbidden', "Forbidden")
         self.writes.append(
             (f"{resource.plural}/{subresource}" if subresource else resource.plural, name, patch)
         )
@@ -113,6 +121,8 @@ def idle(demand: dict[str, Any] | None = None) -> dict[str, Any]:
 def _no_events_and_no_gauges_left(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setattr(backend_observer, "post_phase_event", lambda *_: None)
     monkeypatch.setattr(backend_observer, "post_fits_event", lambda *_: None)
+    monkeypatch.setattr(backend_observer, "post_rescale_event", lambda *args: RESCALED.append(args[1:]))
+    RESCALED.clear()
     yield
     metrics.forget_backend("ns", "b")
 
@@ -127,6 +137,7 @@ async def test_a_request_held_at_zero_wakes_the_deployment_and_status_never_touc
     assert "demand" not in status
     assert status["replicas"]["desired"] == 1 and status["phase"] == "Deploying"
     assert status["autoscaling"]["message"] == "0 requests in flight and 1 waiting, 4 per replica: 1 replica"
+    assert RESCALED == [(0, 1, "0 requests in flight and 1 waiting, 4 per replica: 1 replica")]
     # The next round sets nothing again: the Deployment already runs the decision.
     await watched.round()
     assert len(kube.of("deployments")) == 1
@@ -179,6 +190,7 @@ async def test_a_leaving_pod_is_marked_before_the_replicas_go_down() -> None:
     await watched.round()
     assert kube.of("deployments")[-1] == {"spec": {"replicas": 1}}
     assert len(kube.of("pods")) == 1, "marked once"
+    assert RESCALED == [(2, 1, "0 requests in flight, 4 per replica: 1 replica")]
 
 
 async def test_a_backend_switched_back_to_replicas_loses_the_marks_and_the_decision() -> None:
@@ -194,16 +206,32 @@ async def test_a_backend_switched_back_to_replicas_loses_the_marks_and_the_decis
     assert "autoscaling" not in status and status["replicas"]["desired"] == 1
 
 
-async def test_a_deployment_not_there_yet_or_an_api_server_away_is_tried_again_soon() -> None:
+async def test_a_deployment_not_there_yet_is_not_asked_again_every_round() -> None:
+    """The ensure handler creates it with the decision (and then drops the record)."""
     demand = {"gw-1": {"waiting": 1, "time": now().isoformat()}}
     missing = FakeKube(deployment=False)
     watched = observer(missing, idle(demand))
     await watched.round()
-    assert ("ns", "b") not in watched.context.scaled, "set again once the ensure handler created it"
+    await watched.round()
+    assert len(missing.of("deployments")) == 1 and watched.context.scaled[("ns", "b")] == 1
+
+
+async def test_an_api_server_away_is_tried_again_soon_and_a_refusal_is_said_in_status() -> None:
+    demand = {"gw-1": {"waiting": 1, "time": now().isoformat()}}
     away = FakeKube(away=True)
     watched = observer(away, idle(demand))
     await watched.round()
     assert watched.slept == 1.0  # type: ignore[attr-defined]
+    refused = FakeKube(refuse=True)
+    watched = observer(refused, idle(demand))
+    await watched.round()
+    await watched.round()
+    assert refused.attempts == 1, "a refusal is not asked again every round"
+    (status,) = refused.of("status")
+    assert status["autoscaling"]["message"] == (
+        "0 requests in flight and 1 waiting, 4 per replica: 1 replica (llmop cannot apply it: set the "
+        'Deployment\'s replicas to 1: deployments.apps "b" is forbidden)'
+    )
 
 
 def test_only_a_change_of_the_gateways_counts_wakes_the_observer() -> None:
@@ -242,3 +270,30 @@ async def test_entries_of_gone_gateways_are_removed_and_never_a_live_ones() -> N
     }
     await watched.round()
     assert len(kube.of("llmbackends/status")) == 1, "looked for again only minutes later"
+
+
+async def test_a_refused_pod_mark_is_said_and_never_holds_back_a_scale_up() -> None:
+    """An operator whose role lacks patch on pods still scales up at once when requests come."""
+    long_ago = (now() - timedelta(minutes=10)).isoformat()
+    status = {
+        "observedGeneration": 1,
+        "phase": "Ready",
+        "replicas": {"desired": 2, "ready": 2, "summary": "2/2"},
+        "autoscaling": {"replicas": 2, "scaleDownSince": long_ago, "scaleDownTo": 1},
+        "pods": [{"name": "b-1", "ready": True}, {"name": "b-2", "ready": True}],
+    }
+    pods = [PodFacts("b-1", ip="10.0.0.1", phase="Running"), PodFacts("b-2", ip="10.0.0.2", phase="Running")]
+    kube = FakeKube(refuse_pods=True)
+    watched = observer(kube, status, pods)
+    await watched.round()
+    (written,) = kube.of("status")
+    assert written["autoscaling"]["message"].endswith(
+        '(llmop cannot apply it: annotate pod b-1: pods.apps "b-1" is forbidden)'
+    )
+    busy = {"gw-1": {"inFlight": 11, "time": now().isoformat()}}
+    watched.body._replace_with({**watched.body, "status": {**written, "demand": busy}})
+    await watched.round()
+    assert kube.of("deployments")[-1] == {"spec": {"replicas": 3}}
+    assert (
+        kube.of("status")[-1]["autoscaling"]["message"] == "11 requests in flight, 4 per replica: 3 replicas"
+    )

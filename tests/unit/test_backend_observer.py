@@ -66,6 +66,16 @@ def test_a_status_patch_removes_what_a_nested_object_drops() -> None:
     assert status_patch(stored, new) == {"startup": {"stage": "Ready", "summary": None, "rollout": "a"}}
 
 
+def test_a_status_patch_never_removes_the_gateways_demand() -> None:
+    """status.demand is the gateways' to write: llmop's whole-status patch leaves it out, at the
+    top only (a field of that name deeper down is llmop's own)."""
+    stored = {"phase": "Idle", "demand": {"gw-1": {"waiting": 1}}, "startup": {"demand": "x"}}
+    assert status_patch(stored, {"phase": "Deploying", "startup": {}}) == {
+        "phase": "Deploying",
+        "startup": {"demand": None},
+    }
+
+
 class FakeKube:
     def __init__(self, away: bool) -> None:
         self.away, self.patches = away, []

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from llmop.k8s.client import DEPLOYMENTS, LLMBACKENDS, PODS, KubeAPIError
+from llmop.k8s.client import DEPLOYMENTS, LLMBACKENDS, PODS, KubeAPIError, KubeUnavailable
 from llmop.loops.context import BackendKey, OperatorContext
 from llmop.models.backend import GatewayDemand, LLMBackendSpec, LLMBackendStatus, readable_demand
 from llmop.reconcile.autoscale import AutoscaleDecision, AutoscaleFacts, PodLoad, decide, gone_gateways
 from llmop.reconcile.backend_status import PodFacts
+from llmop.reconcile.conditions import status_text
 
 logger = logging.getLogger(__name__)
 #: The ReplicaSet removes the pods with the lowest cost first: those llmop drained.
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 LEAVING_COST = "-1000"
+#: A write the API server refused (RBAC, a webhook) is tried again this often, not every round.
+REFUSED_RETRY_SECONDS = 30.0
 #: Entries of gone gateways are looked for at most this often (monotonic seconds).
 PRUNE_EVERY_SECONDS = 300.0
 
@@ -34,8 +37,14 @@ class BackendAutoscaler:
     context: OperatorContext
     #: Pods llmop gave the deletion cost (so that a cancelled drain takes it back).
     marked: set[str] = field(default_factory=set)
-    #: The last write to the API server failed: the observer looks again soon.
+    #: The API server was away for a write of this round: the observer looks again soon.
     failed: bool = False
+    #: Why a kind of write ("scale", "mark") was refused (RBAC, a webhook): said in
+    #: status.autoscaling.message until one of that kind succeeds; and when to try it again.
+    problems: dict[str, str] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
+    #: The replicas this round changed, from and to (an Event says so), or None.
+    rescaled: tuple[int, int] | None = None
     #: status.demand as last read, and what llmop made of it: read again only once it changed.
     demand_read: tuple[object, dict[str, GatewayDemand]] = (None, {})
     pruned_at: float = float("-inf")
@@ -55,7 +64,7 @@ class BackendAutoscaler:
     ) -> AutoscaleDecision | None:
         """Decide from the gateways' counts (`status`, the live stored status, at resourceVersion
         `version`) and apply; None for a backend without spec.autoscaling."""
-        self.failed = False
+        self.failed, self.rescaled = False, None
         live = [pod for pod in pods if not pod.deleting]
         await self.prune(status, now, version)
         if spec.autoscaling is None or spec.runtime is None:
@@ -82,7 +91,31 @@ class BackendAutoscaler:
         # Marked before the replicas go down: the ReplicaSet then removes these pods, not others.
         await self.mark(decision.draining, live)
         await self.scale(decision.replicas)
-        return decision
+        before = previous.autoscaling.replicas if previous.autoscaling else None
+        applied = self.context.scaled.get(self.key) == decision.replicas
+        if before is not None and before != decision.replicas and applied:
+            self.rescaled = (before, decision.replicas)
+        if not self.problems:
+            return decision
+        problems = "; ".join(self.problems[kind] for kind in sorted(self.problems))
+        message = status_text(f"{decision.status.message} (llmop cannot apply it: {problems})")
+        return replace(decision, status=decision.status.model_copy(update={"message": message}))
+
+    def due(self, attempt: str) -> bool:
+        """Whether this write may be tried: not within REFUSED_RETRY_SECONDS of its refusal."""
+        return time.monotonic() >= self.retry_at.get(attempt, float("-inf"))
+
+    def refused(self, kind: str, attempt: str, what: str, error: KubeAPIError) -> None:
+        """A write the API server did not take: soon again when it was away; said in status when
+        it refused (it will refuse again until someone fixes the cause: no retry every second)."""
+        if isinstance(error, KubeUnavailable):
+            self.failed = True
+            return
+        problem = f"{what}: {error.message}"
+        if problem != self.problems.get(kind):
+            logger.warning("backend %s/%s: cannot %s", self.namespace, self.name, problem)
+        self.problems[kind] = problem
+        self.retry_at[attempt] = time.monotonic() + REFUSED_RETRY_SECONDS
 
     def demand(self, raw: object) -> dict[str, GatewayDemand]:
         """The readable entries of status.demand; kopf gives a new object for each change, so the
@@ -111,25 +144,31 @@ class BackendAutoscaler:
     async def scale(self, replicas: int) -> None:
         """Set the Deployment's replicas when they are not what llmop set last (the ensure handler
         drops that record whenever it applies the Deployment)."""
-        if self.context.scaled.get(self.key) == replicas:
+        # A refused value is tried again only later; another value at once (a wake must not wait).
+        attempt = f"scale to {replicas}"
+        if self.context.scaled.get(self.key) == replicas or not self.due(attempt):
             return
         try:
-            patched = await self.context.kube.patch(
+            await self.context.kube.patch(
                 DEPLOYMENTS, self.name, self.namespace, {"spec": {"replicas": replicas}}
             )
         except KubeAPIError as error:
-            logger.warning(
-                "backend %s/%s: cannot scale to %d: %s", self.namespace, self.name, replicas, error
-            )
-            self.failed = True
+            self.refused("scale", attempt, f"set the Deployment's replicas to {replicas}", error)
             return
-        if patched is not None:  # else not deployed yet: the ensure handler creates it with these
-            self.context.scaled[self.key] = replicas
+        # Also when not deployed yet (None): the ensure handler creates it with these, then drops
+        # the record, so the next round sets them again.
+        self.context.scaled[self.key] = replicas
+        self.problems.pop("scale", None)
 
     async def mark(self, draining: tuple[str, ...], live: list[PodFacts]) -> None:
         """Give the leaving pods the lowest deletion cost; take it back from pods that stay."""
         there = {pod.name for pod in live}
         self.marked &= there
+        if not draining and not self.marked:
+            self.problems.pop("mark", None)  # nothing to mark: nothing refused
+            return
+        if not self.due("mark"):
+            return
         for pod in draining:
             if pod not in self.marked and await self.annotate(pod, LEAVING_COST):
                 self.marked.add(pod)
@@ -142,7 +181,7 @@ class BackendAutoscaler:
         try:
             await self.context.kube.patch(PODS, pod, self.namespace, patch)
         except KubeAPIError as error:
-            logger.warning("backend %s/%s: cannot mark pod %s: %s", self.namespace, self.name, pod, error)
-            self.failed = True
+            self.refused("mark", "mark", f"annotate pod {pod}", error)
             return False
+        self.problems.pop("mark", None)
         return True

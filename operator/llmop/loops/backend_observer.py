@@ -175,6 +175,11 @@ class BackendObserver:
         live = dict(self.body.get("status") or {})
         version = self.body.metadata.get("resourceVersion")
         decision = await self.autoscaler.step(spec, previous, live, self.pods(), stored_now(), version)
+        if decision is not None and self.autoscaler.rescaled:
+            before, after = self.autoscaler.rescaled
+            # A log line to the millisecond: what a benchmark of the wake reads llmop's share from.
+            logger.info("backend %s/%s: %d -> %d replicas", self.namespace, self.name, before, after)
+            post_rescale_event(self.body, before, after, decision.status.message)
         look = await self.look(spec, previous, decision)
         changed = look.status.to_api() != previous.to_api()
         if self.pace.doubts(previous.phase, changed, self.stopped_answering(look)):
@@ -436,6 +441,12 @@ def post_phase_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBacken
         kopf.event(body, type="Warning", reason=reason, message=status_text(message))
     else:
         kopf.event(body, type="Normal", reason=reason, message=status_text(message))
+
+
+def post_rescale_event(body: kopf.Body, before: int, after: int, why: str) -> None:
+    """spec.autoscaling changed the replicas: `kubectl describe llmb` says when and why."""
+    message = status_text(f"{before} -> {after} replicas: {why}")
+    kopf.event(body, type="Normal", reason="Rescaled", message=message)
 
 
 def post_fits_event(body: kopf.Body, before: LLMBackendStatus, after: LLMBackendStatus) -> None:

@@ -151,6 +151,8 @@ def llmbackend_crd() -> dict[str, Any]:
             {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
             {"name": "Stage", "type": "string", "jsonPath": ".status.startup.summary"},
             {**_condition_column("Ready", "Serving"), "priority": 1},
+            # kubectl get -o wide: why spec.autoscaling chose these replicas.
+            {"name": "Scaling", "type": "string", "jsonPath": ".status.autoscaling.message", "priority": 1},
         ],
     )
 

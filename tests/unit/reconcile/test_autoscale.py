@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -252,3 +253,46 @@ def test_gone_gateways_are_the_old_and_the_unreadable_and_at_most_a_thousand() -
     assert len(gone) == 1000 and "live" not in gone
     assert gone_gateways({"live": raw["live"], "undated": raw["undated"], "bad": 7}, T0) == ["undated", "bad"]
     assert gone_gateways("not a map", T0) == []
+
+
+def test_whatever_the_counts_and_the_past_the_decision_stays_within_its_bounds() -> None:
+    """Seeded random rounds of one backend: the replicas never leave [0, max(held, maxReplicas)],
+    never go below minReplicas (within maxReplicas), only existing pods drain, and a decision
+    below the replicas held comes only once scaleDownDelay has passed or a drain ends."""
+    rng = random.Random(17)
+    for _ in range(300):
+        rules = spec(
+            minReplicas=rng.randint(0, 3),
+            maxReplicas=rng.randint(3, 6),
+            targetInFlight=rng.randint(1, 5),
+            scaleDownDelay=rng.choice(["0s", "30s", "5m"]),
+            drainTimeout=rng.choice(["0s", "10s", "2m"]),
+        )
+        previous: AutoscalingStatus | None = None
+        names = [f"p{i}" for i in range(rng.randint(0, 6))]
+        now = T0
+        for _ in range(20):
+            now += timedelta(seconds=rng.choice([0, 1, 5, 40, 400]))
+            demand = {
+                f"gw-{g}": GatewayDemand(
+                    in_flight=rng.randint(0, 30),
+                    waiting=rng.choice([0, 0, 1, 7]),
+                    pods={name: rng.randint(0, 3) for name in names if rng.random() < 0.5},
+                    time=now - timedelta(seconds=rng.choice([0, 30, 90, -20])),
+                )
+                for g in range(rng.randint(0, 3))
+            }
+            there = [PodLoad(n, ready=rng.random() < 0.7, draining=rng.random() < 0.2) for n in names]
+            decision = decide(
+                AutoscaleFacts(rules, now, demand, previous, start=rng.choice([None, 2]), pods=there)
+            )
+            held = previous.replicas if previous else None
+            assert 0 <= decision.replicas <= max(held or 0, rules.max_replicas, 2)
+            assert (
+                decision.replicas >= min(rules.min_replicas, rules.max_replicas)
+                or (held or 0) < rules.min_replicas
+            )
+            assert set(decision.draining) <= set(names)
+            assert decision.recheck_seconds is None or decision.recheck_seconds >= 0
+            assert decision.status.replicas == decision.replicas and decision.status.message
+            previous = decision.status
