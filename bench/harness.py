@@ -35,7 +35,8 @@ from support.runtimes import vllm_standin_command  # noqa: E402
 
 NAMESPACES = Resource("v1", "namespaces", namespaced=False)
 PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
-#: LLMOP_BENCH_CLUSTER names another local cluster, for a run beside one that uses the default.
+#: The benchmark's own cluster; $LLMOP_BENCH_CLUSTER names another, so that two checkouts on one
+#: machine never bench on (or take down) the same one.
 CLUSTER_NAME = os.environ.get("LLMOP_BENCH_CLUSTER") or "bench"
 
 __all__ = ["DEPLOYMENTS", "LLMBACKENDS", "MODELPULLS", "NAMESPACES"]
@@ -214,7 +215,7 @@ async def ensure_namespace(kube: KubeClient, name: str) -> None:
     await kube.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
-BENCH_NAMESPACES = re.compile(r"^(scale-\d+|reference-\d+|ready-detection|reconcile|pull|churn)$")
+BENCH_NAMESPACES = re.compile(r"^(scale-\d+|reference-\d+|ready-detection|reconcile|pull|churn|wake)$")
 
 
 async def remove_leftovers(kube: KubeClient) -> None:

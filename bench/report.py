@@ -24,6 +24,7 @@ TARGETS = [
     ("pull_ratio_throttled", "... with the source at 100 MiB/s", 1.05, "x"),
     ("pull_writes", "status writes during a pull", 1.0, "/s"),
     ("repo_ratio", "sharded repo (4 files, 2 GiB): agent pull / `curl --parallel`", 1.1, "x"),
+    ("wake_llmop", "a request at zero replicas: llmop's share (decisions + detection), median", 1.5, "s"),
     ("gateway_p50", "gateway: added latency at 64 concurrent, p50", 1.0, "ms"),
     ("gateway_p99", "gateway: added latency at 64 concurrent, p99", 5.0, "ms"),
 ]
@@ -133,6 +134,8 @@ def measured(results: dict[str, Any]) -> dict[str, float | None]:
             found["pull_ratio_throttled"] = results["pull"]["throttled"]["ratio"]
     if "repo_pull" in results:
         found["repo_ratio"] = results["repo_pull"]["ratio"]
+    if "wake" in results:
+        found["wake_llmop"] = results["wake"]["median"]["llmop_share"]
     if "gateway" in results:
         found.update(
             gateway_p50=_added(results["gateway"], "p50_ms"), gateway_p99=_added(results["gateway"], "p99_ms")
@@ -279,6 +282,7 @@ def write_report(results: dict[str, Any]) -> Path:
         "make bench        # = .venv/bin/pip install -e '.[test,bench]' && .venv/bin/python bench/run.py --make",
         f"# this run: {results.get('command')}",
         "# one scenario:   .venv/bin/python bench/run.py --only scale --sizes 100,300",
+        "# a request at zero replicas: .venv/bin/python bench/run.py --only wake --keep",
         "# the gateway's:  .venv/bin/python bench/run.py --only gateway   (loopback, no cluster)",
         "# the sharded repo's: .venv/bin/python bench/run.py --only repo   (loopback, no cluster)",
         "# the cache's bytes:  .venv/bin/python bench/run.py --only cache --keep",
@@ -310,6 +314,7 @@ def write_report(results: dict[str, Any]) -> Path:
         *_gateway_section(results),
         *_repo_section(results),
         *_cache_section(results),
+        *_wake_section(results),
     ]
     lines += ["", *_method_section(), *_baseline_section(results)]
     if made:
@@ -396,6 +401,60 @@ def _ready_section(results: dict[str, Any]) -> list[str]:
         + ".",
         "",
     ]
+
+
+#: The legs of a wake from zero, in order, as bench/wake.py names them, and whose they are.
+_WAKE_LEGS = (
+    ("gateway_decision", "request arrives -> the gateway's demand entry written (watch received)", "llmop"),
+    (
+        "gateway_decision_own",
+        "... of which: request arrives -> the gateway builds the write (its `time`)",
+        "llmop",
+    ),
+    ("operator_decision", "demand written -> Deployment replicas 1 (watch received)", "llmop"),
+    (
+        "scheduling_and_runtime_start",
+        "replicas 1 -> llama-server answers /health (scheduling, the "
+        "agent's download, the runtime's start and load)",
+        "cluster, runtime",
+    ),
+    ("detection_status", "runtime answers -> status lists the pod Serving (watch received)", "llmop"),
+    (
+        "detection_gateway_routes",
+        "status serving -> the gateway sends the request on (answer back, less llama-server's own `timings`)",
+        "llmop",
+    ),
+    ("runtime_answering", "llama-server's work on the answer (its `timings`)", "runtime"),
+    ("total", "request sent -> answered", ""),
+)
+
+
+def _wake_section(results: dict[str, Any]) -> list[str]:
+    r = results.get("wake")
+    if not r:
+        return []
+    m = r["median"]
+    lines = [
+        "## 8. A request at zero replicas (spec.autoscaling)",
+        "",
+        f"{len(r['runs'])} runs (bench/wake.py): a llama.cpp backend (real llama-server, the tiny GGUF "
+        "from the local model source) with `minReplicas: 0` and a 2 s `scaleDownDelay`, Idle before each "
+        "run; one chat completion through `llmop gateway`. Medians, in seconds:",
+        "",
+        "| leg | whose | median | runs |",
+        "|---|---|---|---|",
+    ]
+    for key, what, whose in _WAKE_LEGS:
+        runs = ", ".join(f"{run[key]:.2f}" for run in r["runs"])
+        lines.append(f"| {what} | {whose} | {m[key]:.2f} | {runs} |")
+    lines += [
+        "",
+        f"llmop's share (the two decisions and the detection): median **{m['llmop_share']:.2f} s** against "
+        f"the {r['target_seconds']:g} s target. Run {r.get('started', '?')}, load at its end "
+        f"{_load(r.get('load'))}.",
+        "",
+    ]
+    return lines
 
 
 def _reconcile_section(results: dict[str, Any]) -> list[str]:

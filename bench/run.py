@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """llmop's benchmarks: how fast it sees the truth, how far it scales, what it costs.
 
-Runs every scenario on a local cluster of its own (LocalCluster("bench")), writes the figures as
-JSON (bench/results.json) and the report, docs/benchmarks.md, with its plots (docs/benchmarks/).
+Runs every scenario on a local cluster of its own (LocalCluster("bench"), or the name in
+$LLMOP_BENCH_CLUSTER), writes the figures as JSON (bench/results.json) and the report,
+docs/benchmarks.md, with its plots (docs/benchmarks/).
 
     make bench                                   # everything, as the report was made
     .venv/bin/python bench/run.py --only scale --sizes 100
+    .venv/bin/python bench/run.py --only wake    # a request at zero replicas (spec.autoscaling)
     .venv/bin/python bench/run.py --report-only  # the report again, from bench/results.json
 """
 
@@ -39,7 +41,7 @@ from harness import (
 )
 from llmop.k8s.client import KubeClient
 
-SCENARIOS = ("scale", "ready", "reconcile", "pull", "gateway", "repo", "cache")
+SCENARIOS = ("scale", "ready", "reconcile", "pull", "wake", "gateway", "repo", "cache")
 #: Scenarios that need no cluster (processes on loopback only).
 LOOPBACK = ("gateway", "repo")
 RESULTS = REPO / "bench" / "results.json"
@@ -141,6 +143,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["cache_bytes"] = await run_cache_bytes(kube, cluster, workdir, args.cache_mib)
             results["cache_bytes"].update(started=started)
             save(results)
+        if "wake" in only:
+            from wake import run_wake, summary_line
+
+            print("bench: a request at zero replicas (spec.autoscaling)", flush=True)
+            started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+            results["wake"] = await run_wake(kube, cluster, workdir, args.wake_runs)
+            results["wake"].update(started=started)
+            print(summary_line(results["wake"]), flush=True)
+            save(results)
     finally:
         await kube.close()
         if not args.keep_cluster:
@@ -238,6 +249,7 @@ def main() -> int:
     )
     parser.add_argument("--ready-runs", type=int, default=40)
     parser.add_argument("--reconcile-runs", type=int, default=30)
+    parser.add_argument("--wake-runs", type=int, default=5, help="wake: requests at zero replicas")
     parser.add_argument("--pull-mib", type=int, default=1024)
     parser.add_argument("--pull-repeats", type=int, default=3)
     parser.add_argument("--repo-mib", type=int, default=2048, help="repo: the sharded repo's size")

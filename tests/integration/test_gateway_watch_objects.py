@@ -10,13 +10,16 @@ import signal
 import socket
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmop.gateway.demand import MIN_INTERVAL_SECONDS, DemandBook, DemandWriter
 from llmop.gateway.table import RoutingTable
 from llmop.gateway.watch import BackendWatch
 from llmop.k8s.client import LLMBACKENDS, KubeClient
@@ -169,3 +172,50 @@ def _status(url: str) -> int | None:
         return httpx.get(url, timeout=2).status_code
     except httpx.TransportError:
         return None
+
+
+async def test_each_gateway_writes_its_own_demand_entry_and_leaves_the_rest_of_status(
+    kube: Kube, namespace: str
+) -> None:
+    """The merge patch the gateway sends, against the real API server and the CRD's schema: its
+    entry stored as written, another gateway's entry and the operator's status untouched, and a
+    pod with nothing left in flight removed from the entry."""
+    kube.apply(
+        {
+            "apiVersion": "llmop.dev/v1alpha1",
+            "kind": "LLMBackend",
+            "metadata": {"name": "chat"},
+            "spec": {"runtime": "llamacpp"},
+        },
+        namespace,
+    )
+    other = {"inFlight": 1, "waiting": 0, "pods": {"chat-0": 1}, "time": "2026-12-01T12:00:00Z"}
+    client = KubeClient.from_environment(str(kube.kubeconfig))
+    await client.patch_status(
+        LLMBACKENDS, "chat", namespace, {**serving_status("10.0.0.1", "tiny"), "demand": {"gw-0": other}}
+    )
+    clock = [0.0]
+    in_flight = Counter({f"{namespace}/chat/chat-0": 2, f"{namespace}/chat/chat-1": 1})
+    book = DemandBook(in_flight, lambda: clock[0])
+    book.autoscaled = frozenset({(namespace, "chat")})
+    writer = DemandWriter(client, book, "gw-1", now=lambda: datetime(2026, 12, 1, 12, 0, 1, tzinfo=UTC))
+    try:
+        await writer.write_due()
+        status = kube.get("llmb", "chat", namespace)["status"]
+        assert status["demand"] == {
+            "gw-0": other,
+            "gw-1": {
+                "inFlight": 3,
+                "waiting": 0,
+                "pods": {"chat-0": 2, "chat-1": 1},
+                "time": "2026-12-01T12:00:01.000Z",
+            },
+        }
+        assert status["pods"] == serving_status("10.0.0.1", "tiny")["pods"]
+        del in_flight[f"{namespace}/chat/chat-1"]
+        clock[0] += MIN_INTERVAL_SECONDS
+        await writer.write_due()
+        entry = kube.get("llmb", "chat", namespace)["status"]["demand"]["gw-1"]
+        assert (entry["inFlight"], entry["pods"]) == (2, {"chat-0": 2})
+    finally:
+        await client.close()

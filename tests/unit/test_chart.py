@@ -88,7 +88,7 @@ def test_default_install_objects() -> None:
             "RoleBinding",
             "Service",
             "Deployment",
-            # The gateway: its own identity, its read-only Role, its pods and its Service.
+            # The gateway: its own identity, its Role (reads, and the demand it writes), its pods and its Service.
             "ServiceAccount",
             "Role",
             "RoleBinding",
@@ -369,6 +369,8 @@ GATEWAY_RULES = {
     ("llmop.dev", "llmbackends", "get"),
     ("llmop.dev", "llmbackends", "list"),
     ("llmop.dev", "llmbackends", "watch"),
+    # Its demand counts, status.demand.<gateway pod>, for spec.autoscaling: no other write.
+    ("llmop.dev", "llmbackends/status", "patch"),
     ("", "secrets", "get"),  # the runtime API keys of Secrets that opt in
     # The gateway's own keys: Secrets labelled llmop.dev/gateway-key (gateway.auth=keys).
     ("", "secrets", "list"),
@@ -386,7 +388,7 @@ def _gateway_roles(docs: list[dict[str, Any]]) -> dict[str, set[tuple[str, str, 
     }
 
 
-def test_the_gateway_serves_its_own_namespace_by_default_with_read_only_rights_there() -> None:
+def test_the_gateway_serves_its_own_namespace_by_default_reading_there_and_writing_only_demand() -> None:
     docs = render()
     assert gateway_namespaces(None, gateway_env(docs)) == ["llmop-system"]
     assert _gateway_roles(docs) == {"llmop-system": GATEWAY_RULES}
@@ -396,6 +398,9 @@ def test_the_gateway_serves_its_own_namespace_by_default_with_read_only_rights_t
     ]
     pod = one(docs, "Deployment", "llmop-gateway")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "llmop-gateway"
+    # Each gateway pod writes its demand under its own name, from the downward API.
+    (pod_name,) = [e for e in pod["containers"][0]["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # Nothing cluster-wide is the gateway's: the only ClusterRole binds the operator.
     assert [b["subjects"][0]["name"] for b in docs if b["kind"] == "ClusterRoleBinding"] == ["llmop"]
 

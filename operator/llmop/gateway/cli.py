@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from llmop.gateway.demand import DemandWriter, gateway_id
 from llmop.gateway.guard import denied_targets
 from llmop.gateway.keywatch import KeyWatch
 from llmop.gateway.metrics import start_metrics_server
@@ -161,7 +162,11 @@ async def serve(
         ", ".join(namespaces),
         "to holders of its keys" if settings.require_keys else "to every client (--auth none)",
     )
-    followed = [BackendWatch(kube, namespaces, gateway.set_table).run()]
+    followed = [
+        BackendWatch(kube, namespaces, gateway.set_table).run(),
+        # The demand of autoscaled backends, written into their status off the requests' path.
+        DemandWriter(kube, gateway.demand, gateway_id(os.environ)).run(),
+    ]
     if settings.require_keys:
         own = os.environ.get("POD_NAMESPACE", "").strip() or None
         followed.append(KeyWatch(kube, namespaces, own, gateway.set_keyring).run())

@@ -21,11 +21,21 @@ from aiohttp import web
 from llmop.gateway import errors
 from llmop.gateway.affinity import affinity_key
 from llmop.gateway.balance import Balancer
+from llmop.gateway.demand import DemandBook
 from llmop.gateway.errors import GatewayError
 from llmop.gateway.guard import GuardedResolver, literal_refusal
 from llmop.gateway.keys import GatewayKey, Keyring
 from llmop.gateway.metrics import Exchange, GatewayMetrics, exchange_of
-from llmop.gateway.table import CHAT, COMPLETION, EMBEDDINGS, TOOLS, ModelRoute, RoutingTable, Upstream
+from llmop.gateway.table import (
+    CHAT,
+    COMPLETION,
+    EMBEDDINGS,
+    TOOLS,
+    BackendKey,
+    ModelRoute,
+    RoutingTable,
+    Upstream,
+)
 from llmop.runtimes.address_guard import DeniedTargets
 
 logger = logging.getLogger(__name__)
@@ -70,6 +80,9 @@ class Gateway:
         self.table = table or RoutingTable()
         self.balancer = Balancer()
         self.metrics = GatewayMetrics(self.balancer)
+        #: What autoscaled backends are asked for; a DemandWriter (with the API) reports it.
+        self.demand = DemandBook(self.balancer.in_flight)
+        self.demand.follow(self.table)
         self.changed = asyncio.Condition()
         self.synced = table is not None
         self.keyring = Keyring()
@@ -80,6 +93,7 @@ class Gateway:
         """Route by `table` from now on, and wake requests waiting for a model to be served."""
         async with self.changed:
             self.table = table
+            self.demand.follow(table)
             self.synced = True
             self.changed.notify_all()
 
@@ -173,31 +187,48 @@ class Gateway:
         self, model: str, capability: str, wording: str, key: GatewayKey | None = None
     ) -> list[Upstream]:
         """The pods serving `model` with `capability` that `key` may reach; waits while the model
-        is on its way."""
+        is on its way. A request held for an autoscaled backend counts as waiting for it (which
+        wakes a backend at zero) until it is answered or given up."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.hold_seconds
-        while True:
-            offered = self.table.lookup(model)
-            routes = reachable(offered, key)
-            if offered and not routes and key is not None:
-                raise errors.not_permitted(model, key.source, key.describe_reach())
-            if not routes:
-                raise errors.unknown_model(model, self.reachable_names(key))
-            capable = [route for route in routes if route.can(capability)]
-            if not capable:
-                raise errors.missing_capability(model, wording, describe_backends(routes))
-            serving = [upstream for route in capable for upstream in route.serving]
-            if serving:
-                return serving
-            remaining = deadline - loop.time()
-            coming = any(route.coming for route in capable)
-            if remaining <= 0 or not coming:
-                waited = self.settings.hold_seconds - max(remaining, 0.0)
-                retry = (
-                    self.settings.retry_after_seconds if coming else self.settings.stalled_retry_after_seconds
-                )
-                raise errors.not_ready(model, round(waited, 1), retry, describe_phases(capable), coming)
-            await self.wait_for_change(remaining)
+        held: list[BackendKey] = []
+        try:
+            while True:
+                capable = self.capable_routes(model, capability, wording, key)
+                serving = [upstream for route in capable for upstream in route.serving]
+                if serving:
+                    return serving
+                remaining = deadline - loop.time()
+                coming = any(route.coming for route in capable)
+                if remaining <= 0 or not coming:
+                    waited = self.settings.hold_seconds - max(remaining, 0.0)
+                    retry = (
+                        self.settings.retry_after_seconds
+                        if coming
+                        else self.settings.stalled_retry_after_seconds
+                    )
+                    raise errors.not_ready(model, round(waited, 1), retry, describe_phases(capable), coming)
+                held = held or self.demand.hold(capable)
+                await self.wait_for_change(remaining)
+        finally:
+            if held:
+                self.demand.release(held)
+
+    def capable_routes(
+        self, model: str, capability: str, wording: str, key: GatewayKey | None
+    ) -> list[ModelRoute]:
+        """The routes of `model` that `key` may reach and that can serve `capability`; raises
+        what the client must hear when there are none."""
+        offered = self.table.lookup(model)
+        routes = reachable(offered, key)
+        if offered and not routes and key is not None:
+            raise errors.not_permitted(model, key.source, key.describe_reach())
+        if not routes:
+            raise errors.unknown_model(model, self.reachable_names(key))
+        capable = [route for route in routes if route.can(capability)]
+        if not capable:
+            raise errors.missing_capability(model, wording, describe_backends(routes))
+        return capable
 
     def reachable_names(self, key: GatewayKey | None) -> list[str]:
         names = self.table.model_names()
@@ -223,6 +254,8 @@ class Gateway:
         while (upstream := self.balancer.choose(upstreams, tried, affinity)) is not None:
             tried.add(upstream.key)
             self.balancer.started(upstream)
+            if upstream.autoscaled:
+                self.demand.touched()
             exchange_of(request).routed(model, upstream)
             try:
                 response, last = await self.open(request.path, raw, upstream, len(tried) < len(upstreams))
@@ -230,6 +263,8 @@ class Gateway:
                     return await relay(request, response, model, upstream, self.balancer)
             finally:
                 self.balancer.finished(upstream)
+                if upstream.autoscaled:
+                    self.demand.touched()
         raise errors.upstream_failed(model, len(tried), last)
 
     async def open(

@@ -25,8 +25,9 @@ EMBEDDINGS = "embeddings"
 TOOLS = "tools"
 #: The same capability in status.capabilities, the backend-wide flags.
 _BACKEND_FLAG = {CHAT: "chat", COMPLETION: "completions", EMBEDDINGS: "embeddings", TOOLS: "tools"}
-#: Backend phases in which a model it expects is on its way: a request for it waits.
-_COMING_PHASES = ("Pending", "Deploying", "Loading", "Degraded", None)
+#: Backend phases in which a model it expects is on its way: a request for it waits. `Idle` is
+#: an autoscaled backend at zero replicas: the held request is what wakes it.
+_COMING_PHASES = ("Pending", "Deploying", "Loading", "Degraded", "Idle", None)
 
 #: Servers that say nothing per model: status guesses a generating model, which an embedding
 #: model behind a generic OpenAI-compatible server is not; the server's own flags decide.
@@ -47,6 +48,8 @@ class Upstream:
     api_key: str | None = field(default=None, repr=False)
     #: A server the tenant named (spec.external.url): connections to it pass the deny list.
     external: bool = False
+    #: The backend has spec.autoscaling: the gateway reports its requests in flight.
+    autoscaled: bool = False
 
     @property
     def key(self) -> str:
@@ -70,6 +73,10 @@ class ModelRoute:
     loaded: bool | None = None
     #: The backend's phase, for messages (Loading, Failed, ...).
     phase: str | None = None
+    #: The backend has spec.autoscaling: a request held for it is reported, which wakes it.
+    autoscaled: bool = False
+    #: The backend's pods that status marks draining (they get no new request).
+    draining: tuple[str, ...] = ()
 
     def can(self, capability: str) -> bool:
         if capability == TOOLS and not self.observes_tools:
@@ -89,6 +96,10 @@ class RoutingTable:
     routes: Mapping[str, tuple[ModelRoute, ...]] = field(default_factory=dict)
     #: Backends the table could not read, with why (a spec or status the models refuse).
     unreadable: tuple[str, ...] = ()
+    #: The backends with spec.autoscaling, whose demand the gateway reports.
+    autoscaled: frozenset[BackendKey] = frozenset()
+    #: The pods marked draining, as (namespace, backend, pod).
+    draining: frozenset[tuple[str, str, str]] = frozenset()
 
     def lookup(self, model: str) -> tuple[ModelRoute, ...]:
         return self.routes.get(model, ())
@@ -124,24 +135,35 @@ def read_backend(body: Mapping[str, Any], api_key: str | None) -> Offer:
         status = LLMBackendStatus.model_validate(body.get("status") or {})
     except ValidationError as error:
         return f"{key[0]}/{key[1]}: {error.error_count()} invalid fields"
-    return backend_routes(key, spec, status, api_key)
+    autoscaled = spec.external is None and spec.autoscaling is not None
+    return backend_routes(key, spec, status, api_key, autoscaled)
 
 
 def assemble(offers: Mapping[BackendKey, Offer]) -> RoutingTable:
     """The table from each backend's routes, in the backends' order (cheap: nothing is parsed)."""
     routes: dict[str, list[ModelRoute]] = {}
     unreadable = []
-    for _, offer in sorted(offers.items()):
+    autoscaled = set()
+    draining: set[tuple[str, str, str]] = set()
+    for key, offer in sorted(offers.items()):
         if isinstance(offer, str):
             unreadable.append(offer)
             continue
         for route in offer:
             routes.setdefault(route.model, []).append(route)
-    return RoutingTable({model: tuple(found) for model, found in routes.items()}, tuple(unreadable))
+            if route.autoscaled:
+                autoscaled.add(key)
+            draining.update((*key, pod) for pod in route.draining)
+    found = {model: tuple(found) for model, found in routes.items()}
+    return RoutingTable(found, tuple(unreadable), frozenset(autoscaled), frozenset(draining))
 
 
 def backend_routes(
-    key: BackendKey, spec: LLMBackendSpec, status: LLMBackendStatus, api_key: str | None
+    key: BackendKey,
+    spec: LLMBackendSpec,
+    status: LLMBackendStatus,
+    api_key: str | None,
+    autoscaled: bool = False,
 ) -> list[ModelRoute]:
     """One route per model the backend's status lists, and per model of its spec while it is not
     Ready (a client sending that name waits for it rather than hearing it does not exist)."""
@@ -153,8 +175,15 @@ def backend_routes(
         names += [
             n for n in dict.fromkeys(served_model_name(m.name) for m in spec.models) if n not in observed
         ]
-    upstreams = _upstreams(key, spec, status, api_key)
-    return [_route(key, status, name, observed.get(name), upstreams) for name in names]
+    upstreams = _upstreams(key, spec, status, api_key, autoscaled)
+    return [_route(key, status, name, observed.get(name), upstreams, autoscaled) for name in names]
+
+
+def _on_its_way(status: LLMBackendStatus, autoscaled: bool) -> bool:
+    """Whether a request for a model the backend lists should wait for a pod: it is starting,
+    or it is autoscaled and not failed (at zero, or its last pods draining: the request held is
+    what brings a pod back)."""
+    return status.phase in _COMING_PHASES or (autoscaled and status.phase != "Failed")
 
 
 def _route(
@@ -163,6 +192,7 @@ def _route(
     name: str,
     observed: ObservedModel | None,
     upstreams: list[tuple[Upstream, list[str] | None]],
+    autoscaled: bool,
 ) -> ModelRoute:
     serving = tuple(upstream for upstream, listed in upstreams if listed is None or name in listed)
     return ModelRoute(
@@ -171,18 +201,21 @@ def _route(
         backend=key[1],
         runtime=status.runtime,
         serving=serving,
-        coming=not serving and status.phase in _COMING_PHASES,
+        coming=not serving and _on_its_way(status, autoscaled),
         capabilities=_capabilities(status, observed),
         context_length=observed.context_length if observed else None,
         loaded=observed.loaded if observed else None,
         phase=status.phase,
+        autoscaled=autoscaled,
+        draining=tuple(pod.name for pod in status.pods or [] if pod.draining),
     )
 
 
 def _upstreams(
-    key: BackendKey, spec: LLMBackendSpec, status: LLMBackendStatus, api_key: str | None
+    key: BackendKey, spec: LLMBackendSpec, status: LLMBackendStatus, api_key: str | None, autoscaled: bool
 ) -> list[tuple[Upstream, list[str] | None]]:
-    """Each serving pod with the models it lists (None: every model status lists)."""
+    """Each serving pod with the models it lists (None: every model status lists). A draining
+    pod is leaving: it finishes what it has and gets nothing new."""
     namespace, name = key
     if spec.external is not None:
         # An external server has no pods in status: its phase says whether it serves.
@@ -192,12 +225,13 @@ def _upstreams(
     port = serving_port(spec)
     found: list[tuple[Upstream, list[str] | None]] = []
     for pod in status.pods or []:
-        if not (pod.ready and pod.phase == "Serving" and pod.ip):
+        if not (pod.ready and pod.phase == "Serving" and pod.ip) or pod.draining:
             continue
         host = f"[{pod.ip}]" if ":" in pod.ip else pod.ip
         # Status lists at most MAX_POD_MODELS per pod: a full list may leave out what it serves.
         listed = None if len(pod.models) >= MAX_POD_MODELS else list(pod.models)
-        found.append((Upstream(namespace, name, pod.name, f"http://{host}:{port}/v1", api_key), listed))
+        url = f"http://{host}:{port}/v1"
+        found.append((Upstream(namespace, name, pod.name, url, api_key, autoscaled=autoscaled), listed))
     return found
 
 
