@@ -169,7 +169,10 @@ async def test_a_leaving_pod_is_marked_before_the_replicas_go_down() -> None:
         "autoscaling": {"replicas": 2, "scaleDownSince": long_ago, "scaleDownTo": 1},
         "pods": [{"name": "b-1", "ready": True}, {"name": "b-2", "ready": True}],
     }
-    pods = [PodFacts("b-1", ip="10.0.0.1", phase="Running"), PodFacts("b-2", ip="10.0.0.2", phase="Running")]
+    pods = [
+        PodFacts("b-1", ip="10.0.0.1", phase="Running", ready=True),
+        PodFacts("b-2", ip="10.0.0.2", phase="Running", ready=True),
+    ]
     kube = FakeKube()
     watched = observer(kube, status, pods)
     await watched.round()
@@ -195,7 +198,7 @@ async def test_a_leaving_pod_is_marked_before_the_replicas_go_down() -> None:
 
 async def test_a_backend_switched_back_to_replicas_loses_the_marks_and_the_decision() -> None:
     kube = FakeKube()
-    pods = [PodFacts("b-1", ip="10.0.0.1", phase="Running")]
+    pods = [PodFacts("b-1", ip="10.0.0.1", phase="Running", ready=True)]
     watched = observer(kube, {"observedGeneration": 1}, pods, spec={**SPEC, "autoscaling": None})
     watched.autoscaler.marked.add("b-1")
     watched.context.scaled[("ns", "b")] = 3
@@ -282,7 +285,10 @@ async def test_a_refused_pod_mark_is_said_and_never_holds_back_a_scale_up() -> N
         "autoscaling": {"replicas": 2, "scaleDownSince": long_ago, "scaleDownTo": 1},
         "pods": [{"name": "b-1", "ready": True}, {"name": "b-2", "ready": True}],
     }
-    pods = [PodFacts("b-1", ip="10.0.0.1", phase="Running"), PodFacts("b-2", ip="10.0.0.2", phase="Running")]
+    pods = [
+        PodFacts("b-1", ip="10.0.0.1", phase="Running", ready=True),
+        PodFacts("b-2", ip="10.0.0.2", phase="Running", ready=True),
+    ]
     kube = FakeKube(refuse_pods=True)
     watched = observer(kube, status, pods)
     await watched.round()

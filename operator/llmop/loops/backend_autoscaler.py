@@ -83,6 +83,7 @@ class BackendAutoscaler:
                     pod.name,
                     ready=bool(states.get(pod.name) and states[pod.name].ready),
                     draining=bool(states.get(pod.name) and states[pod.name].draining),
+                    kube_ready=pod.ready,
                 )
                 for pod in live
             ],

@@ -27,6 +27,9 @@ CLOCK_SKEW_SECONDS = 10.0
 #: An entry not rewritten for this long is a gateway that is gone (each gateway pod writes under
 #: its own name, so a rollout of the gateway leaves the old names behind): llmop removes it.
 GONE_AFTER_SECONDS = 3600.0
+#: While a pod that stays is not Ready yet, look again this often (the kubelet's probes are
+#: seconds apart).
+UNREADY_RECHECK_SECONDS = 2.0
 #: Pods named in the drain message, the rest counted.
 _NAMED_PODS = 3
 
@@ -38,6 +41,10 @@ class PodLoad:
     name: str
     ready: bool = False
     draining: bool = False
+    #: The pod's Ready condition. A ReplicaSet removes pods not Ready first, whatever their
+    #: deletion cost: lowering replicas while a pod that stays is not Ready would remove it, even
+    #: one llmop already sees serving (its runtime answers before the kubelet's probe says so).
+    kube_ready: bool = True
 
 
 @dataclass(frozen=True)
@@ -210,11 +217,10 @@ def _drain(
     # chance to read the mark.
     busy = {pod: _in_flight(demand, pod) for pod in leaving}
     drained = previous.drain_started is not None and not any(busy.values()) and not _unsure(demand, started)
-    if leaving and not drained and elapsed < timeout:
-        rechecks.append(timeout - elapsed)
-        named = ", ".join(f"{pod} ({count} in flight)" for pod, count in list(busy.items())[:_NAMED_PODS])
-        more = f" and {len(leaving) - _NAMED_PODS} more" if len(leaving) > _NAMED_PODS else ""
-        message = f"draining {named}{more}: {_replicas(held)} to {target}"
+    unready = [pod.name for pod in facts.pods if pod.name not in leaving and not pod.kube_ready]
+    if ((leaving and not drained) or unready) and elapsed < timeout:
+        rechecks.append(min(timeout - elapsed, UNREADY_RECHECK_SECONDS) if unready else timeout - elapsed)
+        message = f"{_draining(busy, leaving, unready)}: {_replicas(held)} to {target}"
         update = {
             "replicas": held,
             "message": message,
@@ -228,6 +234,18 @@ def _drain(
     # deletion the gateway must still leave them alone.
     update = {"replicas": target, "message": message, "drain_started": started if leaving else None}
     return AutoscaleDecision(target, leaving, base.model_copy(update=update), _soonest(rechecks))
+
+
+def _draining(busy: dict[str, int], leaving: tuple[str, ...], unready: list[str]) -> str:
+    """What the lowering waits for, in words."""
+    named = ", ".join(f"{pod} ({count} in flight)" for pod, count in list(busy.items())[:_NAMED_PODS])
+    more = f" and {len(leaving) - _NAMED_PODS} more" if len(leaving) > _NAMED_PODS else ""
+    text = f"draining {named}{more}" if leaving else "lowering"
+    if unready:
+        text += (
+            f", once {', '.join(unready[:_NAMED_PODS])} staying {'is' if len(unready) == 1 else 'are'} Ready"
+        )
+    return text
 
 
 def _leaving(facts: AutoscaleFacts, demand: Demand, count: int) -> tuple[str, ...]:

@@ -67,6 +67,9 @@ class PodFacts:
     running: tuple[str, ...] = ()
     node: str | None = None  # spec.nodeName: where the pod's GPUs are
     times: PodTimes = field(default_factory=PodTimes)  # for the cold-start timeline
+    #: The pod's Ready condition: what a ReplicaSet goes by when it picks pods to remove (a pod
+    #: not Ready goes first, whatever its deletion cost).
+    ready: bool = False
 
 
 def pod_facts(name: str, meta: Any, status: Any, node: str | None = None) -> PodFacts:
@@ -92,6 +95,7 @@ def pod_facts(name: str, meta: Any, status: Any, node: str | None = None) -> Pod
         running=tuple(c.get("name", "") for c in containers if "running" in c.get("state", {})),
         node=node if isinstance(node, str) and node else None,
         times=pod_times(meta, status),
+        ready=conditions.get("Ready", {}).get("status") == "True",
     )
 
 

@@ -173,6 +173,30 @@ def test_a_pod_with_a_stream_in_flight_is_kept_until_it_ends_or_drain_timeout() 
     assert decide(AutoscaleFacts(rules, timed_out, streams, busy.status, pods=leaving)).replicas == 1
 
 
+def test_replicas_go_down_only_once_the_pods_that_stay_are_ready_to_kubernetes() -> None:
+    """A ReplicaSet removes a pod that is not Ready before any other: lowering replicas while the
+    pod that stays (and carries a stream: llmop saw its runtime answer) is not Ready yet would
+    remove that pod, not the drained one."""
+    rules = spec(scaleDownDelay="0s", drainTimeout="2m")
+    quiet = {"gw-a": entry(in_flight=1, age=-1, p2=1)}
+    there = [PodLoad("p1", ready=True), PodLoad("p2", ready=True, kube_ready=False)]
+    marking = decide(AutoscaleFacts(rules, T0, quiet, held(2), pods=there))
+    assert marking.draining == ("p1",) and marking.replicas == 2
+    leaving = [PodLoad("p1", ready=True, draining=True), PodLoad("p2", ready=True, kube_ready=False)]
+    later = T0 + timedelta(seconds=5)
+    quiet = {"gw-a": entry(in_flight=1, age=-5, p2=1)}
+    waiting = decide(AutoscaleFacts(rules, later, quiet, marking.status, pods=leaving))
+    assert waiting.replicas == 2, "lowered while the pod that stays was not Ready"
+    assert waiting.status.message == "draining p1 (0 in flight), once p2 staying is Ready: 2 replicas to 1"
+    assert waiting.recheck_seconds is not None and waiting.recheck_seconds <= 2
+    ready = [PodLoad("p1", ready=True, draining=True), PodLoad("p2", ready=True)]
+    assert decide(AutoscaleFacts(rules, later, quiet, marking.status, pods=ready)).replicas == 1
+    # A pod that never gets Ready holds the GPUs no longer than drainTimeout.
+    timed_out = T0 + timedelta(minutes=2)
+    quiet = {"gw-a": entry(in_flight=1, age=-120, p2=1)}
+    assert decide(AutoscaleFacts(rules, timed_out, quiet, waiting.status, pods=leaving)).replicas == 1
+
+
 def test_new_demand_during_a_drain_cancels_it() -> None:
     _, marking, _ = scale_down_to_zero()
     woken = T0 + timedelta(minutes=5, seconds=2)
