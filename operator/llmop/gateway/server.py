@@ -48,6 +48,11 @@ ENDPOINTS = {
 }
 #: Answers that say "not this pod, not now": tried on another serving pod while one is left.
 _RETRY_ELSEWHERE = {502, 503, 504}
+#: Idle connections to pods are closed after this: below the 5 s after which llama-server
+#: (cpp-httplib) and vLLM (uvicorn) close theirs. Kept longer, a request sent on a connection the
+#: runtime closes at that very moment fails before the runtime reads it ("Can not write request
+#: body"), with no other pod to retry on when the backend runs one.
+UPSTREAM_KEEPALIVE_SECONDS = 4.0
 #: Answer headers passed to the client; the rest (hop-by-hop, the runtime's server name) are not.
 _RELAYED_HEADERS = ("Content-Type", "Content-Encoding", "Retry-After", "X-Request-Id")
 
@@ -131,7 +136,9 @@ class Gateway:
         timeout = aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout_seconds)
         denied = self.settings.denied
         resolver = GuardedResolver(denied) if denied is not None else None
-        connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, resolver=resolver)
+        connector = aiohttp.TCPConnector(
+            limit=1000, limit_per_host=0, resolver=resolver, keepalive_timeout=UPSTREAM_KEEPALIVE_SECONDS
+        )
         # auto_decompress off: bytes pass through as the runtime sent them.
         # No cookie jar: a cookie one runtime sets must never travel to another (nor cost a lookup).
         self.session = aiohttp.ClientSession(
