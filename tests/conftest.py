@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from support.kube import REPO, Kube, eventually
+from support.kube import LLMOP_CRDS, REPO, Kube, eventually
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +41,11 @@ def kube(local_cluster: Any) -> Iterator[Kube]:
     kubeconfig = local_cluster.kubeconfig if local_cluster is not None else Path(os.environ["KUBECONFIG"])
     client = Kube(kubectl, kubeconfig)
     client.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    for crd in ("llmbackends.llmop.dev", "modelpulls.llmop.dev"):
+    for crd in LLMOP_CRDS:
         client.run("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
     # Established can precede discovery by a moment; wait until kubectl can resolve the kinds.
     eventually(
-        lambda: client.run("get", "llmb,mpull", "-A", check=False).returncode == 0,
+        lambda: client.run("get", "llmb,mpull,mcache", "-A", check=False).returncode == 0,
         timeout=30,
         message="llmop kinds served",
     )

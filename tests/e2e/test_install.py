@@ -26,7 +26,7 @@ from localcluster import binaries_cached
 from prometheus_client.parser import text_string_to_metric_families
 
 from support.argocd import argocd_health
-from support.kube import REPO, Kube, eventually
+from support.kube import LLMOP_CRDS, REPO, Kube, eventually
 from support.operator import TEST_DENY_CIDRS, OperatorProcess
 from support.runtimes import ModelSource, PodRunner, run_vllm_standin
 
@@ -88,7 +88,7 @@ def release(kube: Kube, no_session_operator: None) -> Iterator[dict[str, Any]]:
         name = f"llmop-{namespace.rsplit('-', 1)[1]}"
         # CRDs applied with `kubectl apply -f crds/` (the session did) become the release's by
         # Helm's adoption rules: its annotations and label on the existing objects.
-        for crd in ("llmbackends.llmop.dev", "modelpulls.llmop.dev"):
+        for crd in LLMOP_CRDS:
             kube.run(
                 "annotate",
                 "--overwrite",
@@ -176,7 +176,7 @@ def test_helm_install_creates_the_operator_its_identity_and_its_roles(
     ]
     assert kube.get("role", f"{name}-leader-election", namespace)
     assert kube.get("service", f"{name}-metrics", namespace)["spec"]["ports"][0]["name"] == "metrics"
-    for crd in ("llmbackends.llmop.dev", "modelpulls.llmop.dev"):
+    for crd in LLMOP_CRDS:
         meta = kube.get("crd", crd)["metadata"]
         assert meta["annotations"]["meta.helm.sh/release-name"] == name
         assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
@@ -229,6 +229,9 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("get", "serviceaccounts", "-n", "anywhere"),  # the ServiceAccount a pod would run as too
         ("patch", "poddisruptionbudgets.policy", "-n", "anywhere"),  # a multi-replica backend's
         ("get", "nodes"),  # the GPU memory label of a GPU backend's node (Fits)
+        ("patch", "pods", "-n", "anywhere"),  # the deletion cost of a drained pod (spec.autoscaling)
+        ("watch", "modelcaches.llmop.dev", "--all-namespaces"),
+        ("patch", "modelcaches.llmop.dev/status", "-n", "anywhere"),
     ]
     denied = [
         ("update", "secrets", "-n", "anywhere"),
@@ -244,6 +247,9 @@ def test_the_service_account_may_do_what_llmop_does_and_nothing_else(
         ("list", "configmaps", "-n", "anywhere"),  # get only: a ConfigMap's opt-in label
         ("create", "serviceaccounts", "-n", "anywhere"),  # get only: its opt-in label
         ("create", "pods", "-n", "anywhere"),
+        ("delete", "pods", "-n", "anywhere"),  # a scale-down goes through the Deployment
+        ("create", "modelcaches.llmop.dev", "-n", "anywhere"),  # users declare caches
+        ("delete", "modelcaches.llmop.dev", "-n", "anywhere"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ]
     assert [a for a in allowed if not can_i(kube, account, *a)] == []

@@ -15,6 +15,10 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+#: The names of llmop's CRDs, as crds/ (what the chart carries too) defines them.
+LLMOP_CRDS = tuple(
+    sorted(yaml.safe_load(path.read_text())["metadata"]["name"] for path in (REPO / "crds").glob("*.yaml"))
+)
 
 
 @dataclass
