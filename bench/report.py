@@ -56,17 +56,19 @@ WHY_MISSED = {
     ),
     "repo_ratio": (
         "on two cores that the source (itself Python), the client and the machine's other work share, "
-        "the CPU is the bottleneck, and the agent spends about twice curl's CPU on the same bytes "
+        "the CPU is the bottleneck, and the agent spends two to three times curl's CPU on the same bytes "
         "(section 6's CPU column): the sha256 of every byte (about 1.2 s for 2 GiB at this CPU's "
         "1.8 GB/s, `openssl speed`), receiving in Python (aiohttp) where curl is C, and syncing each "
         "file before it is renamed into place (a run with the syncs taken out was no faster). The "
         "event loop's share was cut by handing the received chunks to the disk threads without "
         "copying them into batches (the copies took about a quarter of the loop's time in a cProfile "
         "of a 512 MiB pull, 0.6 s of 2.5 s; after, 0.02 s). Against curl "
-        "followed by the same checks (sha256, sync) the agent is about as fast, as it hashes while "
-        "the bytes arrive; with the source slower than the CPU (100 MiB/s per connection) it is "
+        "followed by the same checks (sha256, sync) the agent takes 1.05 to 1.3 times as long (it "
+        "hashes while the bytes arrive); with the source slower than the CPU (100 MiB/s per connection) it is "
         "faster than curl, and 2.3 times faster than fetching the files one after another. The "
-        "ratio swings from run to run with the machine's load (1.37 in an earlier run of this benchmark)."
+        "ratio swings from run to run (1.37 and 1.58 in earlier runs of this benchmark, under load; "
+        "the agent's CPU for the same 2 GiB measured 5.2 s then and 9.1 s in the latest run, with its "
+        "download code unchanged: not yet explained)."
     ),
     "gateway_p50": (
         "at 64 requests in flight on one connection each, the latency is the time the gateway "
