@@ -157,7 +157,7 @@ def cache_status(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
     return dict(kube.get("modelcache", name, namespace).get("status") or {})
 
 
-def test_an_operator_upgrade_mid_fill_sends_no_byte_twice_and_changed_bytes_are_replaced(
+def test_an_operator_upgrade_mid_fill_sends_no_byte_twice_and_bytes_changed_on_disk_are_replaced(
     kube: Kube, cache_ns: str, modelsource: ModelSource, upgrade: Any, podrunner: PodRunner
 ) -> None:
     model, counted, size, _ = publish(modelsource)
@@ -189,24 +189,32 @@ def test_an_operator_upgrade_mid_fill_sends_no_byte_twice_and_changed_bytes_are_
     template = kube.get("deployment", "resume-filler", cache_ns)["spec"]["template"]["spec"]
     assert template["containers"][0]["image"] == image
 
-    # Bytes changed on the volume behind llmop's back; the filler's agent restarts.
+    # Bytes changed on the volume behind llmop's back, the filler running on: the file's stamp
+    # (its ctime) changed, so llmop hashes it again, finds it wrong and replaces it.
     on_disk = (
         podrunner.workdir / "volumes" / cache_ns / status["claimName"] / status["models"][0]["localPath"]
     )
     assert on_disk.read_bytes() == original
     on_disk.write_bytes(b"X" + original[1:])
-    podrunner.kill(cache_ns, filler["metadata"]["name"], container="agent", restart_after=0.5)
     eventually(
-        lambda: (
-            kube.list("events", cache_ns, selector=None)
-            and any(
-                e.get("reason") == "CorruptModelReplaced" and e["involvedObject"]["name"] == "resume"
-                for e in kube.list("events", cache_ns)
-            )
-        ),
+        lambda: events_of(kube, cache_ns, "CorruptModelReplaced", "resume"),
         timeout=60,
         message=f"a CorruptModelReplaced Event (status {cache_status(kube, 'resume', cache_ns)})",
     )
+    eventually(
+        lambda: (
+            cache_status(kube, "resume", cache_ns).get("phase") == "Ready"
+            and on_disk.read_bytes() == original
+        ),
+        timeout=60,
+        message="the cache Ready again with the source's bytes",
+    )
+    assert modelsource.stats(counted)["bytes_sent"] == 2 * size
+    pods = kube.list("pods", cache_ns, selector="llmop.dev/model-cache=resume")
+    assert [p["metadata"]["uid"] for p in pods] == [filler["metadata"]["uid"]], "the filler was not restarted"
+
+    # A filler that restarts hashes what it did not see written: the same bytes, nothing sent.
+    podrunner.kill(cache_ns, filler["metadata"]["name"], container="agent", restart_after=0.5)
     again = eventually(
         lambda: (
             (s := cache_status(kube, "resume", cache_ns)).get("phase") == "Ready"
@@ -216,7 +224,6 @@ def test_an_operator_upgrade_mid_fill_sends_no_byte_twice_and_changed_bytes_are_
         timeout=60,
         message="the cache Ready again, checked by the restarted filler",
     )
-    assert on_disk.read_bytes() == original, "the changed file was replaced by the source's bytes"
     assert modelsource.stats(counted)["bytes_sent"] == 2 * size
     assert again["models"][0]["phase"] == "Ready"
     # A backend on the cache now serves the replaced bytes.

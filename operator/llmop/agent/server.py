@@ -228,21 +228,26 @@ async def cancel_pull(request: web.Request) -> web.Response:
     return web.json_response({"status": "cancelled"})
 
 
-def tag_entry(record: ModelRecord) -> dict[str, Any]:
+def tag_entry(record: ModelRecord, changed: list[str]) -> dict[str, Any]:
+    """A complete model as /api/tags lists it; `changed`: its files written since they were
+    verified (to be hashed again before they are trusted)."""
     return {
         "name": record.name,
         "model": record.name,
         "size": record.size,
         "digest": record.digest,
         "modified_at": record.modified_at.isoformat(),
-        "details": {"local_path": record.local_path, "files": len(record.files) or 1},
+        "details": {"local_path": record.local_path, "files": len(record.files) or 1, "changed": changed},
     }
 
 
+def _tag_entries(store: ModelStore) -> list[dict[str, Any]]:
+    return [tag_entry(record, store.changed_files(record)) for record in store.completed_records()]
+
+
 async def tags(request: web.Request) -> web.Response:
-    store = request.app[AGENT].store
-    records = await asyncio.to_thread(store.completed_records)
-    return web.json_response({"models": [tag_entry(record) for record in records]})
+    entries = await asyncio.to_thread(_tag_entries, request.app[AGENT].store)
+    return web.json_response({"models": entries})
 
 
 async def delete(request: web.Request) -> web.Response:

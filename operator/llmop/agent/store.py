@@ -58,6 +58,25 @@ class FileRecord(BaseModel):
     sha256: str
 
 
+class FileStamp(BaseModel):
+    """What `lstat` said of a file when its bytes were last known to match their sha256. A write
+    to the file changes its ctime (which no process can set back), so a stamp that differs means
+    the bytes must be hashed again before anyone trusts them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, found: os.stat_result) -> FileStamp:
+        return cls(
+            size=found.st_size, mtime_ns=found.st_mtime_ns, ctime_ns=found.st_ctime_ns, inode=found.st_ino
+        )
+
+
 class ModelRecord(BaseModel):
     """What the agent knows about a model it completed."""
 
@@ -70,6 +89,14 @@ class ModelRecord(BaseModel):
     modified_at: datetime
     revision: str | None = None  # the commit a Hugging Face revision pointed at
     files: list[FileRecord] = []
+    #: The stamp of each file (by its path under the models dir) when it was verified.
+    stamps: dict[str, FileStamp] = {}
+
+    def file_paths(self) -> list[str]:
+        """The model's files, by their paths under the models dir."""
+        if not self.files:
+            return [self.local_path]
+        return [f"{self.local_path}/{entry.path}" for entry in self.files]
 
 
 class Pin(BaseModel):
@@ -302,9 +329,33 @@ class ModelStore:
             return None
         return record if record.local_path == local_path else None
 
-    def write_record(self, record: ModelRecord) -> None:
-        data = record.model_dump_json(indent=2).encode()
+    def write_record(self, record: ModelRecord, stamps: dict[str, FileStamp] | None = None) -> None:
+        """Record a model whose files were just verified, with each file's stamp as it is now (or
+        as it was when the check began)."""
+        stamps = self.stamps_of(record) if stamps is None else stamps
+        data = record.model_copy(update={"stamps": stamps}).model_dump_json(indent=2).encode()
         write_atomically(self.models_dir, self.record_path(record.local_path), data)
+
+    def stamps_of(self, record: ModelRecord) -> dict[str, FileStamp]:
+        stamps = {}
+        for path in record.file_paths():
+            with contextlib.suppress(FileNotFoundError):
+                stamps[path] = FileStamp.of(os.lstat(self.models_dir / path))
+        return stamps
+
+    def changed_files(self, record: ModelRecord) -> list[str]:
+        """The files of a complete model whose stamp differs from the one recorded when they were
+        verified (written, replaced or gone since). A record without stamps (written by an
+        agent before stamps) says nothing: the check at the filler's start covers it."""
+        changed = []
+        for path, stamp in record.stamps.items():
+            try:
+                now_stamp = FileStamp.of(os.lstat(self.models_dir / path))
+            except (FileNotFoundError, NotADirectoryError):
+                now_stamp = None
+            if now_stamp != stamp:
+                changed.append(path)
+        return changed
 
     def forget_record(self, local_path: str) -> None:
         remove(self.models_dir, self.record_path(local_path))

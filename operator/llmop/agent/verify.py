@@ -4,7 +4,8 @@ remove the model when they differ, so that the next pull replaces it.
 A shared cache is read by many pods for a long time: bytes changed on disk (a bad disk, a
 misbehaving client of the share, a hand edit) must be found before a pod loads them. Reading
 every byte again costs about as long as hashing them took on arrival, so the operator asks for it
-when a filler starts (its first look at a volume it did not fill itself), not on every look.
+when a filler starts (its first look at a volume it did not fill itself) and when a file's stamp
+changed (`ModelStore.changed_files`: a write changes a file's ctime), not on every look.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def verify_model(store: ModelStore, local_path: str) -> Verification:
     record = store.read_record(local_path)
     if record is None or not store.is_complete(local_path):
         return Verification(found=False)
-    if record.files:
-        expected = {f"{local_path}/{entry.path}": entry.sha256 for entry in record.files}
-    else:
-        expected = {local_path: record.digest.removeprefix("sha256:")}
+    sha256s = [entry.sha256 for entry in record.files] or [record.digest.removeprefix("sha256:")]
+    expected = dict(zip(record.file_paths(), sha256s, strict=True))
+    # Taken before reading: a write during the check leaves a stamp that differs, checked again.
+    stamps = store.stamps_of(record)
     corrupt = []
     for path, sha256 in expected.items():
         try:
@@ -66,4 +67,6 @@ def verify_model(store: ModelStore, local_path: str) -> Verification:
             corrupt.append(path)
     if corrupt:
         store.delete(local_path)
+    else:
+        store.write_record(record, stamps)  # the recorded bytes: their stamps as they were read
     return Verification(found=True, corrupt=corrupt)

@@ -228,6 +228,8 @@ class CacheFiller:
     #: The check of a started filler's volume (POST /api/verify of each cached model), and whose.
     verification: asyncio.Task[None] | None = None
     verifying_for: str | None = None
+    #: The check of cached models whose files were written since they were verified.
+    recheck: asyncio.Task[None] | None = None
     #: Models removed to make room (names): not downloaded again until a backend uses them.
     evicted: set[str] = field(default_factory=set)
     #: What the filler listed last: the candidates for eviction.
@@ -259,8 +261,9 @@ class CacheFiller:
                     wait = FAILED_ROUND_SECONDS
                 await self.wait(wait)
         finally:
-            for task in [*self.tasks.values(), *([self.verification] if self.verification else [])]:
-                task.cancel()
+            for task in [*self.tasks.values(), self.verification, self.recheck]:
+                if task is not None:
+                    task.cancel()
             if self.context.cache_wakers.get(self.key) is self.waker:
                 del self.context.cache_wakers[self.key]
             if self.stopped.reason and self.stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
@@ -279,12 +282,13 @@ class CacheFiller:
         generation = int(self.body.metadata.get("generation") or 0)
         spec = ModelCacheSpec.model_validate(dict(self.body.get("spec") or {}))
         url, filler, waiting = self.filler_url()
-        on_disk, space, unverified = None, None, frozenset[str]()
+        on_disk, space, unverified, changed = None, None, frozenset[str](), frozenset[str]()
         if url is not None:
             try:
                 on_disk, space = await self.ask_filler(url)
                 self.on_disk, self.free = on_disk, space[0] if space else None
                 unverified = self.verify_new_filler(url, filler, on_disk, spec)
+                changed = self.recheck_changed(url, on_disk, spec)
                 self.start_missing(spec, url, on_disk)
             except (RuntimeAPIError, httpx.HTTPError, ValueError) as error:
                 waiting = f"the filler's agent does not answer yet: {describe_failure(error)}"
@@ -300,7 +304,7 @@ class CacheFiller:
             transfers=dict(self.transfers),
             users=self.users_by_model(),
             space=space,
-            unverified=unverified,
+            unverified=unverified | changed,
             evicted=frozenset(self.evicted),
             verified_filler=self.written.verified_filler if unverified or on_disk is None else filler,
         )
@@ -340,10 +344,7 @@ class CacheFiller:
                 len(on_disk),
             )
             self.verifying_for = filler
-            # By the names of the spec: the agent lists a URL with a query redacted.
-            by_path = {local_path(model.name): model.name for model in spec.models}
-            names = {path: by_path.get(path) or cached.name for path, cached in on_disk.items()}
-            self.verification = asyncio.create_task(self.verify_all(url, names))
+            self.verification = asyncio.create_task(self.verify_all(url, names_by_path(on_disk, spec)))
         if self.verification is not None and self.verification.done() and not self.verification.exception():
             return frozenset()
         if self.verification is not None and self.verification.done():
@@ -353,6 +354,25 @@ class CacheFiller:
             )
             self.verifying_for = None  # the next round starts it again
         return frozenset(on_disk)
+
+    def recheck_changed(
+        self, url: str, on_disk: dict[str, CachedFile], spec: ModelCacheSpec
+    ) -> frozenset[str]:
+        """The cached models with files written since they were verified (the agent compares each
+        file's stamp): hashed again, and replaced when their bytes differ, before a backend uses
+        them. A check that failed starts again on the next round."""
+        changed = {path: cached for path, cached in on_disk.items() if cached.changed}
+        if self.recheck is not None and self.recheck.done():
+            if not self.recheck.cancelled() and self.recheck.exception() is not None:
+                failure = describe_failure(self.recheck.exception() or RuntimeError("failed"))
+                logger.warning("model cache %s/%s: checking changed models failed: %s", *self.key, failure)
+            self.recheck = None
+        if changed and self.recheck is None:
+            logger.info(
+                "model cache %s/%s: files changed on disk; hashing %s again", *self.key, sorted(changed)
+            )
+            self.recheck = asyncio.create_task(self.verify_all(url, names_by_path(changed, spec)))
+        return frozenset(changed)
 
     async def verify_all(self, url: str, names: dict[str, str]) -> None:
         """POST /api/verify for each cached model (by local path: its name); an Event for each
@@ -395,9 +415,11 @@ class CacheFiller:
             path = (entry.get("details") or {}).get("local_path")
             if isinstance(path, str):
                 on_disk[path] = CachedFile(
+                    name=entry.get("name") if isinstance(entry.get("name"), str) else "",
                     size=_int(entry.get("size")),
                     digest=entry.get("digest"),
                     modified_at=entry.get("modified_at"),
+                    changed=bool((entry.get("details") or {}).get("changed")),
                 )
         space = (
             (room["free"], room["capacity"])
@@ -515,6 +537,13 @@ class CacheFiller:
             message = next((c.message for c in status.conditions or [] if c.type == "Ready"), "")
             kopf.event(self.body, type=kind, reason=f"Cache{status.phase}", message=status_text(message))
         self.written = status
+
+
+def names_by_path(cached: dict[str, CachedFile], spec: ModelCacheSpec) -> dict[str, str]:
+    """The name to verify each cached model by: the spec's (the agent lists a URL with its query
+    redacted), else the agent's."""
+    by_path = {local_path(model.name): model.name for model in spec.models}
+    return {path: by_path.get(path) or entry.name for path, entry in cached.items()}
 
 
 def _as_time(value: Any) -> datetime | None:

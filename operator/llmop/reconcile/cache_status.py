@@ -31,6 +31,8 @@ class CachedFile:
     modified_at: datetime | None = None
     #: The model's name, as the agent lists it.
     name: str = ""
+    #: Files of it were written since they were verified: not to be used until hashed again.
+    changed: bool = False
 
 
 @dataclass(frozen=True)
