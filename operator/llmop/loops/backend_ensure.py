@@ -203,7 +203,10 @@ async def apply_backend_objects(
     # Before anything that leads to pods: a Secret that has not opted in never reaches one.
     await check_pod_references(kube, namespace, spec)
     # A backend on a ModelCache deploys once the cache holds its models: its pods only read them.
-    cache_claim = await backend_cache_claim(kube, namespace, spec)
+    on_cache = await backend_cache_claim(kube, namespace, spec)
+    cache_claim = on_cache[0] if on_cache else None
+    # The models' sizes for the Fits condition: no ModelPull tells them for a backend on a cache.
+    context.cache_model_sizes[(namespace, name)] = on_cache[1] if on_cache else {}
     deployment = await kube.get(DEPLOYMENTS, name, namespace)
     defaults, current = backend_defaults(context.config, uid, spec, adopt_defaults, deployment)
     replicas = decided_replicas(context, (namespace, name), spec, status or {}, deployment)

@@ -326,6 +326,7 @@ class BackendObserver:
             defaults=self.context.resolved_defaults.get(self.key),
             pod_selector=selector_text(self.name),
             cache_wait=self.context.cache_waits.get(self.key),
+            cached_sizes=self.context.cache_model_sizes.get(self.key, {}),
         )
         return snapshot, targets
 

@@ -54,6 +54,8 @@ class OperatorContext:
     #: Why a backend on a ModelCache deploys nothing yet (llmop.reconcile.cache_status.CacheWait),
     #: by backend, as (condition reason, message): its observer shows it.
     cache_waits: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
+    #: The sizes of a backend's models as its ModelCache knows them, by backend: its Fits condition.
+    cache_model_sizes: dict[BackendKey, dict[str, int]] = field(default_factory=dict)
     #: Why a ModelCache's objects were not applied, by (namespace, name), as (reason, message).
     cache_apply_errors: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
     #: Each ModelCache's wake-up, by (namespace, name): its filler pod changed.
@@ -91,6 +93,7 @@ class OperatorContext:
         """The backend is deleted: free everything kept for it."""
         self.apply_errors.pop(key, None)
         self.cache_waits.pop(key, None)
+        self.cache_model_sizes.pop(key, None)
         self.agent_tokens.pop(key, None)
         self.resolved_defaults.pop(key, None)
         self.scaled.pop(key, None)

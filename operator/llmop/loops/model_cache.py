@@ -56,6 +56,7 @@ from llmop.reconcile.cache_status import (
     CacheWait,
     Transfer,
     backend_cache_wait,
+    cached_sizes,
     compute_cache_status,
     local_path,
 )
@@ -591,9 +592,12 @@ class WaitingForCache(Exception):
         self.wait = wait
 
 
-async def backend_cache_claim(kube: KubeClient, namespace: str, spec: LLMBackendSpec) -> str | None:
-    """The claim of the backend's spec.modelCache, once the cache holds every model of the spec;
-    None for a backend without a cache. WaitingForCache until then."""
+async def backend_cache_claim(
+    kube: KubeClient, namespace: str, spec: LLMBackendSpec
+) -> tuple[str, dict[str, int]] | None:
+    """The claim of the backend's spec.modelCache and the sizes of the models it holds, once the
+    cache holds every model of the spec; None for a backend without a cache. WaitingForCache
+    until then."""
     ref = spec.model_cache
     if ref is None:
         return None
@@ -604,4 +608,4 @@ async def backend_cache_claim(kube: KubeClient, namespace: str, spec: LLMBackend
     if wait := backend_cache_wait(namespace, ref.name, ref.namespace, models, cache):
         raise WaitingForCache(wait)
     assert cache is not None  # no wait: the cache exists
-    return cache_claim(ref.name, ModelCacheSpec.model_validate(cache.get("spec") or {}))
+    return cache_claim(ref.name, ModelCacheSpec.model_validate(cache.get("spec") or {})), cached_sizes(cache)

@@ -153,6 +153,8 @@ class BackendSnapshot:
     autoscale: AutoscaleDecision | None = None
     #: Why a backend on a ModelCache deploys nothing yet: (condition reason, message).
     cache_wait: tuple[str, str] | None = None
+    #: The sizes of the backend's models as its ModelCache knows them.
+    cached_sizes: dict[str, int] = field(default_factory=dict)
 
     @property
     def external(self) -> bool:
@@ -586,15 +588,20 @@ def _scheduled(snapshot: BackendSnapshot, seen: _Seen) -> list[Condition]:
 
 
 def _fits(snapshot: BackendSnapshot, seen: _Seen) -> list[Condition]:
-    """Fits, from the sizes the runtime lists (Ollama's) or the pulls announced, and the nodes'
-    GPUs; computed as soon as both are known, before the runtime tries to load the model."""
+    """Fits, from the sizes the runtime lists (Ollama's), the pulls announced or the model cache
+    holds, and the nodes' GPUs; computed as soon as both are known, before the runtime tries to
+    load the model."""
     listed = {snapshot.normalize(m.name): m for m in seen.models}
     sizes: dict[str, int | None] = {}
     context = None
     for name in loaded_models(snapshot.spec, snapshot.pulls):
         model = listed.get(snapshot.normalize(name))
         pull = snapshot.pulls.get(name)
-        found = [plausible_bytes(model and model.size_bytes), plausible_bytes(pull and pull.size_bytes)]
+        found = [
+            plausible_bytes(model and model.size_bytes),
+            plausible_bytes(pull and pull.size_bytes),
+            plausible_bytes(snapshot.cached_sizes.get(name)),
+        ]
         sizes[name] = max((size for size in found if size), default=None)
         context = context or (model.context_length if model else None)
     placed = {pod.node for pod in snapshot.pods if pod.node and not pod.deleting}

@@ -224,6 +224,12 @@ class CacheWait:
     refused: bool = False
 
 
+def cached_sizes(cache: Mapping[str, object]) -> dict[str, int]:
+    """The size of each model the cache's status knows, by the name spec.models gives it."""
+    status = ModelCacheStatus.model_validate(cache.get("status") or {})
+    return {m.name: m.size_bytes for m in status.models or [] if m.size_bytes}
+
+
 def backend_cache_wait(
     namespace: str,
     cache_name: str,

@@ -11,6 +11,7 @@ from llmop.reconcile.cache_status import (
     CacheSnapshot,
     Transfer,
     backend_cache_wait,
+    cached_sizes,
     compute_cache_status,
     local_path,
 )
@@ -192,3 +193,16 @@ def test_an_evicted_model_says_so_until_a_backend_uses_it_and_unused_since_follo
     assert (released.models or [])[1].unused_since == NOW
     never = compute_cache_status(snapshot(on_disk=on_disk))
     assert (never.models or [])[1].unused_since == verified
+
+
+def test_the_sizes_a_cache_holds_are_the_known_ones_by_model_name() -> None:
+    cache = {
+        "status": {
+            "models": [
+                {"name": FILE, "phase": "Ready", "sizeBytes": 600},
+                {"name": REPO, "phase": "Pending"},
+            ]
+        }
+    }
+    assert cached_sizes(cache) == {FILE: 600}
+    assert cached_sizes({}) == {}

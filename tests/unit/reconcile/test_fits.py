@@ -62,6 +62,15 @@ def test_a_model_larger_than_the_gpus_is_named_with_both_numbers_while_its_pull_
     assert "79.6 GiB (1 x 81559 MiB on node gpu-1)" in found.message
 
 
+def test_a_backend_on_a_model_cache_is_checked_by_the_size_the_cache_holds() -> None:
+    spec = {**VLLM, "modelCache": {"name": "shared"}}
+    found = fits(spec, cached_sizes={"hf://big/model": 150 * GIB})
+    assert found is not None and found.status == "False" and found.reason == "ModelTooLarge"
+    assert found.message is not None and "hf://big/model needs at least 150.0 GiB" in found.message
+    unknown = fits(spec)
+    assert unknown is not None and unknown.status == "Unknown"
+
+
 def test_two_gpus_hold_what_one_cannot() -> None:
     spec = {**VLLM, "gpu": {"count": 2}}
     found = fits(spec, pulls={"hf://big/model": PullFacts(phase="Pulling", size_bytes=140 * GIB)})
