@@ -6,29 +6,30 @@ If-Range, or the file has a sha256 that will reject a splice of two versions. Ot
 partial starts over from zero.
 
 The sha256 is computed while the bytes arrive (after re-reading what a partial already holds),
-so a verified file costs no second pass over tens of gigabytes. Received bytes are gathered into
-batches of WRITE_BATCH_BYTES (or whatever arrived in WRITE_BATCH_SECONDS); one worker thread
-per file writes (unbuffered), hashes and now and then syncs each batch while the event loop
-receives the next. Memory stays bounded (a few batches), a killed process loses at most the
-batches not yet written (fetched again on resume), and a cancelled or failed transfer writes
-what it received before the partial is closed.
+so a verified file costs no second pass over tens of gigabytes. Each file's transfer runs in a
+thread of its own, in blocking calls that release the GIL (receive, hash, write): the bytes of
+one read are hashed and written while they are still in the CPU's cache, and files of a repo
+use both cores. That costs about two thirds of the CPU of receiving them in the event loop and
+handing batches to a disk thread (docs/benchmarks.md, sharded repo). Every read is written at
+once (unbuffered), so a killed process loses nothing it received; a cancelled transfer shuts its
+connection down and ends with its partial closed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import hashlib
-import itertools
 import os
 import re
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Literal
 
-import aiohttp
+import urllib3
 
 from llmop.agent.errors import (
     DigestMismatch,
@@ -38,7 +39,7 @@ from llmop.agent.errors import (
     UnsafeVolumePath,
     describe_http_failure,
     digest_mismatch_message,
-    transport_reason,
+    wire_reason,
 )
 from llmop.agent.plan import FileToFetch
 from llmop.agent.store import (
@@ -52,29 +53,20 @@ from llmop.agent.store import (
     write_atomically,
 )
 
-#: Bytes handed to the file's worker thread at once: large enough that the hop to the thread is
-#: rare (one per MiB, not one per 64 KiB network read), small enough to lose little on a kill.
-WRITE_BATCH_BYTES = 1 << 20
-#: ...or sooner, once the first bytes of a batch have waited this long: on a slow link the file
-#: (and so progress, and what a resume keeps) still grows several times a second.
-WRITE_BATCH_SECONDS = 0.2
-#: Batches queued for the disk thread at most; the receiving loop waits beyond that. Room for a
-#: few lets the network keep going while the thread syncs.
-BATCHES_IN_FLIGHT = 4
-#: The disk thread syncs the partial after every this many bytes, so the sync before the rename
-#: finds little left to write: on a link slower than the disk, the file is on disk when the last
-#: byte arrives instead of a gigabyte later.
-SYNC_EVERY_BYTES = 64 << 20
+#: Bytes one read takes from the connection at most: few calls per MiB, and small enough to be
+#: hashed and written while still in the CPU's cache.
+READ_BYTES = 256 << 10
+#: The transfer syncs the partial after every this many bytes: the disk writes while the network
+#: receives, so the sync before the rename finds little left and the file is on disk when its
+#: last byte arrives; smaller steps also keep the page cache from holding a burst of dirty pages.
+SYNC_EVERY_BYTES = 16 << 20
 _HASH_READ_BYTES = 8 << 20
-#: Buffers one writev takes at most (Linux's IOV_MAX).
-_IOV_MAX = 1024
 _ERROR_BODY_BYTES = 4096
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)\s*$")
 
 #: Called with (bytes completed, total bytes if known).
 ProgressReport = Callable[[int, int | None], None]
 _Outcome = Literal["received", "restart"]
-_Result = TypeVar("_Result")
 
 
 class ProgressThrottle:
@@ -123,7 +115,7 @@ class PartialFile:
     """The partial file of one download and the running sha256 of the bytes in it; the source's
     validator when the transfer began lies beside it (`<partial>.validator`).
 
-    Its methods block; async code calls them through the file's DiskQueue.
+    Its methods block; they run in the file's transfer thread (verify and land: `to_thread`).
     """
 
     def __init__(self, models_dir: Path, destination: Path, partial: Path) -> None:
@@ -177,14 +169,13 @@ class PartialFile:
             return None
         return text.decode(errors="replace").strip() or None
 
-    def append(self, chunks: Sequence[bytes]) -> None:
-        """Write the chunks as they came (no copy into one buffer) and hash them."""
+    def append(self, chunk: bytes) -> None:
+        """Write the chunk and hash it (both release the GIL for all but tiny chunks)."""
         assert self._file is not None
-        _write_all(self._file.fileno(), chunks)
-        for chunk in chunks:
-            self.hasher.update(chunk)  # releases the GIL for all but tiny chunks
-            self.size += len(chunk)
-            self._unsynced += len(chunk)
+        _write_all(self._file.fileno(), chunk)
+        self.hasher.update(chunk)
+        self.size += len(chunk)
+        self._unsynced += len(chunk)
         if self._unsynced >= SYNC_EVERY_BYTES:
             os.fdatasync(self._file.fileno())
             self._unsynced = 0
@@ -221,40 +212,87 @@ class PartialFile:
         remove(self.models_dir, self.validator_path)
 
 
-def _write_all(descriptor: int, chunks: Sequence[bytes]) -> None:
-    """Every byte of the chunks, in order, with as few system calls as writev allows."""
-    views = collections.deque(memoryview(chunk) for chunk in chunks if chunk)
-    while views:
-        written = os.writev(descriptor, list(itertools.islice(views, _IOV_MAX)))
-        while written:
-            if written >= len(views[0]):
-                written -= len(views.popleft())
-            else:
-                views[0] = views[0][written:]
-                written = 0
+def _write_all(descriptor: int, chunk: bytes) -> None:
+    """Every byte of the chunk (a write may take fewer than it was given)."""
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(descriptor, view) :]
 
 
-class DiskQueue:
-    """One worker thread for one file's disk work: the event loop never blocks on it, and the
-    calls run in the order they were queued, even when the task that queued them is cancelled
-    while one runs (a close queued after an append never overtakes it)."""
+class FileClient:
+    """Blocking HTTP for the bytes of model files, used from their transfer threads: urllib3's
+    pool (connections kept per host, redirects followed, credentials dropped on a redirect to
+    another host). No retries of its own: a failed transfer fails the pull, which resumes."""
+
+    def __init__(
+        self, *, connect_timeout: float, read_timeout: float, user_agent: str, connections: int
+    ) -> None:
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self._pool = urllib3.PoolManager(
+            maxsize=connections,
+            timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+            retries=urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=10),
+            headers={"User-Agent": user_agent},
+        )
+
+    def get(self, url: str, headers: Mapping[str, str]) -> urllib3.BaseHTTPResponse:
+        """The answer's status and headers; its body is read as it comes (never decoded: the bytes
+        on disk are the file's bytes)."""
+        return self._pool.request(
+            "GET", url, headers=dict(headers), preload_content=False, decode_content=False
+        )
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+class _Cancel:
+    """Ends a transfer from the event loop: the thread stops at its next read, and a read that
+    waits on the network returns at once (its connection shut down)."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmop-disk")
+        self._lock = threading.Lock()
+        self._set = False
+        self._response: urllib3.BaseHTTPResponse | None = None
 
-    def submit(self, call: Callable[..., _Result], *args: Any) -> asyncio.Future[_Result]:
-        return asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+    def __call__(self) -> None:
+        with self._lock:
+            self._set = True
+            if self._response is not None:
+                self._response.shutdown()
 
-    async def run(self, call: Callable[..., _Result], *args: Any) -> _Result:
-        return await self.submit(call, *args)
+    @property
+    def is_set(self) -> bool:
+        return self._set
 
-    def shutdown(self) -> None:
-        """Let the queued calls finish in the thread, then end it; returns at once."""
-        self._executor.shutdown(wait=False)
+    @contextlib.contextmanager
+    def watching(self, response: urllib3.BaseHTTPResponse) -> Iterator[urllib3.BaseHTTPResponse]:
+        with self._lock:
+            self._response = response
+            if self._set:
+                response.shutdown()
+        try:
+            yield response
+        finally:
+            with self._lock:
+                self._response = None
+            if response.tell() == _content_length(response):
+                response.release_conn()  # read to its end: the connection serves the next file
+            else:
+                response.close()
+
+
+class _Cancelled(Exception):
+    """The transfer was cancelled: the awaiting task raises CancelledError itself."""
+
+
+def _content_length(response: urllib3.BaseHTTPResponse) -> int | None:
+    length = response.headers.get("content-length", "")
+    return int(length) if length.isdigit() else None
 
 
 async def transfer_file(
-    client: aiohttp.ClientSession,
+    client: FileClient,
     file: FileToFetch,
     *,
     models_dir: Path,
@@ -265,125 +303,108 @@ async def transfer_file(
 ) -> PartialFile:
     """Bring every byte of `file` into its partial (resuming what is there) and return it
     closed and hashed, not yet verified or landed. On failure the partial stays for a resume."""
-    partial = PartialFile(models_dir, file.destination, file.partial)
-    throttle = ProgressThrottle(progress_interval)
-    disk = DiskQueue()
+    loop = asyncio.get_running_loop()
+
+    def report(completed: int, total: int | None) -> None:
+        loop.call_soon_threadsafe(on_progress, completed, total)
+
+    transfer = _Transfer(client, file, PartialFile(models_dir, file.destination, file.partial), room, headers)
+    thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmop-transfer")
+    done = loop.run_in_executor(thread, transfer.run, report, ProgressThrottle(progress_interval))
     try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        transfer.cancel()
+        with contextlib.suppress(_Cancelled, PullError, OSError):
+            await done  # the partial closed, with every byte received, before the pull ends
+        raise
+    finally:
+        thread.shutdown(wait=False)
+
+
+class _Transfer:
+    """One file's transfer, run in its own thread."""
+
+    def __init__(
+        self,
+        client: FileClient,
+        file: FileToFetch,
+        partial: PartialFile,
+        room: VolumeRoom,
+        headers: dict[str, str],
+    ) -> None:
+        self.client, self.file, self.partial, self.room, self.headers = client, file, partial, room, headers
+        self.cancel = _Cancel()
+
+    def run(self, report: ProgressReport, throttle: ProgressThrottle) -> PartialFile:
+        file, partial = self.file, self.partial
         # A 416 for a partial that is not the whole file means the source changed under it;
         # the second attempt starts from zero.
         for _attempt in range(2):
-            await disk.run(partial.open_for_resume, file.size)
+            partial.open_for_resume(file.size)
             try:
-                on_progress(partial.size, file.size)
+                report(partial.size, file.size)
                 if file.size is not None and partial.size == file.size:
                     break  # every byte is here already; only the rename was missing
-                outcome = await _receive(client, file, partial, room, disk, headers, on_progress, throttle)
+                outcome = self.receive(report, throttle)
             finally:
-                await disk.run(partial.close)
+                partial.close()
             if outcome == "received":
                 break
-            await disk.run(partial.discard)
-    finally:
-        disk.shutdown()
-    on_progress(partial.size, file.size if file.size is not None else partial.size)
-    return partial
+            partial.discard()
+        report(partial.size, file.size if file.size is not None else partial.size)
+        return partial
 
-
-class _Batches:
-    """Bytes on their way to the disk: gathered into batches of WRITE_BATCH_BYTES (or
-    WRITE_BATCH_SECONDS), at most BATCHES_IN_FLIGHT queued, so a slow disk slows the source."""
-
-    def __init__(self, partial: PartialFile, disk: DiskQueue) -> None:
-        self.partial, self.disk = partial, disk
-        #: The chunks as received: handed to the disk thread without being copied into one buffer.
-        self.batch: list[bytes] = []
-        self.batch_bytes = 0
-        self.started = 0.0
-        self.writing: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def add(self, chunk: bytes) -> bool:
-        """Queue `chunk`; True when a batch went to the disk."""
-        if not self.batch:
-            self.started = time.monotonic()
-        self.batch.append(chunk)
-        self.batch_bytes += len(chunk)
-        if self.batch_bytes < WRITE_BATCH_BYTES and time.monotonic() - self.started < WRITE_BATCH_SECONDS:
-            return False
-        if len(self.writing) >= BATCHES_IN_FLIGHT:
-            await self.writing.popleft()  # the disk is behind: let the source wait
-        self.writing.append(self.disk.submit(self.partial.append, self._take()))
-        return True
-
-    def _take(self) -> list[bytes]:
-        batch, self.batch, self.batch_bytes = self.batch, [], 0
-        return batch
-
-    async def flush(self) -> None:
-        if self.batch:
-            self.writing.append(self.disk.submit(self.partial.append, self._take()))
-        while self.writing:
-            await self.writing.popleft()
-
-    async def discard(self) -> None:
-        self._take()
-        while self.writing:
-            await self.writing.popleft()
-        await self.disk.run(self.partial.discard)
-
-    def keep_the_rest(self) -> None:
-        """Failed or cancelled midway: keep what arrived, for the resume."""
-        if self.batch:
-            self.disk.submit(self.partial.append, self._take())
-
-
-async def _receive(
-    client: aiohttp.ClientSession,
-    file: FileToFetch,
-    partial: PartialFile,
-    room: VolumeRoom,
-    disk: DiskQueue,
-    headers: dict[str, str],
-    on_progress: ProgressReport,
-    throttle: ProgressThrottle,
-) -> _Outcome:
-    request_headers = await _request_headers(file, partial, disk, headers)
-    total = file.size
-    received = partial.size  # on disk, or queued for the disk thread
-    batches = _Batches(partial, disk)
-    answered = False
-    try:
-        async with client.get(file.url, headers=request_headers) as response:
+    def receive(self, report: ProgressReport, throttle: ProgressThrottle) -> _Outcome:
+        file, partial = self.file, self.partial
+        total = file.size
+        answered = False
+        try:
+            response = self.client.get(file.url, _request_headers(file, partial, self.headers))
             answered = True
-            outcome = await _answer_outcome(response, file, partial)
-            if outcome is not None:
-                return outcome
-            if response.status != 206:
-                # The whole file, from its first byte: a fresh start, or the source ignoring
-                # (or, through If-Range, refusing) the range because the file changed.
-                await disk.run(partial.restart, range_validator(response.headers))
-                received = 0
-            total = _expected_total(file, partial, response)
-            if total is not None:
-                await asyncio.to_thread(room.check, total - partial.size, file.label)
-            # Without a size the room is the bound: the kubelet would evict the pod past it.
-            free = 0 if total is not None else await asyncio.to_thread(room.free)
-            bound = total if total is not None else received + free
-            on_progress(partial.size, total)
-            async for chunk in response.content.iter_any():
-                if received + len(chunk) > bound:
-                    await batches.discard()
-                    raise _past_bound(file, total, free)
-                received += len(chunk)
-                if await batches.add(chunk) and throttle.due():
-                    on_progress(partial.size, total)
-            await batches.flush()
-    except (aiohttp.ClientError, TimeoutError) as error:
-        raise _transfer_error(error, client, file, answered, received, total) from error
-    finally:
-        batches.keep_the_rest()
-    if total is not None and partial.size != total:
-        raise SourceError(f"GET {file.url}: the source ended after {_bytes_of(partial.size, total)}; {_KEPT}")
-    return "received"
+            with self.cancel.watching(response):
+                if (outcome := _answer_outcome(response, file, partial)) is not None:
+                    return outcome
+                if response.status != 206:
+                    # The whole file, from its first byte: a fresh start, or the source ignoring
+                    # (or, through If-Range, refusing) the range because the file changed.
+                    partial.restart(range_validator(response.headers))
+                total = _expected_total(file, partial, response)
+                self.receive_body(response, total, report, throttle)
+        except urllib3.exceptions.HTTPError as error:
+            if self.cancel.is_set:
+                raise _Cancelled from error
+            raise _transfer_error(error, self.client, file, answered, partial.size, total) from error
+        if self.cancel.is_set:
+            raise _Cancelled
+        if total is not None and partial.size != total:
+            raise SourceError(
+                f"GET {file.url}: the source ended after {_bytes_of(partial.size, total)}; {_KEPT}"
+            )
+        return "received"
+
+    def receive_body(
+        self,
+        response: urllib3.BaseHTTPResponse,
+        total: int | None,
+        report: ProgressReport,
+        throttle: ProgressThrottle,
+    ) -> None:
+        """The body into the partial, each read hashed and written as it comes."""
+        file, partial = self.file, self.partial
+        if total is not None:
+            self.room.check(total - partial.size, file.label)
+        # Without a size the room is the bound: the kubelet would evict the pod past it.
+        free = 0 if total is not None else self.room.free()
+        bound = total if total is not None else partial.size + free
+        report(partial.size, total)
+        while not self.cancel.is_set and (chunk := response.read1(READ_BYTES)):
+            if partial.size + len(chunk) > bound:
+                partial.discard()
+                raise _past_bound(file, total, free)
+            partial.append(chunk)
+            if throttle.due():
+                report(partial.size, total)
 
 
 def _past_bound(file: FileToFetch, total: int | None, room: int) -> PullError:
@@ -395,9 +416,7 @@ def _past_bound(file: FileToFetch, total: int | None, room: int) -> PullError:
     )
 
 
-async def _request_headers(
-    file: FileToFetch, partial: PartialFile, disk: DiskQueue, headers: dict[str, str]
-) -> dict[str, str]:
+def _request_headers(file: FileToFetch, partial: PartialFile, headers: dict[str, str]) -> dict[str, str]:
     """The GET's headers: a Range only when a splice of two versions cannot go unnoticed (the
     source's validator goes back as If-Range, or a sha256 verifies the whole file); otherwise
     the partial starts over."""
@@ -405,9 +424,9 @@ async def _request_headers(
     request_headers = {**headers, "Accept-Encoding": "identity"}
     if not partial.size:
         return request_headers
-    validator = await disk.run(partial.remembered_validator)
+    validator = partial.remembered_validator()
     if validator is None and file.sha256 is None:
-        await disk.run(partial.restart, None)
+        partial.restart(None)
         return request_headers
     request_headers["Range"] = f"bytes={partial.size}-"
     partial.sent_validator = validator
@@ -416,8 +435,8 @@ async def _request_headers(
     return request_headers
 
 
-async def _answer_outcome(
-    response: aiohttp.ClientResponse, file: FileToFetch, partial: PartialFile
+def _answer_outcome(
+    response: urllib3.BaseHTTPResponse, file: FileToFetch, partial: PartialFile
 ) -> _Outcome | None:
     """What the source's status alone decides (the file is whole already, or it changed); None
     when its body is to be received. A refusal raises, with the source's words."""
@@ -427,7 +446,7 @@ async def _answer_outcome(
         known_size = source_size if source_size is not None else file.size
         return "received" if known_size == partial.size else "restart"
     if status >= 400:
-        body = await _read_excerpt(response)
+        body = response.read(_ERROR_BODY_BYTES)
         raise SourceError(describe_http_failure("GET", file.url, status, response.reason or "", body))
     if status == 206:
         start, _ = parse_content_range(response.headers.get("content-range"))
@@ -446,22 +465,24 @@ def _validator_changed(sent: str | None, answered: str | None) -> bool:
 
 
 def _transfer_error(
-    error: BaseException,
-    client: aiohttp.ClientSession,
+    error: urllib3.exceptions.HTTPError,
+    client: FileClient,
     file: FileToFetch,
     answered: bool,
     received: int,
     total: int | None,
 ) -> SourceError:
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        return SourceError(f"GET {file.url}: could not connect within {client.timeout.sock_connect:g}s")
-    if isinstance(error, TimeoutError):
+    cause = error.reason if isinstance(error, urllib3.exceptions.MaxRetryError) else error
+    # A refused connection is a NewConnectionError, which urllib3 derives from ConnectTimeoutError.
+    connect_timeout = urllib3.exceptions.ConnectTimeoutError
+    if isinstance(cause, connect_timeout) and not isinstance(cause, urllib3.exceptions.NewConnectionError):
+        return SourceError(f"GET {file.url}: could not connect within {client.connect_timeout:g}s")
+    if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
         return SourceError(
-            f"GET {file.url}: the source sent nothing for {client.timeout.sock_read:g}s after "
+            f"GET {file.url}: the source sent nothing for {client.read_timeout:g}s after "
             f"{_bytes_of(received, total)}; {_KEPT}"
         )
-    assert isinstance(error, aiohttp.ClientError)
-    reason = transport_reason(error)
+    reason = wire_reason(cause or error)
     if not answered:
         return SourceError(f"GET {file.url}: {reason}")
     return SourceError(f"GET {file.url}: {reason} after {_bytes_of(received, total)}; {_KEPT}")
@@ -474,7 +495,9 @@ def _bytes_of(completed: int, total: int | None) -> str:
     return f"{completed} of {total} bytes" if total is not None else f"{completed} bytes"
 
 
-def _expected_total(file: FileToFetch, partial: PartialFile, response: aiohttp.ClientResponse) -> int | None:
+def _expected_total(
+    file: FileToFetch, partial: PartialFile, response: urllib3.BaseHTTPResponse
+) -> int | None:
     if file.size is not None:
         return file.size
     if response.status == 206:
@@ -483,15 +506,6 @@ def _expected_total(file: FileToFetch, partial: PartialFile, response: aiohttp.C
             return total
     length = response.headers.get("content-length", "")
     return partial.size + int(length) if length.isdigit() else None
-
-
-async def _read_excerpt(response: aiohttp.ClientResponse) -> bytes:
-    body = bytearray()
-    async for chunk in response.content.iter_any():
-        body += chunk
-        if len(body) >= _ERROR_BODY_BYTES:
-            break
-    return bytes(body[:_ERROR_BODY_BYTES])
 
 
 async def verify_partial(partial: PartialFile, label: str, expected_sha256: str | None) -> str:

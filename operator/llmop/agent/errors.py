@@ -7,6 +7,7 @@ import re
 import socket
 
 import aiohttp
+import urllib3
 
 from llmop.sources import redact_credentials
 
@@ -62,6 +63,20 @@ def transport_reason(error: BaseException) -> str:
             why = os.strerror(cause.errno)
         return f"cannot connect to {error.host}:{error.port}: {why}"
     return str(error) or type(error).__name__
+
+
+def wire_reason(error: BaseException) -> str:
+    """The same words for urllib3's errors (a file's transfer): `cannot connect to
+    host:port: Connection refused`, `Connection broken: IncompleteRead(...)`."""
+    if isinstance(error, urllib3.exceptions.NewConnectionError):
+        cause = error.__cause__
+        if isinstance(cause, OSError) and cause.errno and not isinstance(cause, socket.gaierror):
+            why = os.strerror(cause.errno)
+        else:
+            why = getattr(cause, "strerror", None) or str(cause or error)
+        return f"cannot connect to {error.conn.host}:{error.conn.port}: {why}"
+    first = error.args[0] if error.args else None
+    return first if isinstance(first, str) and first else str(error) or type(error).__name__
 
 
 class UnsafeVolumePath(PullError):

@@ -22,7 +22,14 @@ from pathlib import Path
 
 import aiohttp
 
-from llmop.agent.download import PartialFile, hash_file, land_partial, transfer_file, verify_partial
+from llmop.agent.download import (
+    FileClient,
+    PartialFile,
+    hash_file,
+    land_partial,
+    transfer_file,
+    verify_partial,
+)
 from llmop.agent.plan import FileToFetch, ListingNotFound, PullPlan, plan_pull
 from llmop.agent.settings import AgentSettings
 from llmop.agent.store import (
@@ -132,9 +139,12 @@ async def fetch_bounded(
 
 
 class ModelPuller:
-    def __init__(self, settings: AgentSettings, client: aiohttp.ClientSession, store: ModelStore) -> None:
+    def __init__(
+        self, settings: AgentSettings, client: aiohttp.ClientSession, files: FileClient, store: ModelStore
+    ) -> None:
         self._settings = settings
         self._client = client
+        self._files = files
         self._store = store
 
     def hf_headers(self) -> dict[str, str]:
@@ -234,7 +244,7 @@ class ModelPuller:
             report(size, size)
             return FileRecord(path=file.label, size=size, sha256=digest)
         partial = await transfer_file(
-            self._client,
+            self._files,
             file,
             models_dir=self._store.models_dir,
             room=self._store.room,

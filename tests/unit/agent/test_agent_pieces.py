@@ -154,13 +154,12 @@ async def test_a_full_disk_is_reported_and_frees_the_model_for_the_next_pull() -
     assert registry.get("k") is None
 
 
-def test_a_batch_of_many_chunks_lands_whole_and_in_order_with_its_sha256(tmp_path: Path) -> None:
-    # More chunks than one writev takes, of every size: none may be lost, split or reordered.
+def test_reads_of_every_size_land_whole_and_in_order_with_their_sha256(tmp_path: Path) -> None:
     chunks = [os.urandom(n % 700) for n in range(3000)] + [os.urandom(3 << 20)]
     partial = PartialFile(tmp_path, tmp_path / "model.gguf", tmp_path / "partial")
     partial.open_for_resume(None)
-    partial.append(chunks[:1500])
-    partial.append(chunks[1500:])
+    for chunk in chunks:
+        partial.append(chunk)
     partial.close()
 
     whole = b"".join(chunks)
