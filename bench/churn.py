@@ -83,17 +83,19 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         await watcher.start()
         await operator.start()
         await asyncio.sleep(SETTLE_SECONDS)  # kopf has listed and watches; the heap is warm
-        rows.append({"when": "start", "rss_mib": operator.rss() / 2**20, "load": load_average()})
+        rows.append({"when": "start", **memory(operator), "load": load_average()})
         print(f"churn: operator RSS at start {rows[0]['rss_mib']:.1f} MiB", flush=True)
         for number in range(1, args.rounds + 1):
+            operator.reset_peak()
             timing = await churn_round(kube, watcher, number, args.backends, standin.url, args.deadline)
             watcher.events.clear()
             await asyncio.sleep(SETTLE_SECONDS)
-            row = {"when": f"after round {number}", "rss_mib": operator.rss() / 2**20, **timing}
+            row = {"when": f"after round {number}", **memory(operator), **timing}
             rows.append({**row, "load": load_average()})
             print(
                 f"churn: round {number}: {args.backends} Ready in {timing['ready_seconds']:.1f}s, all gone "
-                f"after {timing['round_seconds']:.1f}s; operator RSS {row['rss_mib']:.1f} MiB",
+                f"after {timing['round_seconds']:.1f}s; operator RSS {row['rss_mib']:.1f} MiB "
+                f"(peak {row['peak_mib']:.1f} MiB)",
                 flush=True,
             )
         await watcher.stop()
@@ -107,13 +109,32 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def memory(operator: OperatorRun) -> dict[str, float]:
+    """The operator's RSS (what the criterion is about) and, to tell where it is, its anonymous and
+    file-backed parts and the highest RSS seen since the last reset, all in MiB."""
+    rss, split = operator.rss(), operator.rss_split()
+    return {
+        "rss_mib": rss / 2**20,
+        "anon_mib": split.get("anon", float("nan")) / 2**20,
+        "file_mib": split.get("file", float("nan")) / 2**20,
+        "peak_mib": max(operator.peak_rss, rss) / 2**20,
+    }
+
+
 def print_summary(rows: list[dict[str, Any]], backends: int) -> None:
     start, first, last = rows[0]["rss_mib"], rows[1]["rss_mib"], rows[-1]["rss_mib"]
-    print(f"\n| when | operator RSS | load 1/5/15 |  ({backends} external backends per round)")
-    print("|---|---|---|")
+    print(
+        f"\n| when | operator RSS | anonymous | file-backed | peak in the round | load 1/5/15 |"
+        f"  ({backends} external backends per round)"
+    )
+    print("|---|---|---|---|---|---|")
     for row in rows:
         load = "/".join(f"{value:.2f}" for value in row["load"])
-        print(f"| {row['when']} | {row['rss_mib']:.1f} MiB | {load} |")
+        peak = f"{row['peak_mib']:.1f} MiB" if row["when"] != "start" else ""
+        print(
+            f"| {row['when']} | {row['rss_mib']:.1f} MiB | {row['anon_mib']:.1f} MiB "
+            f"| {row['file_mib']:.1f} MiB | {peak} | {load} |"
+        )
     print(
         f"\nlast round against the first: {100 * (last - first) / first:+.1f}%; "
         f"against the start: {100 * (last - start) / start:+.1f}%"

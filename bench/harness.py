@@ -427,6 +427,20 @@ class OperatorRun:
         assert self.process is not None
         return int(psutil.Process(self.process.pid).memory_info().rss)
 
+    def rss_split(self) -> dict[str, int]:
+        """The RSS in bytes, split as the kernel counts it: anonymous (the heaps: what the process
+        allocated) and file-backed (pages of the interpreter, libraries and modules it touched)."""
+        assert self.process is not None
+        found = {}
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.process.pid}/smaps_rollup").read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key in ("Rss", "Anonymous"):
+                    found[key] = int(value.split()[0]) * 1024
+        if not found:
+            return {}
+        return {"anon": found["Anonymous"], "file": found["Rss"] - found["Anonymous"]}
+
     def cpu_seconds(self) -> float:
         assert self.process is not None
         times = psutil.Process(self.process.pid).cpu_times()
