@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
@@ -37,9 +37,9 @@ async def observe_runtime(
         return replace(previous, probe=probe)
     try:
         models, running, capabilities = await asyncio.gather(
-            _unless_unsupported(runtime.list_models()),
-            _unless_unsupported(runtime.list_running()),
-            _unless_unsupported(runtime.capabilities()),
+            _unless_unsupported(runtime.list_models),
+            _unless_unsupported(runtime.list_running),
+            _unless_unsupported(runtime.capabilities),
         )
     except RuntimeAPIError as error:
         # It answered the health check but not the model list: not serving, say why. A refused
@@ -57,9 +57,15 @@ async def observe_runtime(
     )
 
 
-async def _unless_unsupported(listing: Awaitable[Listing]) -> Listing | None:
-    """What a runtime's API cannot tell is absent from status, never an error."""
+async def _unless_unsupported(listing: Callable[[], Awaitable[Listing]]) -> Listing | None:
+    """What a runtime's API cannot tell is absent from status, never an error.
+
+    Takes the request's function, not its coroutine: an observer cancelled (its backend deleted)
+    before gather started this one then leaves no coroutine behind that was never awaited. Each
+    such coroutine warned, and the warning read the operator's source files into memory for good,
+    in the middle of the heap a burst of backends had grown (loops/heap.py).
+    """
     try:
-        return await listing
+        return await listing()
     except Unsupported:
         return None
