@@ -8,9 +8,12 @@ one file (the same bytes, the same page cache, other URLs, so nothing is "alread
 - verified: the same, then `openssl dgst -sha256` of the file: a direct download checked as the
   agent checks every pull (openssl's sha256 is the fastest at hand; coreutils' sha256sum takes
   five times as long here);
-- llmop: a ModelPull of the URL into a running vLLM backend; the pod's llmop agent (started by
-  hack/podrunner.py, as the kubelet would) downloads it, hashing as it goes. Timed from just before
-  the ModelPull is created to the watch event that says Succeeded.
+- llmop: a ModelPull of the URL into a running llama.cpp backend (the agent pulls the same way
+  beside vLLM); the pod's llmop agent (started by hack/podrunner.py, as the kubelet would)
+  downloads it, hashing as it goes. Timed from just before the ModelPull is created to the watch
+  event that says Succeeded. An agent pulls only what its backend declares, so the backend lists
+  this one URL in spec.models and each timed pull fetches it again, its file removed from the
+  pod's volume before.
 
 Status writes during the pull: every change the watch sees to the ModelPull and the backend.
 """
@@ -41,6 +44,8 @@ from llmop.k8s.client import KubeClient
 
 NAMESPACE = "pull"
 THROTTLE_MIB_PER_SECOND = 100
+#: The one file the backend declares besides its model: every timed ModelPull fetches it.
+DECLARED = "llmop.bin"
 
 
 def _write_random(path: Path, mib: int) -> None:
@@ -95,20 +100,34 @@ async def run_pull(
         await backends.start()
         await operator.start()
         try:
+            # The agent pulls only what its backend declares: the timed ModelPulls fetch this
+            # declared URL again each time, its file removed from the pod's volume in between.
+            declared = root / "files" / "bench" / DECLARED
+            declared.unlink(missing_ok=True)
+            os.link(original, declared)
             backend = {
                 "apiVersion": "llmop.dev/v1alpha1",
                 "kind": "LLMBackend",
                 "metadata": {"name": "puller", "namespace": NAMESPACE},
                 # The agent pulls the same way beside vLLM; llama-server serves this tiny GGUF.
-                "spec": {"runtime": "llamacpp", "models": [{"name": f"{source.url}/files/tiny.gguf"}]},
+                "spec": {
+                    "runtime": "llamacpp",
+                    "models": [
+                        {"name": f"{source.url}/files/tiny.gguf"},
+                        {"name": f"{source.url}/files/bench/{DECLARED}"},
+                    ],
+                },
             }
             await kube.create(LLMBACKENDS, backend)
-            await backends.wait_for(lambda: "puller" in backends.ready_at, 180)
+            # Both declared files pulled: the agent runs (llama-server serves the first only, so
+            # the backend itself stays Loading for the second).
+            await pulls.wait_for(lambda: len(pulls.ready_at) >= 2, 180)
+            _remove_landed(podrunner.workdir, DECLARED)
             kinds = ["direct", "verified", "llmop"]
             for rep in range(repeats):
                 name = f"big-{rep}"
                 for kind in kinds[rep % 3 :] + kinds[: rep % 3]:  # each goes first in turn
-                    link = root / "files" / "bench" / f"{name}-{kind}.bin"
+                    link = root / "files" / "bench" / (DECLARED if kind == "llmop" else f"{name}-{kind}.bin")
                     link.unlink(missing_ok=True)
                     os.link(original, link)
                     url = f"{source.url}/files/bench/{link.name}"
@@ -116,9 +135,7 @@ async def run_pull(
                         seconds, counted = await _model_pull(kube, pulls, backends, name, url)
                         ours.append(seconds)
                         writes.append(counted)
-                        for landed in podrunner.workdir.rglob(link.name):
-                            with contextlib.suppress(OSError):
-                                landed.unlink()
+                        _remove_landed(podrunner.workdir, DECLARED)
                     else:
                         seconds = await asyncio.to_thread(
                             _download, url, direct_dir / link.name, verify=kind == "verified"
@@ -130,7 +147,7 @@ async def run_pull(
             source.throttle(THROTTLE_MIB_PER_SECOND << 20)
             throttled: dict[str, Any] = {"mib_per_second": THROTTLE_MIB_PER_SECOND}
             for kind in ("direct", "llmop"):
-                link = root / "files" / "bench" / f"throttled-{kind}.bin"
+                link = root / "files" / "bench" / (DECLARED if kind == "llmop" else f"throttled-{kind}.bin")
                 link.unlink(missing_ok=True)
                 os.link(original, link)
                 url = f"{source.url}/files/bench/{link.name}"
@@ -142,9 +159,7 @@ async def run_pull(
                     seconds, counted = await _model_pull(kube, pulls, backends, "throttled", url)
                     throttled["llmop_seconds"] = seconds
                     throttled["status_writes_per_second"] = counted["per_second"]
-                    for landed in podrunner.workdir.rglob(link.name):
-                        with contextlib.suppress(OSError):
-                            landed.unlink()
+                    _remove_landed(podrunner.workdir, DECLARED)
                 link.unlink()
             throttled["ratio"] = throttled["llmop_seconds"] / throttled["direct_seconds"]
             source.throttle(0)
@@ -183,6 +198,13 @@ def _download(url: str, target: Path, *, verify: bool) -> float:
     seconds = time.monotonic() - started
     target.unlink()
     return seconds
+
+
+def _remove_landed(pods_dir: Path, name: str) -> None:
+    """The pulled file gone from the pod's volume: the next ModelPull of it fetches it again."""
+    for landed in pods_dir.rglob(name):
+        with contextlib.suppress(OSError):
+            landed.unlink()
 
 
 async def _model_pull(
