@@ -119,9 +119,9 @@ async def run_pull(
                 },
             }
             await kube.create(LLMBACKENDS, backend)
-            # Both declared files pulled: the agent runs (llama-server serves the first only, so
-            # the backend itself stays Loading for the second).
+            # Both declared files pulled (llama-server serves the first).
             await pulls.wait_for(lambda: len(pulls.ready_at) >= 2, 180)
+            await backends.wait_for(lambda: "puller" in backends.ready_at, 180)
             _remove_landed(podrunner.workdir, DECLARED)
             kinds = ["direct", "verified", "llmop"]
             for rep in range(repeats):

@@ -393,8 +393,17 @@ def _see(snapshot: BackendSnapshot) -> _Seen:
     serving = [name for name, (pod_phase, _) in phases.items() if pod_phase == "Serving"]
     models = _observed_models(snapshot, serving)
     present = {snapshot.normalize(m.name) for m in models}
-    missing = [m.name for m in snapshot.spec.models if snapshot.normalize(m.name) not in present]
+    missing = [name for name in _served_by_spec(snapshot.spec) if snapshot.normalize(name) not in present]
     return _Seen(pod_states, phases, units, models, missing)
+
+
+def _served_by_spec(spec: LLMBackendSpec) -> list[str]:
+    """The models the backend is Ready only when serving: all of an external server's and of
+    Ollama's, the first of vLLM's and llama.cpp's (they serve that one; the others are on their
+    volume for a restart with another first model, and must be listed for their agent to pull
+    them)."""
+    names = [model.name for model in spec.models]
+    return names[:1] if spec.runtime in ("vllm", "llamacpp") else names
 
 
 def _startup(snapshot: BackendSnapshot, seen: _Seen, desired: int) -> StartupStatus | None:

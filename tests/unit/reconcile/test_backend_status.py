@@ -95,6 +95,21 @@ def test_serving_runtime_with_its_models_is_ready() -> None:
     assert status.observed_generation == 1 and status.last_error is None
 
 
+def test_llama_cpp_and_vllm_are_ready_serving_their_first_model_and_ollama_needs_all() -> None:
+    # The second entry is on the volume (declared, so the agent pulls it), not served.
+    for runtime in ("llamacpp", "vllm"):
+        spec = {"runtime": runtime, "models": [{"name": "tiny"}, {"name": "spare"}]}
+        assert compute_backend_status(snapshot(spec)).phase == "Ready", runtime
+    spec = {"runtime": "llamacpp", "models": [{"name": "other"}, {"name": "tiny"}]}
+    status = compute_backend_status(snapshot(spec))
+    ready = next(c for c in status.conditions or [] if c.type == "Ready")
+    assert status.phase == "Loading" and "waiting for model other" in (ready.message or "")
+    ollama = compute_backend_status(
+        snapshot({"runtime": "ollama", "models": [{"name": "tiny"}, {"name": "spare"}]})
+    )
+    assert ollama.phase == "Loading"
+
+
 def test_pod_ready_is_not_enough_while_the_runtime_refuses() -> None:
     status = compute_backend_status(snapshot(runtimes={"b-1": REFUSED}))
     assert status.phase == "Loading"
