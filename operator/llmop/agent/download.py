@@ -61,6 +61,8 @@ READ_BYTES = 1 << 20
 #: receives, so the sync before the rename finds little left and the file is on disk when its
 #: last byte arrives; smaller steps also keep the page cache from holding a burst of dirty pages.
 SYNC_EVERY_BYTES = 16 << 20
+#: How long a cancelled transfer is waited for: its read returns at once once shut down.
+CANCEL_WAIT_SECONDS = 5.0
 _HASH_READ_BYTES = 8 << 20
 _ERROR_BODY_BYTES = 4096
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(?:(?P<start>\d+)-(?P<end>\d+)|\*)/(?P<total>\d+|\*)\s*$")
@@ -268,10 +270,13 @@ class _Cancel:
 
     @contextlib.contextmanager
     def watching(self, response: urllib3.BaseHTTPResponse) -> Iterator[urllib3.BaseHTTPResponse]:
+        """The response, shut down by a cancel; a cancel that came while the source had not
+        answered ends the transfer here, before the partial is touched."""
         with self._lock:
-            self._response = response
             if self._set:
-                response.shutdown()
+                response.close()
+                raise _Cancelled
+            self._response = response
         try:
             yield response
         finally:
@@ -312,12 +317,16 @@ async def transfer_file(
     transfer = _Transfer(client, file, PartialFile(models_dir, file.destination, file.partial), room, headers)
     thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmop-transfer")
     done = loop.run_in_executor(thread, transfer.run, report, ProgressThrottle(progress_interval))
+    done.add_done_callback(lambda finished: finished.cancelled() or finished.exception())  # retrieved
     try:
         return await asyncio.shield(done)
     except asyncio.CancelledError:
         transfer.cancel()
-        with contextlib.suppress(_Cancelled, PullError, OSError):
-            await done  # the partial closed, with every byte received, before the pull ends
+        # A read ends at once: the partial is closed, with every byte received, before the pull
+        # ends. A source that has not answered holds the thread until it does (or times out);
+        # the thread then stops before touching the partial, so it is not waited for.
+        with contextlib.suppress(_Cancelled, PullError, OSError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), CANCEL_WAIT_SECONDS)
         raise
     finally:
         thread.shutdown(wait=False)
