@@ -337,9 +337,10 @@ class ModelStore:
         write_atomically(self.models_dir, self.record_path(record.local_path), data)
 
     def stamps_of(self, record: ModelRecord) -> dict[str, FileStamp]:
+        """Each file's stamp as it is now; a file that is gone has none."""
         stamps = {}
         for path in record.file_paths():
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 stamps[path] = FileStamp.of(os.lstat(self.models_dir / path))
         return stamps
 
@@ -347,15 +348,8 @@ class ModelStore:
         """The files of a complete model whose stamp differs from the one recorded when they were
         verified (written, replaced or gone since). A record without stamps (written by an
         agent before stamps) says nothing: the check at the filler's start covers it."""
-        changed = []
-        for path, stamp in record.stamps.items():
-            try:
-                now_stamp = FileStamp.of(os.lstat(self.models_dir / path))
-            except (FileNotFoundError, NotADirectoryError):
-                now_stamp = None
-            if now_stamp != stamp:
-                changed.append(path)
-        return changed
+        now = self.stamps_of(record)
+        return [path for path, stamp in record.stamps.items() if now.get(path) != stamp]
 
     def forget_record(self, local_path: str) -> None:
         remove(self.models_dir, self.record_path(local_path))

@@ -413,14 +413,15 @@ class CacheFiller:
         room = await _get_json(client, f"{url}/api/space", headers)
         on_disk = {}
         for entry in tags.get("models") or []:
-            path = (entry.get("details") or {}).get("local_path")
+            details = entry.get("details") or {}
+            path = details.get("local_path")
             if isinstance(path, str):
                 on_disk[path] = CachedFile(
                     name=entry.get("name") if isinstance(entry.get("name"), str) else "",
                     size=_int(entry.get("size")),
                     digest=entry.get("digest"),
                     modified_at=entry.get("modified_at"),
-                    changed=bool((entry.get("details") or {}).get("changed")),
+                    changed=bool(details.get("changed")),
                 )
         space = (
             (room["free"], room["capacity"])
