@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from support.kube import Kube, eventually, wait_backend_ready
+from support.kube import Kube, eventually, ready_condition, wait_backend_ready
 from support.operator import OperatorProcess
 from support.runtimes import run_openai_standin
 
@@ -85,11 +85,6 @@ def external_backend(name: str, url: str, **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"external": {"url": url, "kind": "openai"}, "startup": {"probeInterval": "1s"}, **spec},
     }
-
-
-def ready_condition(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
-    status = kube.get("llmb", name, namespace).get("status", {})
-    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
 
 
 def wait_not_ready(kube: Kube, name: str, namespace: str, words: str) -> dict[str, Any]:

@@ -125,6 +125,12 @@ def eventually(
     raise AssertionError(f"{message} not reached within {timeout:.0f}s; last value: {last!r}")
 
 
+def ready_condition(kube: Kube, name: str, namespace: str) -> dict[str, Any]:
+    """The backend's Ready condition as kubectl shows it; {} before its first status."""
+    status = kube.get("llmb", name, namespace).get("status", {})
+    return next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+
+
 def wait_backend_ready(kube: Kube, name: str, namespace: str, timeout: str = "180s") -> dict[str, Any]:
     """`kubectl wait --for=condition=Ready llmb/NAME`, as a user waits; the status once Ready,
     or a failure that shows the status it stopped at."""
