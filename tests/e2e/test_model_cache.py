@@ -87,11 +87,7 @@ def test_one_download_serves_every_pod_of_every_backend_on_the_cache(
     # The observer may write its first status before the backend's objects were looked at; what
     # it says once they were is what the user reads.
     ready = eventually(
-        lambda: (
-            (c := ready_condition(kube, "chat", cache_ns))
-            and c["reason"] == "ModelCacheNotFound"
-            and c
-        ),
+        lambda: (c := ready_condition(kube, "chat", cache_ns)) and c["reason"] == "ModelCacheNotFound" and c,
         timeout=60,
         message="the backend saying its cache does not exist",
     )
