@@ -2,11 +2,13 @@
 `curl --parallel` of the same files from the same source.
 
 The local model source (hack/modelsource.py) serves a Hugging Face style repo of 4 files of random
-bytes (2 GiB in all, as vLLM's sharded safetensors) on loopback. Each repetition fetches it three
+bytes (2 GiB in all, as vLLM's sharded safetensors) on loopback. Each repetition fetches it four
 ways, each going first in turn, into a folder of the same disk as the source:
 
 - curl: `curl --parallel --parallel-max 4` of the four files, from the URLs the agent uses (the
   commit the listing names);
+- curl, synced: the same, then `sync -d` of the files: on disk, as the agent leaves them (plain
+  curl's files are removed before the kernel writes them out: their bytes never reach the disk);
 - curl, verified: the same, then `openssl dgst -sha256` of the four files, four at once, each
   compared with the digest the listing gives, and `sync -d` of the files: what the agent
   guarantees (every byte checked, on disk before it is in place);
@@ -102,9 +104,9 @@ def _agent_pull(agent: str) -> float:
     return seconds
 
 
-def _curl(urls: list[str], target: Path, digests: dict[str, str] | None) -> float:
-    """Seconds for `curl --parallel` of the urls into target (and, with digests, their check and
-    sync)."""
+def _curl(urls: list[str], target: Path, digests: dict[str, str] | None, sync: bool) -> float:
+    """Seconds for `curl --parallel` of the urls into target (and, with digests, their check; with
+    sync, their bytes on disk)."""
     target.mkdir(parents=True, exist_ok=True)
     argv = ["curl", "--parallel", "--parallel-max", str(PARALLEL), "-sSf", "--no-progress-meter"]
     for url in urls:
@@ -122,7 +124,8 @@ def _curl(urls: list[str], target: Path, digests: dict[str, str] | None) -> floa
             out, _ = check.communicate()
             if out.split()[0].decode() != digests[name]:
                 raise RuntimeError(f"{name}: curl's bytes do not match the listed sha256")
-        subprocess.run(["sync", "-d", *(str(target / name) for name in digests)], check=True)
+    if sync:
+        subprocess.run(["sync", "-d", *(str(target / url.rsplit("/", 1)[1]) for url in urls)], check=True)
     seconds = time.monotonic() - started
     shutil.rmtree(target)
     return seconds
@@ -141,9 +144,9 @@ def run_repo_pull(workdir: Path, mib: int, repeats: int) -> dict[str, Any]:
         bench = _Ways(workdir / "repo", source, urls, digests)
         try:
             loads = [load_average()]
-            kinds = ["curl", "verified", "agent"]
+            kinds = ["curl", "synced", "verified", "agent"]
             for rep in range(repeats):
-                for kind in kinds[rep % 3 :] + kinds[: rep % 3]:  # each goes first in turn
+                for kind in kinds[rep % 4 :] + kinds[: rep % 4]:  # each goes first in turn
                     bench.measure(kind)
                 loads.append(load_average())
             results = bench.results(kinds)
@@ -166,6 +169,7 @@ def run_repo_pull(workdir: Path, mib: int, repeats: int) -> dict[str, Any]:
         **results,
         "ratio": median(results["seconds"]["agent"]) / median(results["seconds"]["curl"]),
         "ratio_to_verified": median(results["seconds"]["agent"]) / median(results["seconds"]["verified"]),
+        "ratio_to_synced": median(results["seconds"]["agent"]) / median(results["seconds"]["synced"]),
         "throttled": {
             "mib_per_second_per_connection": THROTTLE_MIB_PER_SECOND,
             **throttled,
@@ -198,7 +202,8 @@ class _Ways:
         if kind.startswith("agent"):
             seconds = _agent_pull(self.agents[1 if kind == "agent_one_at_a_time" else PARALLEL][1])
         else:
-            seconds = _curl(self.urls, self.workdir / "curl", self.digests if kind == "verified" else None)
+            digests = self.digests if kind == "verified" else None
+            seconds = _curl(self.urls, self.workdir / "curl", digests, sync=kind in ("synced", "verified"))
         self.cpu[label].append(self._cpu_seconds() - cpu_before)
         self.seconds[label].append(seconds)
         self.sent[label].append(sum(p["bytes_sent"] for p in self.source.stats().values()))

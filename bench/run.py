@@ -253,7 +253,7 @@ def main() -> int:
     parser.add_argument("--pull-mib", type=int, default=1024)
     parser.add_argument("--pull-repeats", type=int, default=3)
     parser.add_argument("--repo-mib", type=int, default=2048, help="repo: the sharded repo's size")
-    parser.add_argument("--repo-repeats", type=int, default=3)
+    parser.add_argument("--repo-repeats", type=int, default=4)
     parser.add_argument("--cache-mib", type=int, default=512, help="cache: the sharded repo's size")
     parser.add_argument("--gateway-seconds", type=float, default=10.0, help="gateway: each measurement")
     parser.add_argument("--keep", action="store_true", help="keep other scenarios' results in results.json")
