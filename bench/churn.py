@@ -9,6 +9,7 @@ vLLM stand-in; measures, never asserts.
 
     .venv/bin/python bench/churn.py                        # 300 backends, 3 rounds
     .venv/bin/python bench/churn.py --backends 20          # a quick look
+    .venv/bin/python bench/churn.py --operator-env PYTHONMALLOC=malloc   # glibc for every object
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     cluster = BenchCluster.up()
     kube = api(cluster.kubeconfig)
     standin = start_vllm_standin(workdir / "standins", "churn")
-    operator = OperatorRun(cluster.kubeconfig, workdir / "operator")
+    env = dict(setting.split("=", 1) for setting in args.operator_env)
+    operator = OperatorRun(cluster.kubeconfig, workdir / "operator", env=env)
     rows: list[dict[str, Any]] = []
     try:
         await remove_leftovers(kube)
@@ -149,6 +151,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds one round may take")
     parser.add_argument("--keep-cluster", action="store_true", help="leave the bench cluster running")
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set in the operator's environment (another allocator: PYTHONMALLOC, LD_PRELOAD)",
+    )
     args = parser.parse_args()
     rows = asyncio.run(run(args))
     print_summary(rows, args.backends)
