@@ -288,7 +288,7 @@ class Gateway:
             logger.warning("gateway: %s refused: %s", upstream.key, refusal)
             return None, f"{upstream.pod} is at an address llmop refuses ({refusal})"
         try:
-            response = await self.session.post(url, data=raw, headers=headers)
+            response = await self.post(url, raw, headers)
         except (aiohttp.ClientError, TimeoutError) as error:
             self.balancer.failed(upstream)
             logger.warning("gateway: %s did not answer: %r", upstream.key, error)
@@ -298,6 +298,19 @@ class Gateway:
             self.balancer.failed(upstream)
             return None, f"{upstream.pod} answered HTTP {response.status}"
         return response, ""
+
+    async def post(self, url: str, raw: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """The pod's answer. A kept-alive connection the pod closes as the request goes out fails
+        before the pod answers (reset or closed, not refused): that request is sent once more,
+        on another connection, as the `openai` client would on a connection error."""
+        assert self.session is not None
+        try:
+            return await self.session.post(url, data=raw, headers=headers)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as error:
+            if isinstance(error, aiohttp.ClientConnectorError):
+                raise  # the pod refused or could not be reached: no connection to blame
+            logger.info("gateway: %s closed the connection before answering (%r); sent again", url, error)
+            return await self.session.post(url, data=raw, headers=headers)
 
     async def refusal(self, upstream: Upstream) -> str | None:
         if not upstream.external or self.settings.denied is None:

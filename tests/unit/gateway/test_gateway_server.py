@@ -366,3 +366,26 @@ async def test_a_model_whose_backend_failed_is_503_at_once_with_a_longer_retry_a
     assert response.headers["Retry-After"] == "60"
     message = (await response.json())["error"]["message"]
     assert "none on its way" in message and "team-a/broken is Failed" in message
+
+
+async def test_a_pod_closing_a_kept_alive_connection_as_a_request_arrives_still_answers_it(
+    gateway_for, pods
+) -> None:
+    """llama-server and vLLM close idle connections; one closed just as the gateway reuses it must
+    not turn into a 502 for a backend of one pod."""
+    requests = 0
+
+    async def closes_the_second(request: web.Request) -> web.StreamResponse:
+        nonlocal requests
+        requests += 1
+        if requests == 2:
+            assert request.transport is not None
+            request.transport.close()  # as a runtime whose idle timer fires on this connection
+        return web.json_response({"object": "chat.completion", "served_by": "only"})
+
+    pod = await pods("only", closes_the_second)
+    gateway, client = await gateway_for(build_table([backend_of(pod)]))
+    answers = [await client.post("/v1/chat/completions", json=CHAT) for _ in range(3)]
+    assert [answer.status for answer in answers] == [200, 200, 200]
+    assert requests == 4, "the request on the closed connection was sent once more"
+    assert gateway.balancer.in_flight == {}
