@@ -44,7 +44,7 @@ e2e: venv bins runtimes
 	$(VENV)/bin/pytest -q tests/e2e
 
 test: lint bins runtimes
-	$(VENV)/bin/pytest -q tests/unit tests/integration tests/e2e
+	$(VENV)/bin/pytest -q --durations=25 tests/unit tests/integration tests/e2e
 
 # Benchmarks on a local cluster of their own (LocalCluster "bench"): writes docs/benchmarks.md and
 # its plots. Tens of minutes; measures, never asserts.

@@ -50,18 +50,26 @@ def backend_ns(kube: Kube, operator: OperatorProcess, podrunner: PodRunner) -> A
 def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
     kube: Kube, backend_ns: str, podrunner: PodRunner, ollama_registry: str, tmp_path: Path
 ) -> None:
+    """Every example Ready, serving what its runtime lists, to the openai client and through the
+    gateway. The real vLLM's start is watched on the way (its port stays closed for the whole load:
+    RuntimeStarting until it binds, Ready within one probe after), and its engine is killed at the
+    end (the server fails, the backend turns Degraded): one vLLM start in this tier serves it all."""
     manifests = {name: example(name) for name in ("llamacpp", "vllm", "ollama", "external")}
     # The hubs cannot be reached here: Ollama pulls the examples' tag from the local registry.
     ollama = manifests["ollama"]["spec"]
     ollama["models"] = [
         {"name": f"{ollama_registry}/library/{m['name']}", "insecure": True} for m in ollama["models"]
     ]
+    vllm = manifests["vllm"]
+    vllm["spec"]["startup"] = {**vllm["spec"]["startup"], "probeInterval": "1s"}
     # The external example needs a server outside the cluster; the stand-in is enough here (the
     # real servers behind each external kind: test_external_kinds.py).
     with run_vllm_standin(tmp_path, served_model_name="gateway-model") as gateway:
         manifests["external"]["spec"]["external"]["url"] = gateway
         for manifest in manifests.values():
             kube.apply(manifest, backend_ns)
+        vllm_pod = running_pod_of(kube, podrunner, backend_ns, vllm["metadata"]["name"])
+        assert_ready_one_probe_after_it_binds(kube, vllm["metadata"]["name"], backend_ns, vllm_pod)
         for manifest in manifests.values():
             wait_backend_ready(kube, manifest["metadata"]["name"], backend_ns, timeout="300s")
 
@@ -88,20 +96,58 @@ def test_each_example_reaches_ready_with_the_models_the_runtime_reports(
             assert sorted(m["name"] for m in status["models"]) == sorted(listed), name
             if manifest["spec"].get("runtime"):
                 assert_openai_client_chats(status, url)
+        assert_each_runtime_answers_through_the_gateway(kube, manifests, backend_ns, tmp_path)
+    assert_a_dead_engine_degrades(kube, vllm["metadata"]["name"], backend_ns, vllm_pod)
 
-        # The same names through the gateway, to each real runtime (the real vLLM's one start in
-        # this tier serves both; the gateway's own cases: test_gateway_e2e.py).
-        gateway = run_gateway(
-            ["-n", backend_ns, "--auth", "none"],
-            kube.kubeconfig,
-            tmp_path / "gateway.log",
-            {"LLMOP_EXTERNAL_DENY_CIDRS": TEST_DENY_CIDRS},
-        )
-        with gateway as base:
-            for manifest in manifests.values():
-                if manifest["spec"].get("runtime"):
-                    status = kube.get("llmb", manifest["metadata"]["name"], backend_ns)["status"]
-                    assert_answers_through_the_gateway(status, base)
+
+def running_pod_of(kube: Kube, podrunner: PodRunner, namespace: str, backend: str) -> dict[str, Any]:
+    """The backend's pod once its runtime container runs (its agent has put the model in place)."""
+    pod = eventually(
+        lambda: kube.list("pods", namespace, f"llmop.dev/backend={backend}"),
+        timeout=60,
+        message=f"a pod of {backend}",
+    )[0]
+    return podrunner.wait_running(namespace, timeout=180, name=pod["metadata"]["name"])
+
+
+def assert_ready_one_probe_after_it_binds(kube: Kube, name: str, namespace: str, pod: dict[str, Any]) -> None:
+    seen, delay = watch_cold_start(kube, name, namespace, f"http://{pod['podIP']}:8000/health")
+    assert ("Loading", "RuntimeStarting") in seen, seen
+    # One probe interval (1 s), plus the time kubectl takes to read it back.
+    assert delay <= 1.0 + 1.5, f"Ready {delay:.1f}s after vLLM answered"
+
+
+def assert_a_dead_engine_degrades(kube: Kube, name: str, namespace: str, pod: dict[str, Any]) -> None:
+    os.kill(engine_core_of(int(pod["containers"]["runtime"]["pid"])), signal.SIGKILL)
+    status = eventually(
+        lambda: (s := kube.get("llmb", name, namespace).get("status", {})).get("phase") == "Degraded" and s,
+        timeout=30,
+        message="phase Degraded",
+    )
+    ready = condition(kube, name, namespace, "Ready") or {}
+    assert ready.get("reason") == "RuntimeUnavailable", ready
+    # The server says its engine is dead (/health 503) for the seconds before it exits; after that
+    # its port is closed until the container restarts.
+    said = status["lastError"]
+    assert pod["podIP"] in said and ("engine is dead" in said or "refused" in said or "closed" in said), said
+
+
+def assert_each_runtime_answers_through_the_gateway(
+    kube: Kube, manifests: dict[str, dict[str, Any]], namespace: str, tmp_path: Path
+) -> None:
+    """The same names through the gateway, to each real runtime (the gateway's own cases:
+    test_gateway_e2e.py)."""
+    gateway = run_gateway(
+        ["-n", namespace, "--auth", "none"],
+        kube.kubeconfig,
+        tmp_path / "gateway.log",
+        {"LLMOP_EXTERNAL_DENY_CIDRS": TEST_DENY_CIDRS},
+    )
+    with gateway as base:
+        for manifest in manifests.values():
+            if manifest["spec"].get("runtime"):
+                status = kube.get("llmb", manifest["metadata"]["name"], namespace)["status"]
+                assert_answers_through_the_gateway(status, base)
 
 
 def assert_openai_client_chats(status: dict[str, Any], pod_url: str) -> None:
@@ -210,40 +256,6 @@ def engine_core_of(pid: int) -> int:
 
 
 @pytest.mark.timeout(600)
-def test_real_vllm_is_ready_one_probe_after_it_binds_and_degraded_when_its_engine_dies(
-    kube: Kube, backend_ns: str, podrunner: PodRunner
-) -> None:
-    """vLLM keeps its port closed for the whole load: RuntimeStarting until it binds, Ready within
-    one probe interval after; a killed engine makes the server fail, and the backend Degraded."""
-    manifest = example("vllm")
-    manifest["metadata"]["name"] = "vllm-cold"
-    manifest["spec"]["startup"] = {"timeout": "10m", "probeInterval": "1s"}
-    kube.apply(manifest, backend_ns)
-    running = podrunner.wait_running(backend_ns, timeout=180)
-    seen, delay = watch_cold_start(kube, "vllm-cold", backend_ns, f"http://{running['podIP']}:8000/health")
-    assert ("Loading", "RuntimeStarting") in seen, seen
-    # One probe interval (1 s), plus the time kubectl takes to read it back.
-    assert delay <= 1.0 + 1.5, f"Ready {delay:.1f}s after vLLM answered"
-
-    os.kill(engine_core_of(int(running["containers"]["runtime"]["pid"])), signal.SIGKILL)
-    status = eventually(
-        lambda: (
-            (s := kube.get("llmb", "vllm-cold", backend_ns).get("status", {})).get("phase") == "Degraded"
-            and s
-        ),
-        timeout=30,
-        message="phase Degraded",
-    )
-    ready = condition(kube, "vllm-cold", backend_ns, "Ready") or {}
-    assert ready.get("reason") == "RuntimeUnavailable", ready
-    # The server says its engine is dead (/health 503) for the seconds before it exits; after that
-    # its port is closed until the container restarts.
-    said = status["lastError"]
-    assert running["podIP"] in said and ("engine is dead" in said or "refused" in said or "closed" in said), (
-        said
-    )
-
-
 def test_too_many_gpus_is_explained_in_status_without_spamming(
     kube: Kube, backend_ns: str, operator: OperatorProcess
 ) -> None:
