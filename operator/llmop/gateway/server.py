@@ -278,7 +278,6 @@ class Gateway:
         self, path: str, raw: bytes, upstream: Upstream, others_left: bool
     ) -> tuple[aiohttp.ClientResponse | None, str]:
         """The pod's answer, or None and why when another pod should be asked instead."""
-        assert self.session is not None
         headers = {"Content-Type": "application/json"}
         if upstream.api_key:
             headers["Authorization"] = f"Bearer {upstream.api_key}"
