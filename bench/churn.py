@@ -1,10 +1,11 @@
 """Churn: create N external backends, wait until every one is Ready, delete them all, wait until
-they are gone; several rounds. Prints the operator's RSS at start and after each round.
+they are gone; several rounds. Prints the operator's RSS at start and after each round, and
+beside it the arenas of Python's small-object allocator and what live objects use of them.
 
 What the operator holds for a backend (its observer, apply errors, metrics state, the agent
-token) goes when the backend goes: the memory after the last round stays within 10% of where it
-stood after the first (Python keeps the heap the first round grew; what a leak adds shows in the
-rounds after it). On the bench cluster of `make bench` (LocalCluster "bench"), with one shared
+token) goes when the backend goes: live Python objects return to about their size at start. The
+RSS does not: Python keeps every arena the first round grew in which a few objects outlive the
+burst, so what a leak adds shows in the rounds after the first. On the bench cluster of `make bench` (LocalCluster "bench"), with one shared
 vLLM stand-in; measures, never asserts.
 
     .venv/bin/python bench/churn.py                        # 300 backends, 3 rounds
@@ -85,14 +86,21 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         await watcher.start()
         await operator.start()
         await asyncio.sleep(SETTLE_SECONDS)  # kopf has listed and watches; the heap is warm
-        rows.append({"when": "start", **memory(operator), "load": load_average()})
+        rows.append(
+            {"when": "start", **memory(operator), **await python_heap(operator), "load": load_average()}
+        )
         print(f"churn: operator RSS at start {rows[0]['rss_mib']:.1f} MiB", flush=True)
         for number in range(1, args.rounds + 1):
             operator.reset_peak()
             timing = await churn_round(kube, watcher, number, args.backends, standin.url, args.deadline)
             watcher.events.clear()
             await asyncio.sleep(SETTLE_SECONDS)
-            row = {"when": f"after round {number}", **memory(operator), **timing}
+            row = {
+                "when": f"after round {number}",
+                **memory(operator),
+                **await python_heap(operator),
+                **timing,
+            }
             rows.append({**row, "load": load_average()})
             print(
                 f"churn: round {number}: {args.backends} Ready in {timing['ready_seconds']:.1f}s, all gone "
@@ -123,19 +131,32 @@ def memory(operator: OperatorRun) -> dict[str, float]:
     }
 
 
+async def python_heap(operator: OperatorRun) -> dict[str, float]:
+    """Python's small-object allocator in the operator, in MiB: the arenas it holds (anonymous
+    memory) and what live objects use of them. An arena goes back only once all its objects are
+    freed, so a few objects that outlive a burst keep whole arenas."""
+    figures = (await operator.counters()).get("pymalloc", {})
+    nan = float("nan")
+    return {
+        "arenas_mib": figures.get("arenas_bytes", nan) / 2**20,
+        "in_use_mib": figures.get("in_use_bytes", nan) / 2**20,
+    }
+
+
 def print_summary(rows: list[dict[str, Any]], backends: int) -> None:
     start, first, last = rows[0]["rss_mib"], rows[1]["rss_mib"], rows[-1]["rss_mib"]
     print(
-        f"\n| when | operator RSS | anonymous | file-backed | peak in the round | load 1/5/15 |"
-        f"  ({backends} external backends per round)"
+        f"\n| when | operator RSS | anonymous | file-backed | Python's arenas | live Python objects "
+        f"| peak in the round | load 1/5/15 |  ({backends} external backends per round)"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         load = "/".join(f"{value:.2f}" for value in row["load"])
         peak = f"{row['peak_mib']:.1f} MiB" if row["when"] != "start" else ""
         print(
             f"| {row['when']} | {row['rss_mib']:.1f} MiB | {row['anon_mib']:.1f} MiB "
-            f"| {row['file_mib']:.1f} MiB | {peak} | {load} |"
+            f"| {row['file_mib']:.1f} MiB | {row['arenas_mib']:.1f} MiB | {row['in_use_mib']:.1f} MiB "
+            f"| {peak} | {load} |"
         )
     print(
         f"\nlast round against the first: {100 * (last - first) / first:+.1f}%; "

@@ -9,7 +9,8 @@ same code (`llmop.cli.main(["run", ...])`) and adds, outside llmop's own code:
 - probes: requests to runtimes on the shared `memo.runtime_http` client.
 
 On SIGUSR1 it writes them as JSON to $LLMOP_BENCH_COUNTERS (atomically), so a reader gets the
-numbers of that moment, not of the last timer tick.
+numbers of that moment, not of the last timer tick; with them, what Python's small-object allocator
+holds and how much of it is in use (bench/churn.py prints both).
 
     LLMOP_BENCH_COUNTERS=/tmp/c.json python bench/operator_main.py run --verbose
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,6 +49,37 @@ def _count_aiohttp() -> None:
     aiohttp.ClientSession._request = counted  # type: ignore[method-assign]
 
 
+#: What `sys._debugmallocstats()` says of Python's small-object allocator (pymalloc), in bytes.
+PYMALLOC_FIGURES = {
+    "arenas_bytes": r"arenas \* \d+ bytes/arena\s*=\s*([\d,]+)",
+    "in_use_bytes": r"# bytes in allocated blocks\s*=\s*([\d,]+)",
+    "free_in_used_pools_bytes": r"# bytes in available blocks\s*=\s*([\d,]+)",
+}
+
+
+def _pymalloc() -> dict[str, int]:
+    """The memory Python's allocator holds in arenas and how much of it live objects use: an arena
+    goes back to the system only once every object in it is freed. Empty under PYTHONMALLOC=malloc.
+    `sys._debugmallocstats()` prints to the C stderr, so file descriptor 2 is captured meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read().decode(errors="replace")
+    figures = {}
+    for name, pattern in PYMALLOC_FIGURES.items():
+        found = re.search(pattern, text)
+        if found:
+            figures[name] = int(found.group(1).replace(",", ""))
+    return figures
+
+
 def _dump() -> None:
     path = os.environ.get("LLMOP_BENCH_COUNTERS")
     if not path:
@@ -54,6 +88,7 @@ def _dump() -> None:
     kube = _MEMO.get("kube")
     data["llmop.requests"] = getattr(kube, "requests_made", 0)
     data["time"] = time.time()
+    data["pymalloc"] = _pymalloc()
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
