@@ -324,12 +324,22 @@ async def transfer_file(
         transfer.cancel()
         # A read ends at once: the partial is closed, with every byte received, before the pull
         # ends. A source that has not answered holds the thread until it does (or times out);
-        # the thread then stops before touching the partial, so it is not waited for.
-        with contextlib.suppress(_Cancelled, PullError, OSError, TimeoutError):
-            await asyncio.wait_for(asyncio.shield(done), CANCEL_WAIT_SECONDS)
+        # the thread then stops before touching the partial, so it is not waited for longer.
+        await _stopped(done, CANCEL_WAIT_SECONDS)
         raise
     finally:
         thread.shutdown(wait=False)
+
+
+async def _stopped(done: asyncio.Future[PartialFile], seconds: float) -> None:
+    """Wait up to `seconds` for a cancelled transfer's thread to end. A second cancel (a pull
+    stopping its other files as it is itself cancelled) does not cut the wait short: the thread
+    could still write a read that was under way into a partial the next pull resumes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not done.done() and (left := deadline - loop.time()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([done], timeout=left)
 
 
 class _Transfer:
@@ -409,6 +419,8 @@ class _Transfer:
         bound = total if total is not None else partial.size + free
         report(partial.size, total)
         while not self.cancel.is_set and (chunk := response.read1(READ_BYTES)):
+            if self.cancel.is_set:
+                break  # bytes that came after the cancel stay out: the partial is what was there
             if partial.size + len(chunk) > bound:
                 partial.discard()
                 raise _past_bound(file, total, free)
