@@ -5,8 +5,8 @@ beside it the arenas of Python's small-object allocator and what live objects us
 What the operator holds for a backend (its observer, apply errors, metrics state, the agent
 token) goes when the backend goes: live Python objects return to about their size at start. The
 RSS does not: Python keeps every arena the first round grew in which a few objects outlive the
-burst, so what a leak adds shows in the rounds after the first. On the bench cluster of `make bench` (LocalCluster "bench"), with one shared
-vLLM stand-in; measures, never asserts.
+burst, so what a leak adds shows in the rounds after the first. On the bench cluster of
+`make bench` (LocalCluster "bench"), with one shared vLLM stand-in; measures, never asserts.
 
     .venv/bin/python bench/churn.py                        # 300 backends, 3 rounds
     .venv/bin/python bench/churn.py --backends 20          # a quick look

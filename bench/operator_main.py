@@ -53,7 +53,6 @@ def _count_aiohttp() -> None:
 PYMALLOC_FIGURES = {
     "arenas_bytes": r"arenas \* \d+ bytes/arena\s*=\s*([\d,]+)",
     "in_use_bytes": r"# bytes in allocated blocks\s*=\s*([\d,]+)",
-    "free_in_used_pools_bytes": r"# bytes in available blocks\s*=\s*([\d,]+)",
 }
 
 
