@@ -115,7 +115,16 @@ async def wake_on_demand(
 
 
 # kopf passes indexes as extra keyword arguments, which its handler protocol cannot express.
-@kopf.daemon(API_GROUP, API_VERSION, "llmbackends", cancellation_timeout=5.0, backoff=DAEMON_BACKOFF)  # type: ignore[arg-type]
+# A deleted backend's observer gets 5 s to stop by itself before kopf cancels it: a probe cancelled
+# while it connects keeps its slot in httpx's pool for good (encode/httpcore#1093).
+@kopf.daemon(  # type: ignore[arg-type]
+    API_GROUP,
+    API_VERSION,
+    "llmbackends",
+    cancellation_backoff=5.0,
+    cancellation_timeout=5.0,
+    backoff=DAEMON_BACKOFF,
+)
 async def observe_backend(
     name: str,
     namespace: str | None,
