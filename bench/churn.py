@@ -3,10 +3,12 @@ they are gone; several rounds. Prints the operator's RSS at start and after each
 beside it the arenas of Python's small-object allocator and what live objects use of them.
 
 What the operator holds for a backend (its observer, apply errors, metrics state, the agent
-token) goes when the backend goes: live Python objects return to about their size at start. The
-RSS does not: Python keeps every arena the first round grew in which a few objects outlive the
-burst, so what a leak adds shows in the rounds after the first. On the bench cluster of
-`make bench` (LocalCluster "bench"), with one shared vLLM stand-in; measures, never asserts.
+token) goes when the backend goes: live Python objects return to about their size at start.
+Python keeps every arena a round grew in which a few objects outlive the burst, so after a round
+the operator runs itself anew in place (llmop.loops.heap; the same PID, which this script
+follows); `--operator-env LLMOP_HEAP_RESTART_PERCENT=0` shows the RSS without it, where what a
+leak adds shows in the rounds after the first. On the bench cluster of `make bench`
+(LocalCluster "bench"), with one shared vLLM stand-in; measures, never asserts.
 
     .venv/bin/python bench/churn.py                        # 300 backends, 3 rounds
     .venv/bin/python bench/churn.py --backends 20          # a quick look

@@ -58,6 +58,15 @@ class OperatorConfig(BaseModel):
         default=None,
         description="Namespace of the operator's pods, which alone may reach the agents' port (NetworkPolicy).",
     )
+    heap_restart_percent: float = Field(
+        default=25.0,
+        ge=0,
+        description="Restart in place when deleted backends leave the RSS this much above its size "
+        "soon after start (llmop.loops.heap); 0 = never.",
+    )
+    heap_restart_after: float = Field(
+        default=30.0, gt=0, description="Uptime before such a restart, in seconds."
+    )
     operator_pod_labels: dict[str, str] = Field(
         default_factory=dict, description="Labels of the operator's pods, for the agents' NetworkPolicy."
     )
@@ -86,6 +95,8 @@ class OperatorConfig(BaseModel):
             external_deny_cidrs=configured_cidrs(env.get("LLMOP_EXTERNAL_DENY_CIDRS")),
             operator_namespace=env.get("LLMOP_OPERATOR_NAMESPACE") or None,
             operator_pod_labels=parse_labels(env.get("LLMOP_OPERATOR_POD_LABELS", "")),
+            heap_restart_percent=float(env.get("LLMOP_HEAP_RESTART_PERCENT", "25")),
+            heap_restart_after=parse_duration(env.get("LLMOP_HEAP_RESTART_AFTER", "30s")),
         )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from typing import Any
 
@@ -55,11 +56,26 @@ def run_operator(
     redact_log_records()
     import llmop.handlers  # noqa: F401  (registers the handlers with kopf)
 
-    return asyncio.run(_serve(config, liveness))
+    code = asyncio.run(_serve(config, liveness))
+    if code == RESTART:
+        _run_anew()
+    return code
+
+
+#: What `_serve` returns when the operator stopped to run itself anew (llmop.loops.heap).
+RESTART = -1
+
+
+def _run_anew() -> None:
+    """The same process runs the same command again: same PID, same container, a fresh heap."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os.execv(sys.executable, sys.orig_argv)
 
 
 async def _serve(config: OperatorConfig, liveness: str | None) -> int:
     state: dict[str, Any] = {"role": "starting", "operator": None}
+    context = OperatorContext(config=config)
 
     def health() -> tuple[bool, dict[str, Any]]:
         return _health(state, config)
@@ -69,11 +85,11 @@ async def _serve(config: OperatorConfig, liveness: str | None) -> int:
         server = await metrics.start_server(config.metrics_host, config.metrics_port, health)
     try:
         if config.leader_election:
-            return await _run_elected(config, liveness, state)
+            return await _run_elected(context, liveness, state)
         state["role"] = "standalone"
         metrics.set_leader(True)
-        await _kopf(config, liveness)
-        return 0
+        await _kopf(context, liveness)
+        return RESTART if context.restart.is_set() else 0
     finally:
         if server is not None:
             await server.cleanup()
@@ -93,22 +109,23 @@ def _health(state: dict[str, Any], config: OperatorConfig) -> tuple[bool, dict[s
     return True, {"role": role}
 
 
-def _kopf(config: OperatorConfig, liveness: str | None, stop_flag: asyncio.Event | None = None) -> Any:
+def _kopf(context: OperatorContext, liveness: str | None) -> Any:
     return kopf.operator(
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
+        clusterwide=not context.config.namespaces,
+        namespaces=context.config.namespaces,
         liveness_endpoint=liveness,
-        memo=OperatorContext(config=config),
+        memo=context,
         # llmop elects its leader with a Lease (llmop.leader) rather than kopf's peering objects.
         standalone=True,
-        stop_flag=stop_flag,
+        stop_flag=context.restart,
     )
 
 
-async def _run_elected(config: OperatorConfig, liveness: str | None, state: dict[str, Any]) -> int:
+async def _run_elected(context: OperatorContext, liveness: str | None, state: dict[str, Any]) -> int:
     from llmop.k8s.client import KubeClient
     from llmop.leader import LeaseElector, default_identity, default_namespace
 
+    config = context.config
     kube = KubeClient.from_environment()
     elector = LeaseElector(
         kube,
@@ -128,7 +145,7 @@ async def _run_elected(config: OperatorConfig, liveness: str | None, state: dict
             return 0
         state["role"] = "leader"
         metrics.set_leader(True)
-        operator = asyncio.create_task(_kopf(config, liveness))
+        operator = asyncio.create_task(_kopf(context, liveness))
         holding = asyncio.create_task(elector.hold())
         state["operator"] = operator
         await asyncio.wait({operator, holding}, return_when=asyncio.FIRST_COMPLETED)
@@ -143,6 +160,6 @@ async def _run_elected(config: OperatorConfig, liveness: str | None, state: dict
         await elector.release()
         metrics.set_leader(False)
         operator.result()  # an operator that crashed exits non-zero
-        return 0
+        return RESTART if context.restart.is_set() else 0
     finally:
         await kube.close()

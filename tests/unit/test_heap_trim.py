@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from llmop.config import OperatorConfig
 from llmop.loops.context import OperatorContext
-from llmop.loops.heap import HeapTrim, _malloc_trim
+from llmop.loops.heap import HeapSample, HeapTrim, _malloc_trim, restart_reason
 
 
 class CountedTrim:
@@ -77,3 +79,71 @@ def test_the_c_library_of_this_machine_has_malloc_trim() -> None:
     # glibc (Debian, the operator's image) has it; it returns 1 when it gave memory back, else 0.
     trim = _malloc_trim()
     assert trim is not None and trim(0) in (0, 1)
+
+
+MIB = 2**20
+
+
+def test_a_heap_grown_while_backends_went_is_a_reason_to_restart() -> None:
+    start = HeapSample(rss_bytes=80 * MIB, backends=3)
+    reason = restart_reason(start, HeapSample(rss_bytes=106 * MIB, backends=0), percent=25)
+    assert reason is not None
+    assert (
+        "106.0 MiB" in reason
+        and "32% above the 80.0 MiB" in reason
+        and "(backends then: 3, now: 0)" in reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("baseline", "now", "percent"),
+    [
+        (None, HeapSample(500 * MIB, 0), 25),  # no baseline sampled yet
+        (HeapSample(80 * MIB, 3), HeapSample(99 * MIB, 0), 25),  # under the threshold
+        (HeapSample(80 * MIB, 3), HeapSample(200 * MIB, 4), 25),  # more backends: state, not waste
+        (HeapSample(80 * MIB, 3), HeapSample(200 * MIB, 0), 0),  # restarts turned off
+    ],
+)
+def test_no_restart_without_waste(baseline: HeapSample | None, now: HeapSample, percent: float) -> None:
+    assert restart_reason(baseline, now, percent) is None
+
+
+async def test_a_trim_that_leaves_the_heap_bloated_restarts_the_operator_once() -> None:
+    trim, reasons = CountedTrim(), []
+    heap = HeapTrim(delay=0.01, trim=trim, later=(5.0,))
+    rss = [80 * MIB]
+    heap.measure = lambda: rss[0]
+    heap.arm(reasons.append, lambda: 0, percent=25, after=2.0)
+    await asyncio.sleep(0.8)  # the baseline, at a third of `after`
+    assert heap.baseline == HeapSample(80 * MIB, 0)
+    rss[0] = 120 * MIB
+    heap.soon()
+    await trimmed(trim, 1)
+    assert reasons == []  # too soon after start: a restart could follow a restart
+    await asyncio.sleep(1.5)
+    heap.soon()
+    await trimmed(trim, 2)
+    assert len(reasons) == 1 and "50% above" in reasons[0]
+    assert heap.pending is None  # no later trims: the operator is stopping
+    heap.soon()
+    await trimmed(trim, 3)
+    assert len(reasons) == 1
+
+
+async def test_the_operator_restarts_through_kopfs_stop_flag() -> None:
+    config = OperatorConfig(heap_restart_percent=10, heap_restart_after=0.2)
+    context = OperatorContext(config)
+    context.heap = HeapTrim(delay=0.01, trim=CountedTrim(), later=())
+    context.heap.arm(lambda _: context.restart.set(), lambda: len(context.observers), 10, 0.2)
+    context.heap.measure = lambda: 80 * MIB
+    await asyncio.sleep(0.25)
+    context.heap.measure = lambda: 100 * MIB
+    context.forget_backend(("team", "gone"))
+    async with asyncio.timeout(10):
+        await context.restart.wait()
+
+
+def test_the_restart_threshold_comes_from_the_environment() -> None:
+    config = OperatorConfig.from_env({"LLMOP_HEAP_RESTART_PERCENT": "40", "LLMOP_HEAP_RESTART_AFTER": "5m"})
+    assert (config.heap_restart_percent, config.heap_restart_after) == (40.0, 300.0)
+    assert OperatorConfig.from_env({}).heap_restart_percent == 25.0

@@ -51,6 +51,8 @@ class OperatorContext:
     probe_gate: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PROBE_CONCURRENCY))
     #: Returns the heap's free pages once deleted backends are gone.
     heap: HeapTrim = field(default_factory=HeapTrim)
+    #: kopf's stop flag: set when the operator should stop and run itself anew (llmop.operator).
+    restart: asyncio.Event = field(default_factory=asyncio.Event)
     #: Why a backend on a ModelCache deploys nothing yet (llmop.reconcile.cache_status.CacheWait),
     #: by backend, as (condition reason, message): its observer shows it.
     cache_waits: dict[BackendKey, tuple[str, str]] = field(default_factory=dict)
@@ -79,6 +81,13 @@ class OperatorContext:
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=16)
         self.runtime_http = httpx.AsyncClient(limits=limits)
         self.external_http = guarded_client(self.denied_targets(), limits)
+        config = self.config
+        self.heap.arm(
+            lambda _: self.restart.set(),
+            lambda: len(self.observers),
+            config.heap_restart_percent,
+            config.heap_restart_after,
+        )
 
     def denied_targets(self) -> DeniedTargets:
         """The configured deny list, and always the API server llmop itself talks to."""
