@@ -99,6 +99,7 @@ def test_a_heap_grown_while_backends_went_is_a_reason_to_restart() -> None:
     ("baseline", "now", "percent"),
     [
         (None, HeapSample(500 * MIB, 0), 25),  # no baseline sampled yet
+        (HeapSample(0, 3), HeapSample(80 * MIB, 0), 25),  # /proc could not be read for the baseline
         (HeapSample(80 * MIB, 3), HeapSample(99 * MIB, 0), 25),  # under the threshold
         (HeapSample(80 * MIB, 3), HeapSample(200 * MIB, 4), 25),  # more backends: state, not waste
         (HeapSample(80 * MIB, 3), HeapSample(200 * MIB, 0), 0),  # restarts turned off

@@ -50,8 +50,8 @@ class HeapSample:
 def restart_reason(baseline: HeapSample | None, now: HeapSample, percent: float) -> str | None:
     """Why the operator should restart to give its heap back, or None. Only when it holds no more
     backends than at the baseline: then what it grew by is freed memory, not state."""
-    if baseline is None or percent <= 0 or now.backends > baseline.backends:
-        return None
+    if baseline is None or baseline.rss_bytes <= 0 or percent <= 0 or now.backends > baseline.backends:
+        return None  # no baseline (or /proc could not be read for it), off, or more state
     if now.rss_bytes <= baseline.rss_bytes * (1 + percent / 100):
         return None
     grown = 100 * (now.rss_bytes - baseline.rss_bytes) / baseline.rss_bytes
